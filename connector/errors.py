@@ -1,0 +1,76 @@
+"""The connector's exceptions.
+
+Lower-level errors (YAML, librdkafka, httpx) are translated into these once, at the
+module that talks to that library; everything above only sees this tree::
+
+    ConnectorError
+    ├── ConfigError                 bad configuration: nothing starts (exit 2)
+    ├── InvalidMessage              one message can never be delivered (on_invalid decides)
+    └── FatalError                  the run must stop; what is done is committed first
+        ├── AuthError               UserFlux refused the write key: 401/403 (exit 3)
+        ├── DeliveryConfigError     UserFlux answered something no retry can fix (exit 3)
+        ├── StoppedOnInvalid        on_invalid: stop met an invalid message (exit 4)
+        └── KafkaFatalError         the consumer or dead-letter producer failed for good (exit 5)
+
+Messages never contain secrets: the API key and Kafka passwords are redacted before a
+message is built, and config errors describe secret values without quoting them.
+"""
+
+from __future__ import annotations
+
+
+class ConnectorError(Exception):
+    """Base of every error the connector raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(ConnectorError):
+    """The configuration is wrong; ``problems`` lists every finding, one per line."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str] | str, source: str | None = None):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.source = source
+        where = f"{source}: " if source else ""
+        if len(self.problems) == 1:
+            text = f"{where}invalid configuration: {self.problems[0]}"
+        else:
+            lines = "\n".join(f"  - {p}" for p in self.problems)
+            text = f"{where}invalid configuration ({len(self.problems)} problems):\n{lines}"
+        super().__init__(text)
+
+
+class InvalidMessage(ConnectorError):
+    """A message that can never become a deliverable UserFlux event.
+
+    ``stage`` tells where it failed: ``deserialize`` (the value is not JSON),
+    ``map`` (the mapping could not build a valid event) or ``deliver`` (UserFlux
+    refused the event on its own).
+    """
+
+    def __init__(self, reason: str, stage: str = "map"):
+        self.reason = reason
+        self.stage = stage
+        super().__init__(reason)
+
+
+class FatalError(ConnectorError):
+    """The run cannot go on. The pipeline commits what is done, then exits."""
+
+
+class AuthError(FatalError):
+    exit_code = 3
+
+
+class DeliveryConfigError(FatalError):
+    exit_code = 3
+
+
+class StoppedOnInvalid(FatalError):
+    exit_code = 4
+
+
+class KafkaFatalError(FatalError):
+    exit_code = 5
