@@ -1,0 +1,1 @@
+"""Configuration: the YAML file, ${VAR} expansion, typed and validated settings."""

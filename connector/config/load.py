@@ -1,0 +1,238 @@
+"""Read a configuration file into typed, validated, compiled Settings.
+
+The file is read, parsed, expanded and checked once, at start: every problem is reported
+together, naming the key, and the mappings are compiled so the per-message path never
+looks at YAML again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Mapping as EnvMapping
+from urllib.parse import urlsplit
+
+import yaml
+
+from ..errors import ConfigError
+from ..mapping.event import Mapping, compile_mapping
+from .envexpand import expand
+from .model import (
+    ON_INVALID,
+    DeadLetterSettings,
+    MetricsSettings,
+    PipelineSettings,
+    RetrySettings,
+    Secret,
+    Settings,
+    UserFluxSettings,
+)
+from .reader import Problems, Section, describe, join
+
+# librdkafka properties whose values are secrets: never echoed, always redacted.
+_SECRET_PROPERTY = re.compile(r"password|secret|ssl\.key\.pem|oauthbearer\.config|sasl\.oauthbearer\.client\.secret")
+
+# The connector owns offset handling; these settings would break at-least-once delivery.
+_OWNED_PROPERTIES = {
+    "enable.auto.commit": "the connector commits offsets itself, only after UserFlux answered",
+    "enable.auto.offset.store": "the connector stores offsets itself, only after UserFlux answered",
+}
+
+
+def is_secret_property(name: str) -> bool:
+    return bool(_SECRET_PROPERTY.search(name))
+
+
+def load_settings(path: str, env: EnvMapping[str, str] | None = None) -> Settings:
+    """Read ``path``; raise ConfigError listing every problem found."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the configuration file: {exc.strerror}", source=path) from None
+    return parse_settings(text, source=path, env=os.environ if env is None else env)
+
+
+def parse_settings(text: str, source: str = "<config>", env: EnvMapping[str, str] | None = None) -> Settings:
+    try:
+        tree = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{where}{exc.problem or exc.context}", source=source) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", source=source) from None
+    problems = Problems()
+    tree = expand(tree, os.environ if env is None else env, problems)
+    settings = _build(tree, source, problems)
+    if problems:
+        raise ConfigError(problems.lines, source=source)
+    assert settings is not None
+    return settings
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _build(tree: Any, source: str, problems: Problems) -> Settings | None:
+    if tree is None:
+        problems.add("", "the file is empty; see config/ for examples")
+        return None
+    top = Section(tree, "", problems)
+    if not top.ok:
+        return None
+    kafka = _kafka(top.raw("kafka"), problems)
+    userflux = _userflux(top.section("userflux", required=True), problems)
+    on_invalid = top.get_choice("on_invalid", ON_INVALID, default="dead_letter")
+    dead_letter = _dead_letter(top.raw("dead_letter", None), on_invalid, problems)
+    metrics = _metrics(top.section("metrics"), problems)
+    pipeline = _pipeline(top.section("pipeline"), problems)
+    mappings = _mappings(top.raw("mappings"), userflux.location_enrichment if userflux else False, problems)
+    top.finish()
+    if dead_letter and mappings:
+        for mapping in mappings:
+            if mapping.matches(dead_letter.topic):
+                problems.add("dead_letter.topic", f"{dead_letter.topic!r} matches {mapping.label}: "
+                             "the connector would read its own dead letters; pick another topic or narrow the mapping")
+    if problems:
+        return None
+    secrets = [userflux.api_key.reveal()]
+    for props in (kafka, dead_letter.producer if dead_letter else {}):
+        secrets += [v for k, v in props.items() if is_secret_property(k) and v]
+    return Settings(
+        source=source, kafka=kafka, userflux=userflux, on_invalid=on_invalid, dead_letter=dead_letter,
+        metrics=metrics, pipeline=pipeline, mappings=tuple(mappings), secrets=tuple(secrets),
+    )
+
+
+def _properties(raw: Any, where: str, problems: Problems) -> dict[str, str]:
+    """A flat map of librdkafka properties, values as strings."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.add(where, f"expected a mapping of librdkafka properties, found {describe(raw)}")
+        return {}
+    props: dict[str, str] = {}
+    for key, value in raw.items():
+        here = join(where, key)
+        secret = is_secret_property(str(key))
+        if isinstance(value, bool):
+            props[str(key)] = "true" if value else "false"
+        elif isinstance(value, (int, float, str)):
+            props[str(key)] = str(value)
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            props[str(key)] = ",".join(value)  # e.g. bootstrap.servers as a list
+        else:
+            problems.add(here, f"expected a string, number or boolean (librdkafka properties are flat "
+                               f"dotted keys such as sasl.mechanism), found {describe(value, secret)}")
+    return props
+
+
+def _kafka(raw: Any, problems: Problems) -> dict[str, str]:
+    if raw is None:
+        problems.add("kafka", "is required (at least bootstrap.servers and group.id)")
+        return {}
+    props = _properties(raw, "kafka", problems)
+    if not isinstance(raw, dict):
+        return props
+    for key in ("bootstrap.servers", "group.id"):
+        if not props.get(key, "").strip() and not (key == "bootstrap.servers" and props.get("metadata.broker.list")):
+            problems.add(f"kafka.{key}", "is required")
+    for key, why in _OWNED_PROPERTIES.items():
+        if key in props and props[key].lower() != "false":
+            problems.add(f"kafka.{key}", f"must not be set: {why}")
+    return props
+
+
+def _userflux(section: Section, problems: Problems) -> UserFluxSettings | None:
+    if not section.ok:
+        return None
+    base_url = section.get_str("base_url", "https://integration-api.userflux.co")
+    if base_url is not None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            problems.add("userflux.base_url", f"expected an http(s) URL like https://integration-api.userflux.co, found {base_url!r}")
+        elif parts.query or parts.fragment:
+            problems.add("userflux.base_url", "expected a URL without query or fragment; the connector adds the path and locationEnrichment")
+    api_key = section.get_str("api_key", secret=True)
+    if api_key is not None and any(ch.isspace() for ch in api_key.strip()):
+        problems.add("userflux.api_key", "contains white space; expected the write key alone (without 'Bearer ')")
+    retry_section = section.section("retry")
+    retry = RetrySettings(
+        initial_backoff_ms=retry_section.get_int("initial_backoff_ms", 250, lo=1, hi=3_600_000),
+        max_backoff_ms=retry_section.get_int("max_backoff_ms", 30_000, lo=1, hi=3_600_000),
+        max_attempts=retry_section.get_int("max_attempts", 0, lo=0),
+    )
+    retry_section.finish()
+    if retry.initial_backoff_ms and retry.max_backoff_ms and retry.initial_backoff_ms > retry.max_backoff_ms:
+        problems.add("userflux.retry", f"initial_backoff_ms ({retry.initial_backoff_ms}) is above max_backoff_ms ({retry.max_backoff_ms})")
+    settings = UserFluxSettings(
+        base_url=(base_url or "").rstrip("/"),
+        api_key=Secret((api_key or "").strip()),
+        location_enrichment=section.get_bool("location_enrichment", False),
+        batch_size=section.get_int("batch_size", 50, lo=1, hi=50),
+        linger_ms=section.get_int("linger_ms", 200, lo=0, hi=600_000),
+        max_in_flight=section.get_int("max_in_flight", 8, lo=1, hi=256),
+        request_timeout_s=section.get_float("request_timeout_s", 10.0, lo=0.1, hi=600),
+        retry=retry,
+    )
+    section.finish()
+    return settings
+
+
+def _dead_letter(raw: Any, on_invalid: str | None, problems: Problems) -> DeadLetterSettings | None:
+    if raw is None:
+        if on_invalid == "dead_letter":
+            problems.add("dead_letter.topic", "is required when on_invalid is dead_letter (the default); "
+                                              "set it, or choose on_invalid: skip or stop")
+        return None
+    section = Section(raw, "dead_letter", problems)
+    topic = section.get_str("topic")
+    if topic is not None and (topic.startswith("^") or not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", topic)):
+        problems.add("dead_letter.topic", f"expected a Kafka topic name (letters, digits, '.', '_', '-'), found {topic!r}")
+    producer = _properties(section.raw("producer", None), "dead_letter.producer", problems)
+    section.finish()
+    return DeadLetterSettings(topic=topic, producer=producer) if topic else None
+
+
+def _metrics(section: Section, problems: Problems) -> MetricsSettings:
+    settings = MetricsSettings(
+        enabled=section.get_bool("enabled", True),
+        host=section.get_str("host", "0.0.0.0"),
+        port=section.get_int("port", 9464, lo=0, hi=65535),
+    )
+    section.finish()
+    return settings
+
+
+def _pipeline(section: Section, problems: Problems) -> PipelineSettings:
+    settings = PipelineSettings(
+        max_pending_messages=section.get_int("max_pending_messages", 10_000, lo=1),
+        commit_interval_ms=section.get_int("commit_interval_ms", 1_000, lo=10, hi=600_000),
+        rebalance_timeout_s=section.get_float("rebalance_timeout_s", 10.0, lo=0, hi=3600),
+        shutdown_grace_s=section.get_float("shutdown_grace_s", 30.0, lo=0, hi=3600),
+    )
+    section.finish()
+    return settings
+
+
+def _mappings(raw: Any, default_location_enrichment: bool, problems: Problems) -> list[Mapping]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not raw:
+        problems.add("mappings", f"expected a non-empty list of mappings, found {describe(raw)}")
+        return []
+    compiled = [compile_mapping(item, i, problems, default_location_enrichment) for i, item in enumerate(raw)]
+    return [m for m in compiled if m is not None]

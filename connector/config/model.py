@@ -1,0 +1,87 @@
+"""The typed settings the connector runs with, built once by ``load.py``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..mapping.event import Mapping
+
+ON_INVALID = ("dead_letter", "skip", "stop")
+
+
+class Secret:
+    """A string that does not print itself: repr/str show ``***``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    initial_backoff_ms: int = 250
+    max_backoff_ms: int = 30_000
+    max_attempts: int = 0  # 0: retry transient failures forever
+
+
+@dataclass(frozen=True)
+class UserFluxSettings:
+    base_url: str
+    api_key: Secret
+    location_enrichment: bool = False
+    batch_size: int = 50
+    linger_ms: int = 200
+    max_in_flight: int = 8
+    request_timeout_s: float = 10.0
+    retry: RetrySettings = field(default_factory=RetrySettings)
+
+
+@dataclass(frozen=True)
+class DeadLetterSettings:
+    topic: str
+    producer: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = 9464
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    max_pending_messages: int = 10_000
+    commit_interval_ms: int = 1_000
+    rebalance_timeout_s: float = 10.0
+    shutdown_grace_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: str
+    kafka: dict[str, str]
+    userflux: UserFluxSettings
+    on_invalid: str
+    dead_letter: DeadLetterSettings | None
+    metrics: MetricsSettings
+    pipeline: PipelineSettings
+    mappings: tuple["Mapping", ...]
+    secrets: tuple[str, ...] = ()  # every secret value, for redaction

@@ -1,0 +1,1 @@
+"""Field mappings: YAML specs compiled once into functions that build UserFlux events."""

@@ -1,0 +1,399 @@
+"""One compiled mapping: which topics it takes, which messages it keeps, how it builds
+the UserFlux event.
+
+``Mapping.apply(value, message)`` is the per-message path: it returns the event dict,
+None when the ``where`` filter skips the message, or raises InvalidMessage with a reason
+that names the field, the spec and what was found.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from ..config.reader import Problems, Section, describe, join
+from ..errors import InvalidMessage
+from .fields import Extractor, blank_id, blank_value, compile_field
+from .paths import MISSING, compile_ref, split_path, type_name
+from .timestamps import to_epoch_ms
+
+_FIELDS = ("name", "userId", "anonymousId", "timestamp", "properties")
+
+
+class Mapping:
+    def __init__(
+        self,
+        index: int,
+        topics: frozenset[str] | None,
+        pattern: re.Pattern | None,
+        location_enrichment: bool,
+        where: "Filter | None",
+        builder: "EventBuilder",
+        spec: dict,
+    ):
+        self.index = index
+        self.topics = topics
+        self.pattern = pattern
+        self.location_enrichment = location_enrichment
+        self.where = where
+        self.builder = builder
+        self.spec = spec  # the raw YAML, for `check` summaries
+
+    @property
+    def label(self) -> str:
+        if self.topics is not None:
+            return f"mappings[{self.index}] (topics {', '.join(sorted(self.topics))})"
+        return f"mappings[{self.index}] (pattern {self.pattern.pattern})"
+
+    def subscription(self) -> list[str]:
+        return sorted(self.topics) if self.topics is not None else [self.pattern.pattern]
+
+    def matches(self, topic: str) -> bool:
+        if self.topics is not None:
+            return topic in self.topics
+        return self.pattern.search(topic) is not None
+
+    def apply(self, value: Any, message: Any) -> dict | None:
+        if self.where is not None and self.where.skip_reason(value, message) is not None:
+            return None
+        return self.builder.build(value, message)
+
+
+class Filter:
+    """``where:``: every condition must hold, or the message is skipped (and committed)."""
+
+    def __init__(self, conditions: list[tuple[Any, str, str, Any]]):
+        self.conditions = conditions  # (getter, path text, op, operand)
+
+    def describe(self) -> str:
+        words = {"in": "in", "not_in": "not in"}
+        return " and ".join(
+            f"{path} {'exists' if operand else 'is missing'}" if op == "exists" else f"{path} {words[op]} {_show_list(operand)}"
+            for _, path, op, operand in self.conditions
+        )
+
+    def skip_reason(self, value: Any, message: Any) -> str | None:
+        for get, path, op, operand in self.conditions:
+            found = get(value, message)
+            if op == "in" and (found is MISSING or not _member(found, operand)):
+                return f"where: {path} is {_show(found)}, not one of {_show_list(operand)}"
+            if op == "not_in" and found is not MISSING and _member(found, operand):
+                return f"where: {path} is {_show(found)}, one of the excluded {_show_list(operand)}"
+            if op == "exists" and (found is not MISSING and found is not None) != operand:
+                return f"where: {path} {'is missing' if operand else 'is present'}"
+        return None
+
+
+def _member(found: Any, operand: tuple) -> bool:
+    try:
+        return found in operand
+    except TypeError:  # unhashable or odd types: compare one by one
+        return any(found == item for item in operand)
+
+
+def _show(value: Any) -> str:
+    return "missing" if value is MISSING else describe(value)
+
+
+def _show_list(values: tuple) -> str:
+    return "[" + ", ".join(map(str, values)) + "]"
+
+
+class EventBuilder:
+    def __init__(self, name: Extractor, user_id: Extractor | None, anonymous_id: Extractor | None,
+                 timestamp: Extractor | None, properties: "PropertiesBuilder"):
+        self.name = name
+        self.user_id = user_id
+        self.anonymous_id = anonymous_id
+        self.timestamp = timestamp
+        self.properties = properties
+
+    def summary(self) -> list[tuple[str, str]]:
+        return [
+            ("name", self.name.describe),
+            ("userId", self.user_id.describe if self.user_id else "not mapped"),
+            ("anonymousId", self.anonymous_id.describe if self.anonymous_id else "not mapped"),
+            ("timestamp", (self.timestamp.describe + ", else " if self.timestamp else "") + "the Kafka message's timestamp"),
+            ("properties", self.properties.describe()),
+        ]
+
+    def build(self, value: Any, message: Any) -> dict:
+        event: dict[str, Any] = {"name": self._name(value, message)}
+        user_id = self._id("userId", self.user_id, value, message)
+        anonymous_id = self._id("anonymousId", self.anonymous_id, value, message)
+        if user_id is None and anonymous_id is None:
+            tried = " and ".join(
+                f"{field} ({spec.describe if spec else 'not mapped'})"
+                for field, spec in (("userId", self.user_id), ("anonymousId", self.anonymous_id))
+            )
+            raise InvalidMessage(f"no userId or anonymousId: nothing found for {tried}")
+        if user_id is not None:
+            event["userId"] = user_id
+        if anonymous_id is not None:
+            event["anonymousId"] = anonymous_id
+        event["timestamp"] = self._timestamp(value, message)
+        event["properties"] = self.properties.build(value, message)
+        return event
+
+    def _name(self, value: Any, message: Any) -> str:
+        found = self.name(value, message)
+        if blank_id(found):
+            raise InvalidMessage(f"name: no value found for {self.name.describe}")
+        if isinstance(found, bool) or not isinstance(found, (str, int, float)):
+            raise InvalidMessage(f"name: expected a string from {self.name.describe}, found {describe(found)}")
+        name = found if type(found) is str else _number_text(found)
+        if any(ch.isspace() for ch in name):
+            raise InvalidMessage(
+                f"name: {name!r} contains white space, which UserFlux event names do not support"
+            )
+        return name
+
+    def _id(self, field: str, spec: Extractor | None, value: Any, message: Any) -> str | None:
+        if spec is None:
+            return None
+        found = spec(value, message)
+        if blank_id(found):
+            return None
+        if type(found) is str:
+            return found
+        if isinstance(found, (int, float)) and not isinstance(found, bool):
+            return _number_text(found)
+        raise InvalidMessage(f"{field}: expected a string or a number from {spec.describe}, found {describe(found)}")
+
+    def _timestamp(self, value: Any, message: Any) -> int:
+        if self.timestamp is not None:
+            found = self.timestamp(value, message)
+            if not blank_value(found):
+                try:
+                    return to_epoch_ms(found)
+                except ValueError as exc:
+                    raise InvalidMessage(f"timestamp: from {self.timestamp.describe}: {exc}") from None
+        # No timestamp in the message: the Kafka record's own time, else now.
+        kind, ts = message.timestamp()
+        if kind != 0 and ts is not None and ts >= 0:
+            return ts
+        return int(time.time() * 1000)
+
+
+def _number_text(number: float) -> str:
+    if isinstance(number, float) and number.is_integer():
+        return str(int(number))
+    return str(number)
+
+
+class PropertiesBuilder:
+    """``properties:``: an object copied from ``from``, narrowed by include/exclude, plus ``set``."""
+
+    def __init__(self, source: Extractor | None, include: tuple[str, ...] | None,
+                 exclude: tuple[tuple[str, ...], ...], assign: tuple[tuple[str, Extractor], ...]):
+        self.source = source
+        self.include = include
+        self.exclude = exclude
+        self.assign = assign
+
+    def describe(self) -> str:
+        parts = []
+        if self.source is not None:
+            parts.append(f"copied from {self.source.describe}")
+            if self.include is not None:
+                parts.append(f"only {', '.join(self.include)}")
+            if self.exclude:
+                parts.append(f"without {', '.join('.'.join(p) for p in self.exclude)}")
+        if self.assign:
+            parts.append("set " + ", ".join(f"{k} = {spec.describe}" for k, spec in self.assign))
+        return "; ".join(parts) or "none (an empty object)"
+
+    def build(self, value: Any, message: Any) -> dict:
+        props: dict[str, Any]
+        if self.source is None:
+            props = {}
+        else:
+            found = self.source(value, message)
+            if found is MISSING or found is None:
+                props = {}
+            elif type(found) is dict:
+                if self.include is not None:
+                    props = {k: found[k] for k in self.include if k in found}
+                else:
+                    props = dict(found)  # a copy: exclude must not change the message value
+            else:
+                raise InvalidMessage(f"properties: expected an object from {self.source.describe}, found {describe(found)}")
+            for path in self.exclude:
+                _remove(props, path)
+        for key, spec in self.assign:
+            found = spec(value, message)
+            if found is not MISSING:
+                props[key] = found
+        return props
+
+
+def _remove(props: dict, path: tuple[str, ...]) -> None:
+    node = props
+    for segment in path[:-1]:
+        child = node.get(segment)
+        if type(child) is not dict:
+            return
+        child = dict(child)  # copy on the way down: the original value stays untouched
+        node[segment] = child
+        node = child
+    node.pop(path[-1], None)
+
+
+# ---------------------------------------------------------------------------
+# Compilation from YAML
+
+
+def compile_mapping(raw: Any, index: int, problems: Problems, default_location_enrichment: bool) -> Mapping | None:
+    where = f"mappings[{index}]"
+    section = Section(raw, where, problems)
+    if not section.ok:
+        return None
+    before = len(problems.lines)
+
+    topics: frozenset[str] | None = None
+    pattern: re.Pattern | None = None
+    has_topics, has_pattern = section.has("topics"), section.has("pattern")
+    if has_topics == has_pattern:
+        section.raw("topics", None), section.raw("pattern", None)
+        problems.add(where, "expected exactly one of topics (a list of names) or pattern (a regex), found "
+                     + ("both" if has_topics else "neither"))
+    elif has_topics:
+        raw_topics = section.raw("topics")
+        if isinstance(raw_topics, str):
+            raw_topics = [raw_topics]
+        if not isinstance(raw_topics, list) or not raw_topics or not all(isinstance(t, str) and t for t in raw_topics):
+            problems.add(join(where, "topics"), f"expected a non-empty list of topic names, found {describe(raw_topics)}")
+        else:
+            bad = [t for t in raw_topics if t.startswith("^")]
+            if bad:
+                problems.add(join(where, "topics"), f"{bad[0]!r} looks like a regex; write it as pattern: instead")
+            topics = frozenset(raw_topics)
+    else:
+        text = section.get_str("pattern")
+        if text is not None:
+            if not text.startswith("^"):
+                problems.add(join(where, "pattern"),
+                             f"a Kafka regex subscription must start with '^', found {text!r} (did you mean {'^' + text!r}?)")
+            else:
+                try:
+                    pattern = re.compile(text)
+                except re.error as exc:
+                    problems.add(join(where, "pattern"), f"not a valid regex: {exc}")
+
+    location_enrichment = section.get_bool("location_enrichment", default_location_enrichment)
+    condition = _compile_where(section.raw("where", None), join(where, "where"), problems)
+    builder = _compile_event(section.section("event", required=True), problems)
+    section.finish()
+    if len(problems.lines) != before or builder is None:
+        return None
+    return Mapping(index, topics, pattern, location_enrichment, condition, builder, raw)
+
+
+def _compile_where(raw: Any, where: str, problems: Problems) -> Filter | None:
+    if raw is None:
+        return None
+    items = raw if isinstance(raw, list) else [raw]
+    conditions = []
+    for i, item in enumerate(items):
+        here = join(where, i) if isinstance(raw, list) else where
+        section = Section(item, here, problems, what="a condition like {path: type, in: [track, screen]}")
+        if not section.ok:
+            continue
+        path = section.get_str("path")
+        ops = [op for op in ("in", "not_in", "exists") if section.has(op)]
+        for op in ("in", "not_in", "exists"):
+            section.raw(op, None)
+        section.finish()
+        if len(ops) != 1:
+            problems.add(here, f"expected exactly one of in, not_in or exists, found {', '.join(ops) or 'none'}")
+            continue
+        op = ops[0]
+        operand = item[op]
+        if op == "exists":
+            if not isinstance(operand, bool):
+                problems.add(join(here, op), f"expected true or false, found {describe(operand)}")
+                continue
+        else:
+            if not isinstance(operand, list) or not operand:
+                problems.add(join(here, op), f"expected a non-empty list of values, found {describe(operand)}")
+                continue
+            operand = tuple(operand)
+        if path is None:
+            continue
+        try:
+            conditions.append((compile_ref(path), path, op, operand))
+        except ValueError as exc:
+            problems.add(join(here, "path"), str(exc))
+    return Filter(conditions) if conditions else None
+
+
+def _compile_event(section: Section, problems: Problems) -> EventBuilder | None:
+    if not section.ok:
+        return None
+    before = len(problems.lines)
+    name = compile_field(section.raw("name"), join(section.path, "name"), problems, blank_id) \
+        if section.has("name") else section.raw("name")
+    ids = {}
+    for field in ("userId", "anonymousId"):
+        raw = section.raw(field, None)
+        ids[field] = None if raw is None else compile_field(raw, join(section.path, field), problems, blank_id)
+    if not section.has("userId") and not section.has("anonymousId"):
+        problems.add(section.path, "map at least one of userId or anonymousId: UserFlux needs one of them")
+    raw_ts = section.raw("timestamp", None)
+    timestamp = None if raw_ts is None else compile_field(raw_ts, join(section.path, "timestamp"), problems)
+    properties = _compile_properties(section.raw("properties", None), join(section.path, "properties"), problems)
+    section.finish()
+    if len(problems.lines) != before or name is None:
+        return None
+    return EventBuilder(name, ids["userId"], ids["anonymousId"], timestamp, properties)
+
+
+def _compile_properties(raw: Any, where: str, problems: Problems) -> PropertiesBuilder:
+    empty = PropertiesBuilder(None, None, (), ())
+    if raw is None:
+        return empty
+    if isinstance(raw, (str, list)):
+        source = compile_field(raw, where, problems)
+        return PropertiesBuilder(source, None, (), ()) if source else empty
+    section = Section(raw, where, problems, what="a path, or a mapping with from/include/exclude/set")
+    if not section.ok:
+        return empty
+    source = None
+    if section.has("from"):
+        source = compile_field(section.raw("from"), join(where, "from"), problems)
+    include = _key_list(section.raw("include", None), join(where, "include"), problems, dotted=False)
+    exclude = _key_list(section.raw("exclude", None), join(where, "exclude"), problems, dotted=True)
+    if (include or exclude) and not section.has("from"):
+        problems.add(where, "include/exclude narrow the object read by from:, but from: is missing")
+    assign = []
+    set_section = section.section("set")
+    for key in list(set_section.data):
+        spec = compile_field(set_section.raw(key), join(set_section.path, key), problems)
+        if not isinstance(key, str):
+            problems.add(join(set_section.path, key), "property names must be strings")
+        elif spec is not None:
+            assign.append((key, spec))
+    section.finish()
+    return PropertiesBuilder(
+        source,
+        tuple(include) if include is not None else None,
+        tuple(tuple(split_path(p)) for p in exclude or ()),
+        tuple(assign),
+    )
+
+
+def _key_list(raw: Any, where: str, problems: Problems, dotted: bool) -> list[str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(k, str) and k for k in raw):
+        problems.add(where, f"expected a list of property names, found {describe(raw)}")
+        return None
+    if dotted:
+        for key in raw:
+            try:
+                split_path(key)
+            except ValueError as exc:
+                problems.add(where, f"{key!r}: {exc}")
+                return None
+    return raw

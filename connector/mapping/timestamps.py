@@ -1,0 +1,60 @@
+"""Turn the timestamps found in messages into UserFlux's epoch milliseconds.
+
+Numbers are read by magnitude, because producers send every unit: below 10^11 they are
+seconds (10^11 s is the year 5138), below 10^14 milliseconds, below 10^17 microseconds,
+above that nanoseconds. Numeric strings are read the same way. Other strings must be
+ISO-8601; one without a UTC offset is taken as UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+_SECONDS_BELOW = 10**11
+_MILLIS_BELOW = 10**14
+_MICROS_BELOW = 10**17
+
+
+def to_epoch_ms(value: Any) -> int:
+    """Return integer epoch milliseconds; raise ValueError saying why not."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number or an ISO-8601 string, found boolean {value!r}")
+    if isinstance(value, (int, float)):
+        return _from_number(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text) if any(c in text for c in ".eE") else int(text)
+        except ValueError:
+            return _from_iso(text)
+        return _from_number(number)
+    raise ValueError(f"expected a number or an ISO-8601 string, found {type(value).__name__}")
+
+
+def _from_number(number: float) -> int:
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"{number!r} is not a time")
+    if number < 0:
+        raise ValueError(f"{number!r} is before 1970")
+    if number < _SECONDS_BELOW:
+        return round(number * 1000)
+    if number < _MILLIS_BELOW:
+        return round(number)
+    if number < _MICROS_BELOW:
+        return round(number / 1000)
+    return round(number / 1_000_000)
+
+
+def _from_iso(text: str) -> int:
+    try:
+        # Python 3.11 reads ISO-8601 including a trailing 'Z'; older versions need help.
+        parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither epoch seconds/milliseconds nor an ISO-8601 time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    ms = round(parsed.timestamp() * 1000)
+    if ms < 0:
+        raise ValueError(f"{text!r} is before 1970")
+    return ms
