@@ -1,0 +1,91 @@
+"""The batch stage: mapped events into batches of at most ``batch_size``.
+
+A batch never mixes ``locationEnrichment`` values, because that is a query parameter of
+the whole request. A partial batch is sent once its first event has waited ``linger``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any, Callable
+
+from .offsets import PartitionOffsets
+
+
+class Item:
+    """One mapped event and where it came from, until it is done."""
+
+    __slots__ = ("event", "message", "offsets")
+
+    def __init__(self, event: dict, message: Any, offsets: PartitionOffsets):
+        self.event = event
+        self.message = message  # the Kafka message, kept for the dead-letter topic
+        self.offsets = offsets
+
+    def done(self) -> None:
+        self.offsets.done(self.message.offset())
+
+
+class Batch:
+    __slots__ = ("id", "items", "location_enrichment", "opened")
+
+    _ids = itertools.count(1)
+
+    def __init__(self, location_enrichment: bool, opened: float, items: list[Item] | None = None):
+        self.id = next(Batch._ids)
+        self.items: list[Item] = items if items is not None else []
+        self.location_enrichment = location_enrichment
+        self.opened = opened
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __repr__(self) -> str:
+        return f"<Batch #{self.id} events={len(self.items)} locationEnrichment={self.location_enrichment}>"
+
+
+class Batcher:
+    def __init__(self, batch_size: int, linger_s: float, clock: Callable[[], float] = time.monotonic):
+        self.batch_size = batch_size
+        self.linger_s = linger_s
+        self.clock = clock
+        self._open: dict[bool, Batch] = {}
+
+    def add(self, item: Item, location_enrichment: bool) -> Batch | None:
+        """Add an event; return the batch it filled, if it did."""
+        batch = self._open.get(location_enrichment)
+        if batch is None:
+            batch = self._open[location_enrichment] = Batch(location_enrichment, self.clock())
+        batch.items.append(item)
+        if len(batch.items) >= self.batch_size:
+            del self._open[location_enrichment]
+            return batch
+        return None
+
+    def due(self) -> list[Batch]:
+        """Partial batches whose linger has passed."""
+        if not self._open:
+            return []
+        cutoff = self.clock() - self.linger_s
+        ready = [b for b in self._open.values() if b.opened <= cutoff]
+        for batch in ready:
+            del self._open[batch.location_enrichment]
+        return ready
+
+    def flush(self) -> list[Batch]:
+        """Every open batch, now (rebalance, shutdown)."""
+        ready = list(self._open.values())
+        self._open.clear()
+        return ready
+
+    def next_due_in(self) -> float | None:
+        """Seconds until the oldest open batch is due, or None when nothing is open."""
+        if not self._open:
+            return None
+        oldest = min(b.opened for b in self._open.values())
+        return max(0.0, oldest + self.linger_s - self.clock())
+
+    @property
+    def buffered(self) -> int:
+        return sum(len(b.items) for b in self._open.values())
