@@ -1,0 +1,209 @@
+"""``userflux-connector``: run, check and map.
+
+    userflux-connector run   --config F [--dry-run]
+    userflux-connector check --config F
+    userflux-connector map   --config F --topic T   < values.jsonl
+
+Exit codes: 0 done, 1 unexpected error, 2 bad configuration or usage (or, for map, a
+line that is invalid), 3 UserFlux refused the key or the address, 4 an invalid message
+met on_invalid: stop, 5 Kafka failed for good.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any, Sequence, TextIO
+
+from . import __version__, logs
+from .config.load import load_settings
+from .config.model import Settings
+from .errors import ConfigError, ConnectorError, InvalidMessage
+
+log = logging.getLogger("connector")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logs.setup(args.log_level, args.log_format)
+    try:
+        return args.command(args)
+    except ConnectorError as exc:
+        print(f"error: {logs.redact(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="userflux-connector",
+        description="Stream product-analytics events from Apache Kafka to UserFlux, at least once.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, func) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument("--config", "-c", required=True, metavar="FILE", help="the connector's YAML configuration")
+        cmd.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                         type=str.upper, help="log verbosity (default INFO)")
+        cmd.add_argument("--log-format", default="text", choices=["text", "json"],
+                         help="log lines as text or JSON objects, on stderr (default text)")
+        cmd.set_defaults(command=func)
+        return cmd
+
+    run = command("run", "Consume the mapped topics and deliver them to UserFlux.", _run)
+    run.add_argument("--dry-run", action="store_true",
+                     help="consume and map for real, print the batches on stdout instead of posting them, "
+                          "commit nothing (uses the consumer group <group.id>.dry-run)")
+    command("check", "Validate the configuration and print a summary of the mappings.", _check)
+    mapper = command("map", "Map JSON message values read on stdin, one per line, and print each result.", _map)
+    mapper.add_argument("--topic", "-t", required=True, help="the topic the values are read as coming from")
+    mapper.add_argument("--key", help="the Kafka key every value is given (for @key)")
+    mapper.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
+                        help="a Kafka header every value is given (for @headers.NAME); repeatable")
+    mapper.add_argument("--timestamp", type=int, metavar="MS",
+                        help="the Kafka timestamp, epoch milliseconds (for @timestamp; default: now)")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    logs.add_secrets(settings.secrets)
+    return settings
+
+
+# -- run ------------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .health import HealthServer
+    from .pipeline import Pipeline
+
+    settings = _load(args)
+    pipeline = Pipeline(settings, dry_run=args.dry_run)
+    server = None
+    if settings.metrics.enabled:
+        try:
+            server = HealthServer(settings.metrics.host, settings.metrics.port, pipeline.status).start()
+        except OSError as exc:
+            raise ConfigError(f"metrics.port: cannot listen on {settings.metrics.host}:{settings.metrics.port}: "
+                              f"{exc.strerror}") from None
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda s, _frame: pipeline.request_stop(s))
+    try:
+        return pipeline.run()
+    finally:
+        if server is not None:
+            server.stop()
+
+
+# -- check ----------------------------------------------------------------------------------
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .dead_letter import producer_config
+    from .source import consumer_config, validate_properties
+    from confluent_kafka import Producer
+
+    settings = _load(args)
+    validate_properties(consumer_config(settings.kafka))
+    if settings.dead_letter is not None:
+        validate_properties(producer_config(settings.kafka, settings.dead_letter), "dead_letter.producer", Producer)
+    print(summary(settings))
+    return 0
+
+
+def summary(settings: Settings) -> str:
+    uf, kafka = settings.userflux, settings.kafka
+    lines = [f"{settings.source}: OK"]
+    others = len([k for k in kafka if k not in ("bootstrap.servers", "group.id")])
+    lines.append(f"kafka: {kafka.get('bootstrap.servers', kafka.get('metadata.broker.list'))}, "
+                 f"group {kafka.get('group.id')}" + (f" (+{others} more properties)" if others else ""))
+    lines.append(f"userflux: {uf.base_url}, batches of up to {uf.batch_size}, linger {uf.linger_ms} ms, "
+                 f"{uf.max_in_flight} in flight, timeout {uf.request_timeout_s:g}s, retries "
+                 + (f"up to {uf.retry.max_attempts} attempts" if uf.retry.max_attempts else "forever"))
+    if settings.on_invalid == "dead_letter":
+        lines.append(f"invalid messages: dead-lettered to {settings.dead_letter.topic}")
+    else:
+        lines.append(f"invalid messages: {settings.on_invalid}")
+    lines.append("metrics: " + (f"http://{settings.metrics.host}:{settings.metrics.port}/metrics"
+                                if settings.metrics.enabled else "disabled"))
+    lines.append("mappings (the first whose topics match a message wins):")
+    for mapping in settings.mappings:
+        what = f"topics {', '.join(sorted(mapping.topics))}" if mapping.topics is not None else f"pattern {mapping.pattern.pattern}"
+        extra = f", locationEnrichment={'true' if mapping.location_enrichment else 'false'}"
+        if mapping.where is not None:
+            extra += f", only where {mapping.where.describe()}"
+        lines.append(f"  [{mapping.index}] {what}{extra}")
+        for field, text in mapping.builder.summary():
+            lines.append(f"      {field:<12} {text}")
+    return "\n".join(lines)
+
+
+# -- map ------------------------------------------------------------------------------------
+
+
+class LineMessage:
+    """A value read from stdin, dressed as a Kafka message for the mapping."""
+
+    __slots__ = ("_topic", "_offset", "_value", "_key", "_headers", "_timestamp")
+
+    def __init__(self, topic: str, offset: int, value: bytes, key: bytes | None,
+                 headers: list[tuple[str, bytes]], timestamp_ms: int):
+        self._topic, self._offset, self._value = topic, offset, value
+        self._key, self._headers, self._timestamp = key, headers, timestamp_ms
+
+    def topic(self) -> str: return self._topic
+    def partition(self) -> int: return 0
+    def offset(self) -> int: return self._offset
+    def key(self) -> bytes | None: return self._key
+    def value(self) -> bytes: return self._value
+    def headers(self) -> list[tuple[str, bytes]]: return self._headers
+    def timestamp(self) -> tuple[int, int]: return (1, self._timestamp)  # 1: CreateTime
+
+
+def _map(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+    from .mapping.mapper import MessageMapper
+
+    settings = _load(args)
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    mapper = MessageMapper(settings.mappings)
+    mapping = mapper.mapping_for(args.topic)
+    if mapping is None:
+        raise ConfigError(f"--topic {args.topic}: no mapping takes this topic; the mappings read "
+                          f"{', '.join(mapper.subscription())}")
+    headers = []
+    for item in args.header:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--header {item!r}: expected NAME=VALUE")
+        headers.append((name, value.encode()))
+    key = args.key.encode() if args.key is not None else None
+    timestamp = args.timestamp if args.timestamp is not None else int(time.time() * 1000)
+    invalid = 0
+    for number, line in enumerate(stdin, start=1):
+        if not line.strip():
+            continue
+        message = LineMessage(args.topic, number - 1, line.rstrip("\r\n").encode(), key, headers, timestamp)
+        result: dict[str, Any] = {"line": number}
+        try:
+            used, event = mapper.map(message)
+        except InvalidMessage as exc:
+            invalid += 1
+            result.update(invalid=exc.reason, stage=exc.stage)
+        else:
+            if event is None:
+                from .mapping.mapper import decode_value
+                result["skipped"] = used.where.skip_reason(decode_value(message.value()), message)
+            else:
+                result.update(locationEnrichment=used.location_enrichment, event=event)
+        stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+    stdout.flush()
+    return 1 if invalid else 0

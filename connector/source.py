@@ -1,0 +1,176 @@
+"""The consume stage: a Kafka consumer group member, and the only place that talks to
+librdkafka's consumer.
+
+Offsets are never committed automatically: the pipeline commits what is done (see
+checkpoint.py). Rebalances use the cooperative protocol so a replica joining or leaving
+only moves the partitions that change owner. librdkafka errors become KafkaFatalError
+(fatal) or a log line (librdkafka recovers by itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any, Callable, Iterable, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from .errors import ConfigError, KafkaFatalError
+from .logs import RateLimitedLog, redact
+
+log = logging.getLogger("connector.source")
+rdkafka_log = logging.getLogger("connector.librdkafka")
+
+Key = tuple[str, int]
+
+
+class RebalanceListener(Protocol):
+    def on_assign(self, partitions: list[Key]) -> None: ...
+    def on_revoke(self, partitions: list[Key]) -> None: ...
+    def on_lost(self, partitions: list[Key]) -> None: ...
+
+
+def consumer_config(props: dict[str, str]) -> dict[str, Any]:
+    conf: dict[str, Any] = dict(props)
+    conf["enable.auto.commit"] = "false"
+    conf["enable.auto.offset.store"] = "false"
+    # KIP-848 (group.protocol=consumer) is incremental by design and refuses this key;
+    # the classic protocol gets cooperative-sticky unless the user chose otherwise.
+    if conf.get("group.protocol", "classic") == "classic":
+        conf.setdefault("partition.assignment.strategy", "cooperative-sticky")
+    conf.setdefault("client.id", f"userflux-connector-{socket.gethostname()}")
+    return conf
+
+
+def translate_config_error(exc: KafkaException, section: str = "kafka") -> ConfigError:
+    error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    text = error.str() if error is not None else str(exc)
+    return ConfigError(f"{section}: librdkafka refused the configuration: {redact(text)}")
+
+
+def validate_properties(props: dict[str, str], section: str = "kafka", factory: Callable = Consumer) -> None:
+    """Let librdkafka check every property name and value, without joining any group."""
+    quiet = logging.getLogger("connector.librdkafka.check")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    try:
+        client = factory({**props, "logger": quiet})
+    except KafkaException as exc:
+        raise translate_config_error(exc, section) from None
+    close = getattr(client, "close", None)
+    if close is not None:
+        close()
+
+
+def to_keys(partitions: Iterable[TopicPartition]) -> list[Key]:
+    return [(p.topic, p.partition) for p in partitions]
+
+
+class KafkaSource:
+    def __init__(self, props: dict[str, str], listener: RebalanceListener,
+                 on_commit: Callable[[KafkaError | None, list[TopicPartition]], None] | None = None):
+        self.listener = listener
+        self.fatal: KafkaFatalError | None = None
+        self._on_commit_cb = on_commit
+        self._errors = RateLimitedLog(log, burst=5, period_s=30)
+        self._unknown_topics: set[str] = set()
+        conf = consumer_config(props)
+        conf.update(error_cb=self._on_error, on_commit=self._on_commit, logger=rdkafka_log)
+        try:
+            self.consumer = Consumer(conf)
+        except KafkaException as exc:
+            raise translate_config_error(exc) from None
+
+    def subscribe(self, topics: list[str]) -> None:
+        self.consumer.subscribe(
+            topics,
+            on_assign=lambda c, parts: self.listener.on_assign(to_keys(parts)),
+            on_revoke=lambda c, parts: self.listener.on_revoke(to_keys(parts)),
+            on_lost=lambda c, parts: self.listener.on_lost(to_keys(parts)),
+        )
+
+    def consume(self, max_messages: int, timeout_s: float) -> list[Any]:
+        """Messages read; rebalance callbacks run inside this call, on this thread."""
+        try:
+            messages = self.consumer.consume(max_messages, timeout_s)
+        except KafkaException as exc:
+            raise KafkaFatalError(f"Kafka consumer failed: {redact(str(exc))}") from None
+        good = messages
+        if any(m.error() is not None for m in messages):
+            good = []
+            for message in messages:
+                error = message.error()
+                if error is None:
+                    good.append(message)
+                else:
+                    self._message_error(message, error)
+        if self.fatal is not None:
+            raise self.fatal
+        return good
+
+    def _message_error(self, message: Any, error: KafkaError) -> None:
+        if error.fatal():
+            self.fatal = KafkaFatalError(f"Kafka consumer failed for good: {redact(error.str())}")
+        elif error.code() == KafkaError._PARTITION_EOF:
+            return
+        elif error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            topic = message.topic() or "?"
+            if topic not in self._unknown_topics:
+                self._unknown_topics.add(topic)
+                log.warning("topic %r does not exist (yet); the connector reads it once it is created", topic)
+        else:
+            self._errors.log(logging.WARNING, "Kafka: %s", redact(error.str()))
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self.fatal = KafkaFatalError(f"Kafka client failed for good: {redact(error.str())}")
+            return
+        level = logging.ERROR if error.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL) else logging.WARNING
+        self._errors.log(level, "Kafka: %s", redact(error.str()))
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if self._on_commit_cb is not None:
+            self._on_commit_cb(error, partitions)
+
+    def commit(self, positions: list[tuple[str, int, int]], asynchronous: bool) -> bool:
+        """Commit ``(topic, partition, next offset)``; False (logged) if Kafka refused."""
+        offsets = [TopicPartition(t, p, o) for t, p, o in positions]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.code() == KafkaError._NO_OFFSET:
+                return True
+            log.warning("offset commit failed (the next commit retries it): %s", redact(str(exc)))
+            return False
+        return True
+
+    def topic_exists(self, topic: str, timeout_s: float = 10.0) -> bool | None:
+        """Whether the cluster has this topic; None when the cluster did not answer."""
+        try:
+            meta = self.consumer.list_topics(topic, timeout=timeout_s)
+        except KafkaException as exc:
+            log.warning("could not look up topic %r: %s", topic, redact(str(exc)))
+            return None
+        found = meta.topics.get(topic)
+        return found is not None and found.error is None
+
+    def assignment(self) -> set[Key]:
+        return set(to_keys(self.consumer.assignment()))
+
+    def pause(self, keys: Iterable[Key]) -> None:
+        parts = [TopicPartition(t, p) for t, p in keys]
+        if parts:
+            self.consumer.pause(parts)
+
+    def resume(self, keys: Iterable[Key]) -> None:
+        parts = [TopicPartition(t, p) for t, p in keys]
+        if parts:
+            self.consumer.resume(parts)
+
+    def close(self) -> None:
+        """Leave the group (the revoke callback runs once more, inside this call)."""
+        try:
+            self.consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("closing the Kafka consumer: %s", redact(str(exc)))
