@@ -1,0 +1,419 @@
+"""Tests of the local UserFlux stand-in itself (tests/support/userflux_standin.py)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.userflux_standin import AcceptedBatch, RequestLog, UserFluxStandIn
+
+KEY = "test-write-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+TS = 1690111645853  # the docs' example, epoch milliseconds
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def ev(i: int = 0, **over) -> dict:
+    event = {"userId": f"u{i}", "name": "page_view", "timestamp": TS + i, "properties": {"i": i}}
+    event.update(over)
+    return event
+
+
+@pytest.fixture(scope="module")
+def server():
+    with UserFluxStandIn(api_key=KEY) as s:
+        yield s
+
+
+@pytest.fixture
+def standin(server):
+    server.reset()
+    yield server
+    server.reset()
+
+
+@pytest.fixture(scope="module")
+def shared_client(server):
+    # One client for the module: building an httpx.Client (TLS context) costs ~50 ms.
+    with httpx.Client(base_url=server.base_url, headers=AUTH, timeout=2.0) as c:
+        yield c
+
+
+@pytest.fixture
+def client(standin, shared_client):
+    return shared_client
+
+
+def post_batch(client: httpx.Client, events, **kw) -> httpx.Response:
+    params = kw.pop("params", {"locationEnrichment": "false"})
+    return client.post("/event/ingest/batch", params=params, json={"events": events}, **kw)
+
+
+# -- the happy path --------------------------------------------------------------------
+
+
+def test_valid_batch_is_accepted_and_recorded(standin, client):
+    r = post_batch(client, [ev(0), ev(1, anonymousId="a1")], params={"locationEnrichment": "true"})
+    assert r.status_code == 204
+    assert r.content == b""
+    assert standin.events() == [ev(0), ev(1, anonymousId="a1")]
+    assert standin.batches() == [
+        AcceptedBatch(events=[ev(0), ev(1, anonymousId="a1")], location_enrichment=True, path="/event/ingest/batch")
+    ]
+    [log] = standin.requests()
+    assert log == RequestLog(
+        method="POST",
+        path="/event/ingest/batch",
+        query={"locationEnrichment": "true"},
+        status=204,
+        event_count=2,
+        authorization_ok=True,
+        error=None,
+    )
+
+
+def test_location_enrichment_false_and_absent(standin, client):
+    assert post_batch(client, [ev(0)], params={"locationEnrichment": "false"}).status_code == 204
+    assert post_batch(client, [ev(1)], params={}).status_code == 204
+    assert [b.location_enrichment for b in standin.batches()] == [False, None]
+
+
+def test_single_event_endpoint(standin, client):
+    r = client.post("/event/ingest", json=ev(7, userId="x"))
+    assert r.status_code == 204
+    assert standin.batches()[0].path == "/event/ingest"
+    assert standin.events()[0]["userId"] == "x"
+
+
+def test_chunked_body_is_read(standin, client):
+    body = json.dumps({"events": [ev(0), ev(1)]}).encode()
+    r = client.post(
+        "/event/ingest/batch",
+        content=iter([body[:10], body[10:]]),  # an iterator makes httpx send it chunked
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 204
+    assert standin.events() == [ev(0), ev(1)]
+    assert post_batch(client, [ev(2)]).status_code == 204  # connection still in sync
+
+
+def test_snapshots_are_copies(standin, client):
+    post_batch(client, [ev(0)])
+    standin.events()[0]["name"] = "mutated"
+    standin.batches()[0].events.clear()
+    assert standin.events() == [ev(0)]
+
+
+def test_keep_alive_connection_is_reused_across_answers():
+    with UserFluxStandIn(api_key=KEY) as s:
+        host, port = s.base_url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=2)
+        body = json.dumps({"events": [ev(0)]})
+        headers = {**AUTH, "Content-Type": "application/json"}
+        statuses = []
+        sock = None
+        for bad in (False, True, False):
+            conn.request("POST", "/event/ingest/batch", body="{" if bad else body, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            statuses.append(resp.status)
+            assert not resp.will_close
+            sock = sock or conn.sock
+            assert conn.sock is sock  # same TCP connection every time
+        conn.close()
+        assert statuses == [204, 400, 204]
+
+
+# -- refusals --------------------------------------------------------------------------
+
+
+def test_wrong_key_is_401(standin, client):
+    r = post_batch(client, [ev(0)], headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401
+    assert "error" in r.json()
+    assert standin.events() == []
+    assert standin.requests()[-1].authorization_ok is False
+
+
+def test_missing_authorization_is_401(standin):
+    r = httpx.post(f"{standin.base_url}/event/ingest/batch", json={"events": [ev(0)]})
+    assert r.status_code == 401
+
+
+def test_51_events_is_400_naming_the_cap(standin, client):
+    r = post_batch(client, [ev(i) for i in range(51)])
+    assert r.status_code == 400
+    assert "50" in r.json()["error"]
+    assert standin.requests()[-1].event_count == 51
+    assert post_batch(client, [ev(i) for i in range(50)]).status_code == 204
+    assert len(standin.events()) == 50
+
+
+@pytest.mark.parametrize(
+    "path, method, status",
+    [("/event/ingest/batches", "POST", 404), ("/", "GET", 404), ("/event/ingest/batch", "GET", 405), ("/event/ingest", "PUT", 405)],
+)
+def test_wrong_path_or_method(client, path, method, status):
+    assert client.request(method, path, json={"events": [ev(0)]}).status_code == status
+
+
+@pytest.mark.parametrize(
+    "content, params, headers, status",
+    [
+        ('{"events": []}', {"locationEnrichment": "yes"}, {"Content-Type": "application/json"}, 400),
+        (json.dumps({"events": [ev(0)]}), {}, {"Content-Type": "text/plain"}, 415),
+        ("not json", {}, {"Content-Type": "application/json"}, 400),
+        ('{"events": [{"userId": "u", "name": "x", "timestamp": NaN}]}', {}, {"Content-Type": "application/json"}, 400),
+        ("[]", {}, {"Content-Type": "application/json"}, 400),
+        ('{"events": []}', {}, {"Content-Type": "application/json"}, 400),
+        ('{"events": {}}', {}, {"Content-Type": "application/json"}, 400),
+        (json.dumps({"events": [ev(0)], "extra": 1}), {}, {"Content-Type": "application/json"}, 400),
+    ],
+    ids=["bad-locationEnrichment", "content-type", "not-json", "nan", "array-body", "empty", "events-not-list", "extra-key"],
+)
+def test_bad_request_shapes(standin, client, content, params, headers, status):
+    r = client.post("/event/ingest/batch", content=content, params=params, headers=headers)
+    assert r.status_code == status
+    assert r.json()["error"]
+    assert standin.events() == []
+    assert standin.requests()[-1].status == status
+
+
+BAD_EVENTS = {
+    "not-object": "page_view",
+    "unknown-key": ev(1, userID="typo"),
+    "no-name": {"userId": "u"},
+    "name-not-string": ev(1, name=5),
+    "name-empty": ev(1, name=""),
+    "name-whitespace": ev(1, name="page view"),
+    "name-null-string": ev(1, name="null"),
+    "name-undefined-string": ev(1, name="undefined"),
+    "no-ids": {"name": "x", "timestamp": TS},
+    "ids-empty": ev(1, userId="", anonymousId=""),
+    "ids-null-string": ev(1, userId="null", anonymousId="undefined"),
+    "userId-not-string": ev(1, userId=12),
+    "userId-json-null": ev(1, userId=None, anonymousId="a"),
+    "anonymousId-not-string": ev(1, anonymousId=["a"]),
+    "timestamp-float": ev(1, timestamp=1690111645853.5),
+    "timestamp-whole-float": ev(1, timestamp=1690111645853.0),
+    "timestamp-bool": ev(1, timestamp=True),
+    "timestamp-string": ev(1, timestamp=str(TS)),
+    "timestamp-seconds": ev(1, timestamp=1690111645),
+    "timestamp-microseconds": ev(1, timestamp=1690111645853000),
+    "properties-list": ev(1, properties=[1, 2]),
+    "properties-null": ev(1, properties=None),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_EVENTS.values()), ids=list(BAD_EVENTS))
+def test_bad_event_is_400_naming_its_index(standin, client, bad):
+    r = post_batch(client, [ev(0), ev(1), bad, ev(3)])
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["index"] == 2
+    assert "event 2" in body["error"]
+    assert standin.events() == []
+
+
+@pytest.mark.parametrize("bad", [BAD_EVENTS["name-whitespace"], BAD_EVENTS["timestamp-seconds"]])
+def test_bad_single_event_is_400(standin, client, bad):
+    r = client.post("/event/ingest", json=bad)
+    assert r.status_code == 400
+    assert r.json()["index"] == 0
+
+
+def test_minimal_events_are_valid(standin, client):
+    events = [{"anonymousId": "a", "name": "x"}, {"userId": "u", "anonymousId": "", "name": "camelCase"}]
+    assert post_batch(client, events).status_code == 204
+    assert standin.events() == events
+
+
+# -- faults ----------------------------------------------------------------------------
+
+
+def test_fail_next_429_with_retry_after_then_ok(standin, client):
+    standin.fail_next(1, status=429, retry_after="3")
+    r = post_batch(client, [ev(0)])
+    assert r.status_code == 429
+    assert r.headers["Retry-After"] == "3"
+    assert standin.events() == []
+    r = post_batch(client, [ev(0)])
+    assert r.status_code == 204
+    assert "Retry-After" not in r.headers
+    assert [q.status for q in standin.requests()] == [429, 204]
+    assert standin.events() == [ev(0)]
+
+
+def test_fail_next_applies_before_validation(standin, client):
+    standin.fail_next(2, status=503)
+    assert post_batch(client, [ev(0)], headers={"Authorization": "Bearer wrong"}).status_code == 503
+    assert client.get("/nowhere").status_code == 503
+    assert client.get("/nowhere").status_code == 404
+
+
+def test_fail_always_until_heal(standin, client):
+    standin.fail_always(503, retry_after="1")
+    statuses = [post_batch(client, [ev(i)]).status_code for i in range(3)]
+    assert statuses == [503, 503, 503]
+    assert standin.requests()[0].event_count == 1
+    standin.heal()
+    assert post_batch(client, [ev(9)]).status_code == 204
+    assert standin.events() == [ev(9)]
+
+
+def test_heal_keeps_reject_rules_but_reset_clears_them(standin, client):
+    standin.reject_events(lambda e: e["userId"] == "u1")
+    standin.heal()
+    assert post_batch(client, [ev(1)]).status_code == 400
+    standin.reset()
+    assert post_batch(client, [ev(1)]).status_code == 204
+    assert standin.requests()[0].status == 204  # reset forgot the earlier 400
+
+
+def test_reject_events_refuses_the_whole_request(standin, client):
+    standin.reject_events(lambda e: e.get("properties", {}).get("i") == 3)
+    r = post_batch(client, [ev(i) for i in range(5)])
+    assert r.status_code == 400
+    assert r.json()["index"] == 3
+    assert standin.events() == []
+    assert post_batch(client, [ev(0), ev(4)]).status_code == 204
+    assert len(standin.events()) == 2
+
+
+def test_drop_next_closes_without_answer(standin, client):
+    standin.drop_next(1)
+    with pytest.raises(httpx.TransportError):
+        post_batch(client, [ev(0)])
+    assert post_batch(client, [ev(0)]).status_code == 204
+    assert [r.status for r in standin.requests()] == [0, 204]
+    assert standin.requests()[0].event_count == 1
+    assert standin.events() == [ev(0)]
+
+
+def test_set_delay_slows_answers(standin, client):
+    post_batch(client, [ev(0)])  # warm the connection
+    standin.set_delay(0.2)
+    t0 = time.monotonic()
+    assert post_batch(client, [ev(1)]).status_code == 204
+    assert time.monotonic() - t0 >= 0.2
+    standin.heal()
+    t0 = time.monotonic()
+    assert post_batch(client, [ev(2)]).status_code == 204
+    assert time.monotonic() - t0 < 0.15
+
+
+def test_delay_makes_client_time_out_and_reset_forgets_it(standin, client):
+    standin.set_delay(0.2)
+    with pytest.raises(httpx.ReadTimeout):
+        post_batch(client, [ev(0)], timeout=0.05)
+    standin.reset()  # the delayed request is still in flight...
+    time.sleep(0.25)
+    assert standin.requests() == []  # ...and is not recorded after the reset
+    assert standin.events() == []
+
+
+def test_fault_status_is_checked(standin):
+    with pytest.raises(ValueError):
+        standin.fail_next(1, status=204)
+    with pytest.raises(ValueError):
+        standin.fail_always(status=700)
+
+
+# -- waiting, control endpoints, lifecycle --------------------------------------------
+
+
+def test_wait_for_events_returns_when_enough_arrive(standin, client):
+    post_batch(client, [ev(0), ev(1)])
+    assert len(standin.wait_for_events(2, timeout_s=1)) == 2
+
+
+def test_wait_for_events_times_out_with_helpful_message(standin, client):
+    post_batch(client, [ev(0)])
+    post_batch(client, [ev(1)], headers={"Authorization": "Bearer wrong"})
+    t0 = time.monotonic()
+    with pytest.raises(AssertionError) as info:
+        standin.wait_for_events(3, timeout_s=0.2)
+    assert 0.2 <= time.monotonic() - t0 < 1.5
+    msg = str(info.value)
+    assert "got 1" in msg
+    assert "401" in msg and "204" in msg
+
+
+def test_control_endpoints(standin, client):
+    post_batch(client, [ev(0)], params={"locationEnrichment": "true"})
+    post_batch(client, [ev(1)], headers={"Authorization": "Bearer wrong"})
+    standin.fail_always(500)  # control requests bypass faults and auth
+    plain = httpx.Client(base_url=standin.base_url, timeout=2)
+    with plain:
+        assert plain.get("/_standin/events").json() == [ev(0)]
+        reqs = plain.get("/_standin/requests").json()
+        assert [r["status"] for r in reqs] == [204, 401]
+        assert reqs[0]["query"] == {"locationEnrichment": "true"}
+        assert plain.get("/_standin/batches").json()[0]["location_enrichment"] is True
+        assert plain.get("/_standin/reset").status_code == 405
+        assert plain.post("/_standin/reset").status_code == 200
+        assert plain.get("/_standin/events").json() == []
+        assert plain.get("/_standin/nope").status_code == 404
+    assert standin.requests() == []  # control requests are not recorded
+    assert post_batch(client, [ev(2)]).status_code == 204  # reset also cleared the fault
+
+
+def test_stop_then_start_serves_on_the_same_port():
+    s = UserFluxStandIn(api_key=KEY).start()
+    url = s.base_url
+    with httpx.Client(base_url=url, headers=AUTH, timeout=1) as c:
+        assert post_batch(c, [ev(0)]).status_code == 204
+        s.stop()
+        with pytest.raises(httpx.TransportError):
+            post_batch(c, [ev(1)])
+        s.start()
+        try:
+            assert s.base_url == url
+            assert post_batch(c, [ev(2)]).status_code == 204
+            assert [e["userId"] for e in s.events()] == ["u0", "u2"]
+        finally:
+            s.stop()
+
+
+def test_base_url_before_start_raises():
+    with pytest.raises(RuntimeError):
+        UserFluxStandIn().base_url
+
+
+def test_main_runs_as_a_process_until_sigterm():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.userflux_standin", "--port", "0", "--api-key", "k1"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        line = proc.stdout.readline().strip()
+        assert line.startswith("userflux stand-in listening on http://127.0.0.1:")
+        url = line.rsplit(" ", 1)[1]
+        r = httpx.post(
+            f"{url}/event/ingest/batch?locationEnrichment=false",
+            json={"events": [ev(0)]},
+            headers={"Authorization": "Bearer k1"},
+        )
+        assert r.status_code == 204
+        assert httpx.get(f"{url}/_standin/events").json() == [ev(0)]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()

@@ -1,0 +1,761 @@
+"""A real, single-node Apache Kafka broker (KRaft mode) for tests and demos.
+
+The test suite and ``make demo`` need a genuine Kafka broker, but the machines
+they run on have no Docker and no internet access beyond package registries.
+Maven Central is one of those registries and publishes the broker itself
+(``org.apache.kafka:kafka_2.13``), so this module:
+
+1. ``ensure_jars()``: runs Maven on ``tests/support/kafka/pom.xml`` to copy the
+   broker and its runtime dependencies (~45 jars, ~43 MB) into a cache
+   directory, by default ``<repo>/.cache/kafka-<version>/lib``.  The copy goes
+   to a temporary directory that is renamed into place only once it is
+   complete, so an interrupted download never looks like a finished one; a
+   file lock serialises concurrent callers (e.g. pytest-xdist workers).
+
+2. ``KafkaBroker``: picks free ports on 127.0.0.1, writes a combined
+   broker+controller ``server.properties``, formats the storage directory and
+   runs ``kafka.Kafka`` in its own process group with a small, CI-friendly
+   JVM (capped heap, SerialGC, C1 only: see ``jvm_options()``).  ``start()``
+   returns once an AdminClient can fetch metadata from the broker.  Its output
+   (log4j at INFO) goes to ``<work_dir>/broker.log``; on failure the last lines
+   of that log are put in the ``BrokerError``.
+
+   A broker started by ``start()`` never outlives the Python process that
+   started it: ``stop()`` is registered with ``atexit`` and, on Linux when
+   started from the main thread, the JVM also gets ``PR_SET_PDEATHSIG``
+   (SIGKILL) so that it dies with its parent even if that parent is killed
+   with SIGKILL or dies on a signal that skips ``atexit``.
+
+3. ``create_topic()``: creates a topic (idempotently) and waits until every
+   partition has a leader.
+
+Used from pytest::
+
+    lib = ensure_jars()
+    with KafkaBroker(tmp_path, lib) as broker:       # start() + stop()
+        create_topic(broker.bootstrap_servers, "events", partitions=3)
+
+And from scripts (the broker then keeps running after the command exits)::
+
+    python -m tests.support.kafka_broker fetch             # prints the lib dir
+    python -m tests.support.kafka_broker start --dir DIR   # prints host:port
+    python -m tests.support.kafka_broker stop --dir DIR
+
+``start --dir`` writes ``DIR/broker.pid`` and ``DIR/bootstrap``; ``stop``
+reads the former.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import base64
+import contextlib
+import fcntl
+import logging
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+
+KAFKA_VERSION = "4.4.0"
+SCALA_BINARY_VERSION = "2.13"
+
+_HERE = pathlib.Path(__file__).resolve().parent
+REPO_ROOT = _HERE.parent.parent
+POM_PATH = _HERE / "kafka" / "pom.xml"
+
+MVN_TIMEOUT_S = 600
+_MARKER = ".complete"  # written into the lib dir, last, before it is renamed into place
+_BROKER_JAR = f"kafka_{SCALA_BINARY_VERSION}-{KAFKA_VERSION}.jar"
+_LOG_TAIL_LINES = 40
+
+log = logging.getLogger(__name__)
+
+
+class BrokerError(RuntimeError):
+    """The Kafka jars could not be fetched, or the broker could not be started."""
+
+
+# --------------------------------------------------------------------------
+# Jars
+# --------------------------------------------------------------------------
+
+
+def default_lib_dir() -> pathlib.Path:
+    return REPO_ROOT / ".cache" / f"kafka-{KAFKA_VERSION}" / "lib"
+
+
+def _tail(text: str, lines: int = _LOG_TAIL_LINES) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def _file_lock(path: pathlib.Path):
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _run_bounded(cmd: list[str], timeout_s: float, **kwargs) -> tuple[int | None, str]:
+    """Run ``cmd`` in its own process group with stdout+stderr captured.
+
+    Returns (exit code, output); the exit code is None if the command timed out,
+    in which case its whole process group has been killed.
+    """
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        text=True,
+        errors="replace",
+        **kwargs,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        _killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return None, out
+    except BaseException:
+        _killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+
+
+def ensure_jars(cache_dir: pathlib.Path | None = None) -> pathlib.Path:
+    """Return a directory holding the Kafka broker jars, fetching them if needed.
+
+    ``cache_dir`` is that directory (default: ``<repo>/.cache/kafka-<version>/lib``).
+    Idempotent and cheap once the jars are there.
+    """
+    lib = pathlib.Path(cache_dir) if cache_dir is not None else default_lib_dir()
+    lib = lib.absolute()
+    if (lib / _MARKER).is_file():
+        return lib
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(lib.parent / f".{lib.name}.lock"):
+        if (lib / _MARKER).is_file():  # another process finished it meanwhile
+            return lib
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise BrokerError(
+                "Maven ('mvn') is not on PATH; it is needed to fetch the Kafka "
+                f"{KAFKA_VERSION} jars from Maven Central"
+            )
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{lib.name}.tmp-", dir=lib.parent))
+        try:
+            cmd = [
+                mvn, "-q", "-B", "-Dstyle.color=never",
+                "-f", str(POM_PATH),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={tmp}",
+                "-DincludeScope=runtime",
+                f"-Dkafka.version={KAFKA_VERSION}",
+            ]
+            started = time.monotonic()
+            rc, out = _run_bounded(cmd, MVN_TIMEOUT_S)
+            if rc is None:
+                raise BrokerError(
+                    f"mvn timed out after {MVN_TIMEOUT_S} s fetching Kafka "
+                    f"{KAFKA_VERSION}:\n{_tail(out)}"
+                )
+            if rc != 0:
+                raise BrokerError(
+                    f"mvn failed (exit {rc}) fetching Kafka {KAFKA_VERSION}:\n{_tail(out)}"
+                )
+            jars = sorted(p.name for p in tmp.glob("*.jar"))
+            if _BROKER_JAR not in jars:
+                raise BrokerError(
+                    f"mvn succeeded but {_BROKER_JAR} is not among the {len(jars)} "
+                    f"jars it copied:\n{_tail(out)}"
+                )
+            (tmp / _MARKER).write_text("\n".join(jars) + "\n")
+            if lib.exists():  # an incomplete leftover (no marker): replace it
+                shutil.rmtree(lib)
+            os.rename(tmp, lib)
+            log.info(
+                "fetched %d Kafka %s jars into %s in %.1f s",
+                len(jars), KAFKA_VERSION, lib, time.monotonic() - started,
+            )
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return lib
+
+
+def _check_lib_dir(lib: pathlib.Path) -> None:
+    if not lib.is_dir():
+        raise BrokerError(f"Kafka lib dir {lib} does not exist (see ensure_jars())")
+    if not any(lib.glob(f"kafka_{SCALA_BINARY_VERSION}-*.jar")):
+        raise BrokerError(
+            f"Kafka lib dir {lib} has no kafka_{SCALA_BINARY_VERSION}-*.jar (see ensure_jars())"
+        )
+
+
+# --------------------------------------------------------------------------
+# Broker process
+# --------------------------------------------------------------------------
+
+
+def java_executable() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home:
+        candidate = pathlib.Path(java_home) / "bin" / "java"
+        if candidate.is_file():
+            return str(candidate)
+    java = shutil.which("java")
+    if java is None:
+        raise BrokerError("no 'java' on PATH (and no usable $JAVA_HOME); Java 17+ is needed")
+    return java
+
+
+def jvm_options(heap_mb: int = 512) -> list[str]:
+    """JVM flags for a broker (or a Kafka tool) that is gentle on a 2-core CI box.
+
+    Capped heap, the single-threaded SerialGC (no parallel GC threads fighting
+    the tests for the CPU), C1 only (much less JIT work at start-up, plenty fast
+    for test traffic), and no perf-data file in /tmp.
+    """
+    return [
+        f"-Xms{min(256, heap_mb)}m",
+        f"-Xmx{heap_mb}m",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-XX:-UsePerfData",
+        "-Djava.awt.headless=true",
+        "-Dfile.encoding=UTF-8",
+    ]
+
+
+_LOG4J2_PROPERTIES = """\
+# Written by tests/support/kafka_broker.py
+status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.out.ref = OUT
+# The full configuration dumps (several hundred lines each) bury the useful part.
+logger.config.name = org.apache.kafka.common.config.AbstractConfig
+logger.config.level = warn
+logger.kafkaconfig.name = kafka.server.KafkaConfig
+logger.kafkaconfig.level = warn
+logger.request.name = kafka.request.logger
+logger.request.level = warn
+"""
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct ports that are free on 127.0.0.1 right now."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _random_cluster_id() -> str:
+    """What ``kafka-storage random-uuid`` prints, without paying for a JVM start."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
+def _killpg(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _pdeathsig_preexec(parent_pid: int):
+    """A preexec_fn making the child get SIGKILL when its parent (thread) dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved in the parent
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+class KafkaBroker:
+    """One combined broker+controller KRaft node listening on 127.0.0.1.
+
+    ``work_dir`` receives server.properties, log4j2.properties, the data
+    directory (``kraft-data``, wiped on each start) and ``broker.log``.
+
+    ``detached=True`` is for the CLI: the JVM is then meant to outlive this
+    Python process, so no atexit hook and no parent-death signal are set up.
+    """
+
+    def __init__(
+        self,
+        work_dir: pathlib.Path,
+        lib_dir: pathlib.Path | None = None,
+        heap_mb: int = 512,
+        *,
+        detached: bool = False,
+    ) -> None:
+        self.work_dir = pathlib.Path(work_dir).absolute()
+        self.lib_dir = pathlib.Path(lib_dir).absolute() if lib_dir is not None else default_lib_dir()
+        self.heap_mb = heap_mb
+        self.detached = detached
+        self.port: int | None = None
+        self.controller_port: int | None = None
+        self._proc: subprocess.Popen | None = None
+        self._atexit_registered = False
+        self._lock = threading.Lock()
+
+    # -- properties ---------------------------------------------------------
+
+    @property
+    def bootstrap_servers(self) -> str:
+        if self.port is None:
+            raise BrokerError("the broker has not been started")
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> pathlib.Path:
+        return self.work_dir / "broker.log"
+
+    @property
+    def data_dir(self) -> pathlib.Path:
+        return self.work_dir / "kraft-data"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def __repr__(self) -> str:
+        state = f"pid {self.pid}, {self.bootstrap_servers}" if self.is_running() else "stopped"
+        return f"<KafkaBroker {self.work_dir} ({state})>"
+
+    def __enter__(self) -> "KafkaBroker":
+        return self.start() if not self.is_running() else self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    # -- start --------------------------------------------------------------
+
+    def _classpath(self) -> str:
+        return str(self.lib_dir / "*")
+
+    def _write_config(self) -> pathlib.Path:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            # Single node: every internal topic has one replica, and few partitions.
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "num.partitions": "1",
+            "auto.create.topics.enable": "true",
+            # Fewer threads than the defaults: this runs on a 2-core CI machine.
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+            "num.recovery.threads.per.data.dir": "1",
+        }
+        path = self.work_dir / "server.properties"
+        path.write_text(
+            "# Written by tests/support/kafka_broker.py\n"
+            + "".join(f"{k}={v}\n" for k, v in props.items())
+        )
+        (self.work_dir / "log4j2.properties").write_text(_LOG4J2_PROPERTIES)
+        return path
+
+    def _java_cmd(self, main_class: str, *args: str, heap_mb: int) -> list[str]:
+        return [
+            java_executable(),
+            *jvm_options(heap_mb),
+            f"-Dlog4j2.configurationFile={self.work_dir / 'log4j2.properties'}",
+            "-cp", self._classpath(),
+            main_class,
+            *args,
+        ]
+
+    def _log_tail(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as fh:
+                return "".join(deque(fh, maxlen=_LOG_TAIL_LINES)).rstrip("\n")
+        except OSError as e:
+            return f"(cannot read {self.log_path}: {e})"
+
+    def _fail(self, what: str) -> BrokerError:
+        """Kill the JVM (if any) and build the error to raise."""
+        exit_note = ""
+        if self._proc is not None:
+            rc = self._proc.poll()
+            if rc is not None:
+                exit_note = f" (java exited with code {rc})"
+            self._kill_now()
+        return BrokerError(
+            f"Kafka broker in {self.work_dir}: {what}{exit_note}\n"
+            f"--- last lines of {self.log_path} ---\n{self._log_tail()}"
+        )
+
+    def start(self, timeout_s: float = 90) -> "KafkaBroker":
+        """Start the broker and wait until it serves metadata; returns self."""
+        with self._lock:
+            if self.is_running():
+                return self
+            _check_lib_dir(self.lib_dir)
+            deadline = time.monotonic() + timeout_s
+            attempts = 3  # ports are picked before the JVM binds them: retry a lost race
+            for attempt in range(1, attempts + 1):
+                try:
+                    self._start_once(deadline)
+                    return self
+                except BrokerError as e:
+                    port_race = "Address already in use" in str(e) or "BindException" in str(e)
+                    if attempt == attempts or not port_race or time.monotonic() >= deadline:
+                        raise
+                    log.warning("Kafka broker lost a port race, retrying: %s", str(e).splitlines()[0])
+                except BaseException:  # e.g. KeyboardInterrupt: leave no half-started JVM
+                    self._kill_now()
+                    raise
+            raise AssertionError("unreachable")
+
+    def _start_once(self, deadline: float) -> None:
+        started = time.monotonic()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        self.port, self.controller_port = _free_ports(2)
+        config = self._write_config()
+
+        # Format the storage directory (a short-lived JVM, output into broker.log).
+        with open(self.log_path, "w") as logf:
+            logf.write(f"### kafka-storage format ({KAFKA_VERSION})\n")
+            logf.flush()
+            fmt = self._java_cmd(
+                "kafka.tools.StorageTool", "format", "-t", _random_cluster_id(), "-c", str(config),
+                heap_mb=128,
+            )
+            try:
+                rc = subprocess.run(
+                    fmt, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                    timeout=max(1.0, deadline - time.monotonic()),
+                ).returncode
+            except subprocess.TimeoutExpired:
+                raise self._fail("formatting the storage directory timed out") from None
+            if rc != 0:
+                raise self._fail(f"formatting the storage directory failed (exit {rc})")
+            logf.write(f"### kafka.Kafka on 127.0.0.1:{self.port} (controller :{self.controller_port})\n")
+            logf.flush()
+
+            preexec = None
+            if not self.detached and threading.current_thread() is threading.main_thread():
+                # PDEATHSIG fires when the *thread* that forked the child exits, so
+                # only use it from the main thread; atexit covers the rest.
+                preexec = _pdeathsig_preexec(os.getpid())
+            self._proc = subprocess.Popen(
+                self._java_cmd("kafka.Kafka", str(config), heap_mb=self.heap_mb),
+                cwd=self.work_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=preexec,
+            )
+        if not self.detached and not self._atexit_registered:
+            atexit.register(self.stop)
+            self._atexit_registered = True
+
+        self._wait_ready(deadline)
+        log.info(
+            "Kafka %s broker ready at %s (pid %d) in %.1f s",
+            KAFKA_VERSION, self.bootstrap_servers, self._proc.pid, time.monotonic() - started,
+        )
+
+    def _wait_ready(self, deadline: float) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        assert self._proc is not None
+        # Wait for the listener socket first, so librdkafka does not log a
+        # "Connection refused" per retry while the JVM boots.
+        while True:
+            if self._proc.poll() is not None:
+                raise self._fail("java exited during start-up")
+            if time.monotonic() >= deadline:
+                raise self._fail("timed out waiting for the listener port to open")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    break
+            except OSError:
+                time.sleep(0.1)
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        last_error: Exception | None = None
+        while True:
+            if self._proc.poll() is not None:
+                raise self._fail("java exited during start-up")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._fail(f"timed out waiting for metadata (last error: {last_error})")
+            try:
+                md = admin.list_topics(timeout=min(2.0, max(0.5, remaining)))
+                if md.brokers:
+                    return
+                last_error = RuntimeError("metadata lists no brokers yet")
+            except Exception as e:  # KafkaException: not ready yet
+                last_error = e
+            time.sleep(0.1)
+
+    # -- stop ---------------------------------------------------------------
+
+    def _kill_now(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            _killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        self._proc = None
+        self._unregister_atexit()
+
+    def _unregister_atexit(self) -> None:
+        if self._atexit_registered:
+            atexit.unregister(self.stop)
+            self._atexit_registered = False
+
+    def stop(self, timeout_s: float = 20) -> None:
+        """SIGTERM the broker (a clean shutdown), SIGKILL it after ``timeout_s``.
+
+        Idempotent; safe on a broker that was never started.
+        """
+        proc = self._proc
+        if proc is None:
+            self._unregister_atexit()
+            return
+        if proc.poll() is None:
+            _killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("Kafka broker pid %d ignored SIGTERM for %.0f s; killing it", proc.pid, timeout_s)
+                _killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=10)
+        self._proc = None
+        self._unregister_atexit()
+
+
+# --------------------------------------------------------------------------
+# Topics
+# --------------------------------------------------------------------------
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 1, timeout_s: float = 30) -> None:
+    """Create ``name`` (ok if it exists) and wait until all its partitions have a leader.
+
+    If the topic already exists, its partition count is left as it is.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    deadline = time.monotonic() + timeout_s
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    future = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1)],
+        request_timeout=timeout_s,
+        operation_timeout=timeout_s,
+    )[name]
+    created = True
+    try:
+        future.result(timeout=timeout_s)
+    except KafkaException as e:
+        err = e.args[0] if e.args else None
+        if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            created = False
+        else:
+            raise BrokerError(f"creating topic {name!r} on {bootstrap} failed: {e}") from e
+    except Exception as e:  # e.g. concurrent.futures.TimeoutError
+        raise BrokerError(f"creating topic {name!r} on {bootstrap} failed: {e!r}") from e
+
+    last = "no metadata yet"
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise BrokerError(f"topic {name!r} on {bootstrap} not ready after {timeout_s} s: {last}")
+        try:
+            md = admin.list_topics(topic=name, timeout=min(5.0, max(0.5, remaining)))
+            topic = md.topics.get(name)
+            if topic is None:
+                last = "topic missing from metadata"
+            elif topic.error is not None:
+                last = f"topic error {topic.error}"
+            else:
+                want = partitions if created else max(1, len(topic.partitions))
+                leaderless = [p.id for p in topic.partitions.values() if p.leader < 0 or p.error is not None]
+                if len(topic.partitions) >= want and not leaderless:
+                    return
+                last = f"{len(topic.partitions)}/{want} partitions, without leader: {leaderless}"
+        except KafkaException as e:
+            last = str(e)
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------
+# CLI (for make demo and other scripts)
+# --------------------------------------------------------------------------
+
+
+def _pid_alive_kafka(pid: int) -> bool:
+    """True if ``pid`` is a live (non-zombie) kafka.Kafka JVM."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+        cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, IndexError):
+        if sys.platform.startswith("linux"):
+            return False
+        try:  # no /proc: trust the pid file
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+    return b"kafka.Kafka" in cmdline
+
+
+def _read_pid(directory: pathlib.Path) -> int | None:
+    try:
+        return int((directory / "broker.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    print(ensure_jars(args.cache_dir))
+    return 0
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    directory = pathlib.Path(args.dir).absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    pid = _read_pid(directory)
+    if pid is not None and _pid_alive_kafka(pid) and (directory / "bootstrap").is_file():
+        print((directory / "bootstrap").read_text().strip())
+        print(f"(already running, pid {pid})", file=sys.stderr)
+        return 0
+    lib = pathlib.Path(args.lib_dir) if args.lib_dir else ensure_jars()
+    broker = KafkaBroker(directory, lib, heap_mb=args.heap_mb, detached=True)
+    try:
+        broker.start(timeout_s=args.timeout)
+    except BrokerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    (directory / "broker.pid").write_text(f"{broker.pid}\n")
+    (directory / "bootstrap").write_text(broker.bootstrap_servers + "\n")
+    print(broker.bootstrap_servers)
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    directory = pathlib.Path(args.dir).absolute()
+    pid = _read_pid(directory)
+    if pid is not None and _pid_alive_kafka(pid):
+        _killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + args.timeout
+        while _pid_alive_kafka(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _pid_alive_kafka(pid):
+            print(f"broker pid {pid} ignored SIGTERM for {args.timeout:.0f} s; killing it", file=sys.stderr)
+            _killpg(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while _pid_alive_kafka(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+    for name in ("broker.pid", "bootstrap"):
+        with contextlib.suppress(FileNotFoundError):
+            (directory / name).unlink()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.support.kafka_broker",
+        description=f"Fetch, start and stop a local single-node Kafka {KAFKA_VERSION} broker (KRaft).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fetch", help="download the broker jars (if needed) and print their directory")
+    p.add_argument("--cache-dir", type=pathlib.Path, default=None, help="lib dir (default: %(default)s)")
+    p.set_defaults(func=_cmd_fetch)
+
+    p = sub.add_parser("start", help="start a broker that keeps running after this command exits")
+    p.add_argument("--dir", required=True, help="work dir: config, data, broker.log, broker.pid, bootstrap")
+    p.add_argument("--lib-dir", default=None, help="jar dir (default: fetch into the cache)")
+    p.add_argument("--heap-mb", type=int, default=512)
+    p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness")
+    p.set_defaults(func=_cmd_start)
+
+    p = sub.add_parser("stop", help="stop the broker started with 'start --dir DIR'")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--timeout", type=float, default=20.0, help="seconds between SIGTERM and SIGKILL")
+    p.set_defaults(func=_cmd_stop)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except BrokerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
