@@ -7,9 +7,10 @@ looks at YAML again.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from typing import Any, Mapping as EnvMapping
+from typing import Any, Hashable, Mapping as EnvMapping
 from urllib.parse import urlsplit
 
 import yaml
@@ -74,10 +75,24 @@ def parse_settings(text: str, source: str = "<config>", env: EnvMapping[str, str
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
 
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except Exception:  # e.g. `!!int abc`: the library's text would quote the value (maybe a secret)
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the value cannot be read as {node.tag.rsplit(':', 1)[-1]}", node.start_mark
+            ) from None
+
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor`: merged keys may be overridden; SafeLoader flattens them
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                break  # SafeLoader reports "found unhashable key" with its line
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -148,8 +163,11 @@ def _kafka(raw: Any, problems: Problems) -> dict[str, str]:
     if not isinstance(raw, dict):
         return props
     for key in ("bootstrap.servers", "group.id"):
+        if problems.about(f"kafka.{key}"):
+            continue  # e.g. an unset ${VAR}: already reported
         if not props.get(key, "").strip() and not (key == "bootstrap.servers" and props.get("metadata.broker.list")):
-            problems.add(f"kafka.{key}", "is required")
+            typo = difflib.get_close_matches(key, [k for k in props if k != key], n=1, cutoff=0.8)
+            problems.add(f"kafka.{key}", "is required" + (f" (found {typo[0]!r}: did you mean {key!r}?)" if typo else ""))
     for key, why in _OWNED_PROPERTIES.items():
         if key in props and props[key].lower() != "false":
             problems.add(f"kafka.{key}", f"must not be set: {why}")

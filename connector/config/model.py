@@ -56,7 +56,7 @@ class UserFluxSettings:
 @dataclass(frozen=True)
 class DeadLetterSettings:
     topic: str
-    producer: dict[str, str] = field(default_factory=dict)
+    producer: dict[str, str] = field(default_factory=dict, repr=False)  # may hold passwords
 
 
 @dataclass(frozen=True)
@@ -77,11 +77,11 @@ class PipelineSettings:
 @dataclass(frozen=True)
 class Settings:
     source: str
-    kafka: dict[str, str]
+    kafka: dict[str, str] = field(repr=False)  # may hold passwords
     userflux: UserFluxSettings
     on_invalid: str
     dead_letter: DeadLetterSettings | None
     metrics: MetricsSettings
     pipeline: PipelineSettings
     mappings: tuple["Mapping", ...]
-    secrets: tuple[str, ...] = ()  # every secret value, for redaction
+    secrets: tuple[str, ...] = field(default=(), repr=False)  # every secret value, for redaction

@@ -34,6 +34,8 @@ class Problems:
 
 def describe(value: Any, secret: bool = False) -> str:
     """How a found value is shown in an error: its type, and the value unless secret."""
+    if value is None:
+        return "null"
     if secret or isinstance(value, (dict, list)):
         name = type_name(value)
         article = "an" if name[0] in "aeiou" else "a"
@@ -88,8 +90,11 @@ class Section:
 
     def get_str(self, key: str, default: Any = REQUIRED, secret: bool = False, non_empty: bool = True) -> Any:
         value = self.raw(key, default)
-        if value is default or value is None:
-            return value
+        if key not in self.data:
+            return value  # the default, or None after "is required"
+        if value is None:  # `key:` with nothing after it: never silently empty
+            self.problems.add(join(self.path, key), "expected a non-empty string, found null")
+            return None
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not secret:
             value = str(value)
         if not isinstance(value, str):

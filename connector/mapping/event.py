@@ -86,10 +86,8 @@ class Filter:
 
 
 def _member(found: Any, operand: tuple) -> bool:
-    try:
-        return found in operand
-    except TypeError:  # unhashable or odd types: compare one by one
-        return any(found == item for item in operand)
+    # Python has True == 1 and False == 0; in JSON they are different values.
+    return any(found == item and isinstance(found, bool) == isinstance(item, bool) for item in operand)
 
 
 def _show(value: Any) -> str:
@@ -338,7 +336,7 @@ def _compile_event(section: Section, problems: Problems) -> EventBuilder | None:
     for field in ("userId", "anonymousId"):
         raw = section.raw(field, None)
         ids[field] = None if raw is None else compile_field(raw, join(section.path, field), problems, blank_id)
-    if not section.has("userId") and not section.has("anonymousId"):
+    if section.data.get("userId") is None and section.data.get("anonymousId") is None:
         problems.add(section.path, "map at least one of userId or anonymousId: UserFlux needs one of them")
     raw_ts = section.raw("timestamp", None)
     timestamp = None if raw_ts is None else compile_field(raw_ts, join(section.path, "timestamp"), problems)

@@ -48,6 +48,16 @@ def decode_value(raw: bytes | str | None) -> Any:
     if raw is None:
         raise InvalidMessage("the message has no value (a tombstone)", "deserialize")
     try:
-        return json.loads(raw)
+        if not isinstance(raw, str):
+            raw = raw.decode(json.detect_encoding(raw), "surrogatepass")  # as json.loads does
+        return _DECODER.decode(raw)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise InvalidMessage(f"the value is not JSON: {exc}", "deserialize") from None
+
+
+def _not_json(text: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON does not, and the sink could not encode them.
+    raise ValueError(f"{text} is not a JSON value")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_not_json)

@@ -2,7 +2,7 @@
 
 Numbers are read by magnitude, because producers send every unit: below 10^11 they are
 seconds (10^11 s is the year 5138), below 10^14 milliseconds, below 10^17 microseconds,
-above that nanoseconds. Numeric strings are read the same way. Other strings must be
+below 10^20 nanoseconds; larger numbers are refused. Numeric strings are read the same way. Other strings must be
 ISO-8601; one without a UTC offset is taken as UTC.
 """
 
@@ -11,15 +11,18 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from .paths import type_name
+
 _SECONDS_BELOW = 10**11
 _MILLIS_BELOW = 10**14
 _MICROS_BELOW = 10**17
+_NANOS_BELOW = 10**20
 
 
 def to_epoch_ms(value: Any) -> int:
     """Return integer epoch milliseconds; raise ValueError saying why not."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a number or an ISO-8601 string, found boolean {value!r}")
+        raise ValueError(f"expected a number or an ISO-8601 string, found boolean {str(value).lower()}")
     if isinstance(value, (int, float)):
         return _from_number(value)
     if isinstance(value, str):
@@ -29,7 +32,7 @@ def to_epoch_ms(value: Any) -> int:
         except ValueError:
             return _from_iso(text)
         return _from_number(number)
-    raise ValueError(f"expected a number or an ISO-8601 string, found {type(value).__name__}")
+    raise ValueError(f"expected a number or an ISO-8601 string, found {type_name(value)}")
 
 
 def _from_number(number: float) -> int:
@@ -37,6 +40,8 @@ def _from_number(number: float) -> int:
         raise ValueError(f"{number!r} is not a time")
     if number < 0:
         raise ValueError(f"{number!r} is before 1970")
+    if number >= _NANOS_BELOW:  # also keeps huge integers from overflowing the float division below
+        raise ValueError(f"{number!r} is too large for epoch seconds, milliseconds, microseconds or nanoseconds")
     if number < _SECONDS_BELOW:
         return round(number * 1000)
     if number < _MILLIS_BELOW:

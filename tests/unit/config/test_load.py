@@ -1,0 +1,523 @@
+"""Loading the configuration file: typed values, and every kind of error message."""
+
+from __future__ import annotations
+
+import pytest
+
+from connector.config.load import is_secret_property, load_settings, parse_settings
+from connector.config.model import Secret
+from connector.errors import ConfigError
+
+API_KEY = "uf-write-key-0123456789abcdef"
+ENV = {"USERFLUX_API_KEY": API_KEY}
+
+EXAMPLE = r"""
+kafka:
+  bootstrap.servers: ${KAFKA_BOOTSTRAP_SERVERS:-localhost:9092}
+  group.id: userflux-connector
+  auto.offset.reset: earliest
+userflux:
+  base_url: https://integration-api.userflux.co
+  api_key: ${USERFLUX_API_KEY}
+  location_enrichment: false
+  batch_size: 50
+  linger_ms: 200
+  max_in_flight: 8
+  request_timeout_s: 10
+  retry: {initial_backoff_ms: 250, max_backoff_ms: 30000}
+on_invalid: dead_letter
+dead_letter: {topic: userflux-connector-dlq}
+metrics: {port: 9464}
+mappings:
+  - topics: [web-events]
+    event:
+      name: event
+      userId: user.id
+      anonymousId: anonymous_id
+      timestamp: sent_at
+      properties: properties
+  - pattern: "^app\\..+"
+    location_enrichment: true
+    where: {path: type, in: [track, screen]}
+    event:
+      name: {template: "{type}_{action}"}
+      userId: [user.id, "@key"]
+      anonymousId: "@headers.device-id"
+      timestamp: "@timestamp"
+      properties:
+        from: .
+        exclude: [type, action, user]
+        set: {source: {value: mobile}, topic: "@topic"}
+"""
+
+MINIMAL = """
+kafka: {bootstrap.servers: "b:9092", group.id: g}
+userflux: {api_key: KEY_PLACEHOLDER}
+on_invalid: skip
+mappings:
+  - topics: [t]
+    event: {name: n, userId: u}
+"""
+
+
+def problems_of(text: str, env=None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_settings(text, source="conn.yaml", env=ENV if env is None else env)
+    assert str(info.value).startswith("conn.yaml: invalid configuration")
+    return info.value.problems
+
+
+def one_problem(text: str, env=None) -> str:
+    problems = problems_of(text, env)
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+def edit(old: str, new: str, text: str = EXAMPLE) -> str:
+    assert text.count(old) == 1, old
+    return text.replace(old, new)
+
+
+class FakeMessage:
+    def __init__(self, value: bytes = b"{}", topic="web-events", key=None, headers=None, ts=(1, 1_700_000_000_000)):
+        self._v, self._t, self._k, self._h, self._ts = value, topic, key, headers, ts
+
+    def topic(self): return self._t
+    def partition(self): return 0
+    def offset(self): return 0
+    def key(self): return self._k
+    def value(self): return self._v
+    def headers(self): return self._h
+    def timestamp(self): return self._ts
+
+
+# -- the example ---------------------------------------------------------------------------
+
+
+def test_example_parses_into_typed_values():
+    s = parse_settings(EXAMPLE, source="example.yaml", env=ENV)
+    assert s.source == "example.yaml"
+    assert s.kafka == {"bootstrap.servers": "localhost:9092", "group.id": "userflux-connector",
+                       "auto.offset.reset": "earliest"}
+    uf = s.userflux
+    assert uf.base_url == "https://integration-api.userflux.co"
+    assert isinstance(uf.api_key, Secret) and uf.api_key.reveal() == API_KEY
+    assert API_KEY not in repr(uf) and API_KEY not in str(uf.api_key)
+    assert uf.location_enrichment is False
+    assert (uf.batch_size, uf.linger_ms, uf.max_in_flight) == (50, 200, 8)
+    assert uf.request_timeout_s == 10.0 and isinstance(uf.request_timeout_s, float)
+    assert (uf.retry.initial_backoff_ms, uf.retry.max_backoff_ms, uf.retry.max_attempts) == (250, 30000, 0)
+    assert s.on_invalid == "dead_letter"
+    assert s.dead_letter.topic == "userflux-connector-dlq" and s.dead_letter.producer == {}
+    assert (s.metrics.enabled, s.metrics.host, s.metrics.port) == (True, "0.0.0.0", 9464)
+    assert s.secrets == (API_KEY,)
+
+
+def test_example_mappings_are_compiled():
+    s = parse_settings(EXAMPLE, env=ENV)
+    web, app = s.mappings
+    assert web.topics == frozenset({"web-events"}) and web.pattern is None
+    assert web.location_enrichment is False and web.where is None
+    assert app.topics is None and app.pattern.pattern == r"^app\..+"
+    assert app.location_enrichment is True
+    assert app.matches("app.ios") and not app.matches("web-events") and not app.matches("app.")
+    assert app.where.describe() == "type in [track, screen]"
+
+
+def test_example_mappings_build_events():
+    s = parse_settings(EXAMPLE, env=ENV)
+    web, app = s.mappings
+    event = web.apply({"event": "page_view", "user": {"id": 42}, "anonymous_id": "a1",
+                       "sent_at": "2023-11-14T22:13:20Z", "properties": {"path": "/"}}, FakeMessage())
+    assert event == {"name": "page_view", "userId": "42", "anonymousId": "a1",
+                     "timestamp": 1_700_000_000_000, "properties": {"path": "/"}}
+    msg = FakeMessage(topic="app.ios", key=b"k9", headers=[("device-id", b"dev-1")], ts=(1, 1_600_000_000_123))
+    event = app.apply({"type": "track", "action": "tap", "user": {"name": "x"}, "screen": "home"}, msg)
+    assert event == {"name": "track_tap", "userId": "k9", "anonymousId": "dev-1", "timestamp": 1_600_000_000_123,
+                     "properties": {"screen": "home", "source": "mobile", "topic": "app.ios"}}
+    assert app.apply({"type": "identify", "action": "x"}, msg) is None
+
+
+def test_env_var_overrides_default_in_example():
+    s = parse_settings(EXAMPLE, env={**ENV, "KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092"})
+    assert s.kafka["bootstrap.servers"] == "k1:9092,k2:9092"
+
+
+def test_defaults_when_sections_are_left_out():
+    s = parse_settings(MINIMAL, env={})
+    assert s.userflux.base_url == "https://integration-api.userflux.co"
+    assert (s.userflux.batch_size, s.userflux.linger_ms, s.userflux.max_in_flight) == (50, 200, 8)
+    assert s.userflux.location_enrichment is False
+    assert s.dead_letter is None and s.on_invalid == "skip"
+    assert s.metrics.port == 9464 and s.pipeline.max_pending_messages == 10_000
+    assert s.mappings[0].location_enrichment is False
+
+
+def test_mapping_inherits_global_location_enrichment():
+    s = parse_settings(edit("{api_key: KEY_PLACEHOLDER}", "{api_key: k, location_enrichment: true}", MINIMAL), env={})
+    assert s.mappings[0].location_enrichment is True
+
+
+def test_strings_from_env_become_typed_values():
+    text = edit("{api_key: KEY_PLACEHOLDER}",
+                "{api_key: k, batch_size: '${BS}', location_enrichment: '${LE}', request_timeout_s: '${TO}'}", MINIMAL)
+    s = parse_settings(text, env={"BS": "20", "LE": "true", "TO": "2.5"})
+    assert s.userflux.batch_size == 20
+    assert s.userflux.location_enrichment is True
+    assert s.userflux.request_timeout_s == 2.5
+
+
+def test_kafka_property_values_become_strings():
+    text = edit('group.id: g}', 'group.id: g, enable.partition.eof: false, fetch.min.bytes: 10, '
+                                'bootstrap.servers: [a:1, b:2]}', MINIMAL).replace('bootstrap.servers: "b:9092", ', "")
+    s = parse_settings(text, env={})
+    assert s.kafka["enable.partition.eof"] == "false"
+    assert s.kafka["fetch.min.bytes"] == "10"
+    assert s.kafka["bootstrap.servers"] == "a:1,b:2"
+
+
+def test_base_url_trailing_slash_is_dropped():
+    s = parse_settings(edit("{api_key: KEY_PLACEHOLDER}", "{api_key: k, base_url: 'http://127.0.0.1:8080/'}", MINIMAL), env={})
+    assert s.userflux.base_url == "http://127.0.0.1:8080"
+
+
+def test_yaml_merge_keys_are_accepted():
+    text = MINIMAL + """  - <<: *m
+    topics: [t2]
+"""
+    text = edit("  - topics: [t]\n    event: {name: n, userId: u}", "  - &m\n    topics: [t]\n    event: {name: n, userId: u}", text)
+    s = parse_settings(text, env={})
+    assert [sorted(m.topics) for m in s.mappings] == [["t"], ["t2"]]
+
+
+def test_load_settings_reads_a_file_and_uses_given_env(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(EXAMPLE, encoding="utf-8")
+    s = load_settings(str(path), env=ENV)
+    assert s.source == str(path) and s.userflux.api_key.reveal() == API_KEY
+
+
+def test_load_settings_missing_file_is_a_config_error(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_settings(str(missing), env={})
+    assert str(missing) in str(info.value)
+    assert "cannot read the configuration file" in str(info.value)
+    assert info.value.exit_code == 2
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+def test_unknown_key_with_suggestion():
+    problem = one_problem(edit("batch_size: 50", "batch_sise: 50"))
+    assert problem == "userflux.batch_sise: unknown key (did you mean 'batch_size'?)"
+
+
+def test_unknown_top_level_key_lists_known_keys():
+    problem = one_problem(MINIMAL + "zzz: 1\n", env={})
+    assert problem.startswith("zzz: unknown key (known keys: kafka, userflux,")
+    assert "mappings" in problem
+
+
+def test_unknown_key_in_nested_retry_and_mapping_sections():
+    text = edit("max_backoff_ms: 30000}", "max_backof_ms: 30000}")
+    text = edit("      timestamp: sent_at\n", "      timestmap: sent_at\n", text)
+    problems = problems_of(text)
+    assert "userflux.retry.max_backof_ms: unknown key (did you mean 'max_backoff_ms'?)" in problems
+    assert "mappings[0].event.timestmap: unknown key (did you mean 'timestamp'?)" in problems
+
+
+def test_wrong_type_names_key_expected_and_found():
+    assert one_problem(edit("batch_size: 50", "batch_size: lots")) == \
+        "userflux.batch_size: expected an integer from 1 to 50, found string 'lots'"
+    assert one_problem(edit("location_enrichment: false", "location_enrichment: maybe")) == \
+        "userflux.location_enrichment: expected true or false, found string 'maybe'"
+    assert one_problem(edit("retry: {initial_backoff_ms: 250, max_backoff_ms: 30000}", "retry: [1, 2]")) == \
+        "userflux.retry: expected a mapping, found an array"
+
+
+def test_null_value_is_reported_as_null():
+    assert one_problem(edit("batch_size: 50", "batch_size:")) == \
+        "userflux.batch_size: expected an integer from 1 to 50, found null"
+
+
+@pytest.mark.parametrize("old,new,key", [
+    ("base_url: https://integration-api.userflux.co", "base_url:", "userflux.base_url"),
+    ("dead_letter: {topic: userflux-connector-dlq}", "dead_letter: {topic: }", "dead_letter.topic"),
+    ('pattern: "^app\\\\..+"', "pattern:", "mappings[1].pattern"),
+    ("where: {path: type,", "where: {path: ,", "mappings[1].where.path"),
+])
+def test_empty_string_settings_are_not_silently_accepted(old, new, key):
+    assert one_problem(edit(old, new)) == f"{key}: expected a non-empty string, found null"
+
+
+def test_out_of_range():
+    assert one_problem(edit("batch_size: 50", "batch_size: 51")) == \
+        "userflux.batch_size: expected an integer from 1 to 50, found number 51"
+    assert one_problem(edit("metrics: {port: 9464}", "metrics: {port: 70000}")) == \
+        "metrics.port: expected an integer from 0 to 65535, found number 70000"
+    assert one_problem(edit("request_timeout_s: 10", "request_timeout_s: 0")) == \
+        "userflux.request_timeout_s: expected a number from 0.1 to 600, found number 0"
+
+
+def test_initial_backoff_above_max_backoff():
+    problem = one_problem(edit("{initial_backoff_ms: 250,", "{initial_backoff_ms: 60000,"))
+    assert problem == "userflux.retry: initial_backoff_ms (60000) is above max_backoff_ms (30000)"
+
+
+def test_bad_choice():
+    assert one_problem(edit("on_invalid: dead_letter", "on_invalid: drop")) == \
+        "on_invalid: expected one of dead_letter, skip, stop, found string 'drop'"
+
+
+def test_missing_required_sections_and_keys():
+    problems = problems_of("on_invalid: skip\nmetrics: {port: 1}\n", env={})
+    assert "kafka: is required (at least bootstrap.servers and group.id)" in problems
+    assert "userflux: is required" in problems
+    assert "userflux.api_key: is required" in problems
+    assert "mappings: is required" in problems
+
+
+def test_missing_kafka_group_and_bootstrap():
+    problems = problems_of(edit('{bootstrap.servers: "b:9092", group.id: g}', "{auto.offset.reset: earliest}", MINIMAL), env={})
+    assert problems == ["kafka.bootstrap.servers: is required", "kafka.group.id: is required"]
+
+
+def test_misspelled_bootstrap_servers_is_named():
+    problem = one_problem(edit("bootstrap.servers:", "bootstrap.server:"))
+    assert problem.startswith("kafka.bootstrap.servers: is required")
+    assert "'bootstrap.server'" in problem
+
+
+def test_metadata_broker_list_replaces_bootstrap_servers():
+    s = parse_settings(edit('bootstrap.servers: "b:9092"', 'metadata.broker.list: "b:9092"', MINIMAL), env={})
+    assert s.kafka["metadata.broker.list"] == "b:9092"
+
+
+def test_missing_required_mapping_fields():
+    problems = problems_of(edit("event: {name: n, userId: u}", "event: {properties: p}", MINIMAL), env={})
+    assert "mappings[0].event.name: is required" in problems
+    assert "mappings[0].event: map at least one of userId or anonymousId: UserFlux needs one of them" in problems
+
+
+def test_null_ids_count_as_unmapped():
+    problem = one_problem(edit("event: {name: n, userId: u}", "event: {name: n, userId: null, anonymousId: ~}", MINIMAL), env={})
+    assert problem == "mappings[0].event: map at least one of userId or anonymousId: UserFlux needs one of them"
+
+
+def test_unset_env_var_is_reported_once_for_the_key():
+    problem = one_problem(EXAMPLE, env={})
+    assert problem.startswith("userflux.api_key: environment variable USERFLUX_API_KEY is not set")
+
+
+def test_unset_env_var_for_a_required_kafka_property_is_reported_once():
+    text = edit("${KAFKA_BOOTSTRAP_SERVERS:-localhost:9092}", "${KAFKA_BOOTSTRAP_SERVERS}")
+    problems = problems_of(text)
+    assert len(problems) == 1
+    assert problems[0].startswith("kafka.bootstrap.servers: environment variable KAFKA_BOOTSTRAP_SERVERS is not set")
+
+
+def test_env_var_set_to_empty_is_an_empty_api_key():
+    assert one_problem(EXAMPLE, env={"USERFLUX_API_KEY": ""}) == \
+        "userflux.api_key: expected a non-empty string, found an empty one"
+
+
+def test_duplicate_yaml_key_with_line_number():
+    text = edit("  group.id: userflux-connector\n", "  group.id: a\n  group.id: b\n")
+    line = text.splitlines().index("  group.id: b") + 1
+    assert one_problem(text) == f"line {line}, column 3: duplicate key 'group.id'"
+
+
+def test_duplicate_key_inside_a_merge_is_still_caught():
+    text = "a: &x {k: 1}\nb:\n  <<: *x\n  j: 1\n  j: 2\n"
+    assert one_problem(text) == "line 5, column 3: duplicate key 'j'"
+
+
+def test_yaml_syntax_error_with_line():
+    text = edit("  linger_ms: 200\n", "  linger_ms: [200\n")
+    problem = one_problem(text)
+    assert problem.startswith("line ")
+    line = int(problem.split()[1].rstrip(","))
+    assert line > text.splitlines().index("  linger_ms: [200")  # where the parser noticed
+
+
+def test_yaml_mapping_value_error_reports_exact_line():
+    assert one_problem("kafka:\n  a: b: c\n") == "line 2, column 7: mapping values are not allowed here"
+
+
+def test_yaml_tagged_value_that_cannot_be_built_is_a_config_error_without_the_value():
+    problem = one_problem(edit("api_key: ${USERFLUX_API_KEY}", "api_key: !!int hunter2-secret"))
+    assert problem == "line 8, column 12: the value cannot be read as int"
+    assert "hunter2" not in problem
+
+
+def test_unhashable_yaml_key_is_a_config_error():
+    problem = one_problem("kafka:\n  ? [a, b]\n  : c\n")
+    assert problem.startswith("line ") and "unhashable key" in problem
+
+
+def test_empty_file_and_non_mapping_top_level():
+    assert one_problem("") == "the file is empty; see config/ for examples"
+    assert one_problem("- a\n- b\n") == "(top level): expected a mapping, found an array"
+
+
+def test_enable_auto_commit_refused():
+    problem = one_problem(edit("auto.offset.reset: earliest", "enable.auto.commit: true"))
+    assert problem.startswith("kafka.enable.auto.commit: must not be set:")
+    problem = one_problem(edit("auto.offset.reset: earliest", "enable.auto.offset.store: 'true'"))
+    assert problem.startswith("kafka.enable.auto.offset.store: must not be set:")
+
+
+def test_enable_auto_commit_false_is_tolerated():
+    s = parse_settings(edit("auto.offset.reset: earliest", "enable.auto.commit: false"), env=ENV)
+    assert s.kafka["enable.auto.commit"] == "false"
+
+
+def test_dead_letter_required_for_on_invalid_dead_letter():
+    text = edit("dead_letter: {topic: userflux-connector-dlq}\n", "")
+    problem = one_problem(text)
+    assert problem.startswith("dead_letter.topic: is required when on_invalid is dead_letter")
+    # the default on_invalid is dead_letter too
+    assert one_problem(edit("on_invalid: dead_letter\n", "", text)).startswith("dead_letter.topic: is required")
+    # skip does not need it
+    assert parse_settings(edit("on_invalid: dead_letter", "on_invalid: skip", text), env=ENV).dead_letter is None
+
+
+def test_dead_letter_topic_must_be_a_topic_name():
+    problem = one_problem(edit("topic: userflux-connector-dlq", "topic: 'dl q'"))
+    assert problem == "dead_letter.topic: expected a Kafka topic name (letters, digits, '.', '_', '-'), found 'dl q'"
+
+
+def test_dead_letter_topic_matching_a_pattern_is_refused():
+    problem = one_problem(edit("topic: userflux-connector-dlq", "topic: app.dlq"))
+    assert problem.startswith("dead_letter.topic: 'app.dlq' matches mappings[1] (pattern ^app\\..+)")
+    assert "read its own dead letters" in problem
+
+
+def test_dead_letter_topic_listed_in_topics_is_refused():
+    problem = one_problem(edit("topic: userflux-connector-dlq", "topic: web-events"))
+    assert problem.startswith("dead_letter.topic: 'web-events' matches mappings[0] (topics web-events)")
+
+
+def test_dead_letter_producer_properties_are_kept():
+    s = parse_settings(edit("dead_letter: {topic: userflux-connector-dlq}",
+                            "dead_letter: {topic: dlq, producer: {linger.ms: 5, sasl.password: dl-pass-123}}"), env=ENV)
+    assert s.dead_letter.producer == {"linger.ms": "5", "sasl.password": "dl-pass-123"}
+    assert "dl-pass-123" in s.secrets
+
+
+def test_mapping_needs_exactly_one_of_topics_or_pattern():
+    both = one_problem(edit("  - topics: [web-events]\n", "  - topics: [web-events]\n    pattern: '^x'\n"))
+    assert both == "mappings[0]: expected exactly one of topics (a list of names) or pattern (a regex), found both"
+    neither = one_problem(edit("  - topics: [web-events]\n    event:", "  - event:"))
+    assert neither.endswith("found neither")
+
+
+def test_pattern_must_be_anchored_and_valid():
+    assert one_problem(edit('pattern: "^app\\\\..+"', 'pattern: "app"')) == \
+        "mappings[1].pattern: a Kafka regex subscription must start with '^', found 'app' (did you mean '^app'?)"
+    assert one_problem(edit('pattern: "^app\\\\..+"', 'pattern: "^app("')).startswith(
+        "mappings[1].pattern: not a valid regex:")
+
+
+def test_topic_that_looks_like_a_regex():
+    assert one_problem(edit("topics: [web-events]", "topics: ['^web']")) == \
+        "mappings[0].topics: '^web' looks like a regex; write it as pattern: instead"
+
+
+@pytest.mark.parametrize("old,new,expected", [
+    ("name: event\n", "name: 'a..b'\n",
+     "mappings[0].event.name: a path has no empty segments (write 'a.b', not 'a..b', '.a' or 'a.')"),
+    ("name: event\n", "name: '@bogus'\n",
+     "mappings[0].event.name: unknown message metadata '@bogus'; known: @key, @topic, @partition, @offset, "
+     "@timestamp, @headers.<name>"),
+    ('"{type}_{action}"', '"{type"',
+     "mappings[1].event.name.template: unclosed '{' at position 0 (write '{{' for a literal brace)"),
+    ('"{type}_{action}"', '"constant"',
+     "mappings[1].event.name.template: a template needs at least one {reference}; use {value: ...} for a constant"),
+    ("name: event\n", "name: {path: event, value: x}\n",
+     "mappings[0].event.name: expected exactly one of path, template or value, found path, value"),
+    ("name: event\n", "name: []\n",
+     "mappings[0].event.name: expected at least one candidate, found an empty list"),
+    ("properties: properties", "properties: 5",
+     "mappings[0].event.properties: expected a path, or a mapping with from/include/exclude/set, found number 5"),
+    ("where: {path: type, in: [track, screen]}", "where: {path: type, in: [], exists: true}",
+     "mappings[1].where: expected exactly one of in, not_in or exists, found in, exists"),
+    ("where: {path: type, in: [track, screen]}", "where: {path: type, in: []}",
+     "mappings[1].where.in: expected a non-empty list of values, found an array"),
+    ("where: {path: type, in: [track, screen]}", "where: {path: type, exists: maybe}",
+     "mappings[1].where.exists: expected true or false, found string 'maybe'"),
+    ("exclude: [type, action, user]", "exclude: [type, 'a..b']",
+     "mappings[1].event.properties.exclude: 'a..b': a path has no empty segments (write 'a.b', not 'a..b', '.a' or 'a.')"),
+])
+def test_mapping_errors_name_the_key(old, new, expected):
+    assert one_problem(edit(old, new)) == expected
+
+
+def test_include_without_from():
+    problem = one_problem(edit("properties: properties", "properties: {include: [a]}"))
+    assert problem == "mappings[0].event.properties: include/exclude narrow the object read by from:, but from: is missing"
+
+
+def test_all_problems_reported_together():
+    text = edit("batch_size: 50", "batch_size: 0")
+    text = edit("linger_ms: 200", "lingerms: 200", text)
+    text = edit("auto.offset.reset: earliest", "enable.auto.commit: true", text)
+    text = edit("name: event\n", "name: '@nope'\n", text)
+    problems = problems_of(text, env={})
+    keys = [p.split(": ")[0] for p in problems]
+    assert set(keys) == {"kafka.enable.auto.commit", "userflux.api_key", "userflux.batch_size",
+                         "userflux.lingerms", "mappings[0].event.name"}
+    with pytest.raises(ConfigError) as info:
+        parse_settings(text, source="c.yaml", env={})
+    assert str(info.value).startswith(f"c.yaml: invalid configuration ({len(problems)} problems):\n  - ")
+
+
+# -- secrets -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,secret", [
+    ("sasl.password", True), ("ssl.key.password", True), ("sasl.oauthbearer.client.secret", True),
+    ("ssl.key.pem", True), ("sasl.oauthbearer.config", True), ("sasl.username", False), ("group.id", False),
+])
+def test_secret_property_names(name, secret):
+    assert is_secret_property(name) is secret
+
+
+def test_sasl_password_is_never_in_errors():
+    secret = "hunter2-sasl-secret"
+    text = edit("auto.offset.reset: earliest", f"sasl.password: {{nested: {secret}}}")
+    problem = one_problem(text)
+    assert problem.startswith("kafka.sasl.password: expected a string, number or boolean")
+    assert problem.endswith("found an object (value hidden)")
+    assert secret not in problem
+
+
+def test_sasl_password_is_collected_as_a_secret():
+    s = parse_settings(edit("auto.offset.reset: earliest", "sasl.password: pw-123456"), env=ENV)
+    assert s.kafka["sasl.password"] == "pw-123456"
+    assert set(s.secrets) == {API_KEY, "pw-123456"}
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("12345678987654321", "userflux.api_key: expected a string, found a number (value hidden)"),
+    ("[sekrit-key-value]", "userflux.api_key: expected a string, found an array (value hidden)"),
+    ("'Bearer sekrit-key-value'", "userflux.api_key: contains white space; expected the write key alone (without 'Bearer ')"),
+])
+def test_api_key_value_is_never_in_errors(value, expected):
+    problem = one_problem(edit("api_key: ${USERFLUX_API_KEY}", f"api_key: {value}"))
+    assert problem == expected
+    assert "sekrit" not in problem and "987654" not in problem
+
+
+def test_api_key_from_env_is_not_in_other_errors():
+    problems = problems_of(edit("batch_size: 50", f"batch_size: {API_KEY}"), env={"USERFLUX_API_KEY": "other-key-xyz"})
+    text = "\n".join(problems)
+    assert "batch_size" in text and "other-key-xyz" not in text
+
+
+def test_config_error_exit_code():
+    with pytest.raises(ConfigError) as info:
+        parse_settings("", env={})
+    assert info.value.exit_code == 2

@@ -1,0 +1,129 @@
+"""The map stage: pick the mapping, decode the JSON value, build the event."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from connector.config.reader import Problems
+from connector.errors import InvalidMessage
+from connector.mapping.event import compile_mapping
+from connector.mapping.mapper import MessageMapper, decode_value
+
+
+class FakeMessage:
+    def __init__(self, topic, value, key=None, headers=None, ts=(1, 1_700_000_000_000)):
+        self._topic, self._value, self._key, self._headers, self._ts = topic, value, key, headers, ts
+
+    def topic(self): return self._topic
+    def partition(self): return 0
+    def offset(self): return 5
+    def key(self): return self._key
+    def value(self): return self._value
+    def headers(self): return self._headers
+    def timestamp(self): return self._ts
+
+
+def compile_all(raws):
+    problems = Problems()
+    mappings = [compile_mapping(raw, i, problems, False) for i, raw in enumerate(raws)]
+    assert problems.lines == []
+    return mappings
+
+
+MAPPINGS = compile_all([
+    {"topics": ["app.special"], "event": {"name": {"value": "special"}, "userId": "u"}},
+    {"pattern": "^app\\..+", "where": {"path": "type", "in": ["track"]},
+     "event": {"name": {"value": "app"}, "userId": "u"}},
+    {"pattern": "^app\\.ios$", "event": {"name": {"value": "never"}, "userId": "u"}},
+    {"topics": ["web", "app.special"], "event": {"name": "e", "userId": "u"}},
+])
+
+
+def msg(topic, value):
+    raw = value if isinstance(value, (bytes, type(None))) else json.dumps(value).encode()
+    return FakeMessage(topic, raw)
+
+
+def test_first_match_wins():
+    mapper = MessageMapper(MAPPINGS)
+    used, event = mapper.map(msg("app.special", {"u": 1, "type": "track"}))
+    assert used is MAPPINGS[0] and event["name"] == "special"
+    used, event = mapper.map(msg("app.ios", {"u": 1, "type": "track"}))
+    assert used is MAPPINGS[1] and event["name"] == "app"
+    used, event = mapper.map(msg("web", {"u": 1, "e": "click"}))
+    assert used is MAPPINGS[3] and event["name"] == "click"
+
+
+def test_mapping_for_is_cached_and_none_for_unknown_topics():
+    mapper = MessageMapper(MAPPINGS)
+    assert mapper.mapping_for("app.x") is MAPPINGS[1]
+    assert mapper.mapping_for("app.x") is MAPPINGS[1]
+    assert mapper.mapping_for("other") is None
+    assert "other" in mapper._by_topic
+
+
+def test_where_skip_returns_mapping_and_none():
+    used, event = MessageMapper(MAPPINGS).map(msg("app.ios", {"u": 1, "type": "page"}))
+    assert used is MAPPINGS[1] and event is None
+
+
+def test_unmatched_topic_is_invalid():
+    with pytest.raises(InvalidMessage) as info:
+        MessageMapper(MAPPINGS).map(msg("nomatch", {"u": 1}))
+    assert info.value.stage == "map"
+    assert info.value.reason == "no mapping matches topic 'nomatch'"
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"{\"a\": 1", b"\xff\xfe\x00garbage", b"", b"{'a': 1}"])
+def test_not_json_is_a_deserialize_error(raw):
+    with pytest.raises(InvalidMessage) as info:
+        MessageMapper(MAPPINGS).map(msg("web", raw))
+    assert info.value.stage == "deserialize"
+    assert info.value.reason.startswith("the value is not JSON: ")
+
+
+@pytest.mark.parametrize("raw", [b'{"a": NaN}', b'{"a": Infinity}', b'[-Infinity]'])
+def test_non_finite_numbers_are_not_json(raw):
+    with pytest.raises(InvalidMessage) as info:
+        decode_value(raw)
+    assert info.value.stage == "deserialize"
+    assert info.value.reason.startswith("the value is not JSON: ") and "is not a JSON value" in info.value.reason
+
+
+def test_tombstone_is_a_deserialize_error():
+    with pytest.raises(InvalidMessage) as info:
+        MessageMapper(MAPPINGS).map(msg("web", None))
+    assert info.value.stage == "deserialize"
+    assert info.value.reason == "the message has no value (a tombstone)"
+
+
+def test_mapping_failure_is_a_map_error():
+    with pytest.raises(InvalidMessage) as info:
+        MessageMapper(MAPPINGS).map(msg("web", {"e": "click"}))
+    assert info.value.stage == "map"
+    assert info.value.reason.startswith("no userId or anonymousId")
+
+
+@pytest.mark.parametrize("raw,value", [
+    (b'{"a": [1, 2.5, "\\u00fc"]}', {"a": [1, 2.5, "ü"]}),
+    ('{"a": 1}', {"a": 1}),
+    ('{"a": "ü"}'.encode("utf-8"), {"a": "ü"}),
+    (b"\xef\xbb\xbf{\"a\": 1}", {"a": 1}),  # a UTF-8 byte order mark
+    (b"[1]", [1]),
+    (b"1e-400", 0.0),
+])
+def test_decode_value(raw, value):
+    assert decode_value(raw) == value
+
+
+def test_non_object_value_makes_an_invalid_event_not_a_crash():
+    with pytest.raises(InvalidMessage) as info:
+        MessageMapper(MAPPINGS).map(msg("web", [1, 2]))
+    assert info.value.reason == "name: no value found for 'e'"
+
+
+def test_subscription_lists_topics_and_patterns_once_in_order():
+    assert MessageMapper(MAPPINGS).subscription() == ["app.special", "^app\\..+", "^app\\.ios$", "web"]
+    assert MessageMapper([]).subscription() == []

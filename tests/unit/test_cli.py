@@ -1,0 +1,256 @@
+"""`check` and `map`, driven in-process through connector.cli.main."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+
+import pytest
+
+from connector.cli import main
+
+API_KEY = "uf-cli-test-key-0123456789"
+
+EXAMPLE = r"""
+kafka:
+  bootstrap.servers: ${KAFKA_BOOTSTRAP_SERVERS:-localhost:9092}
+  group.id: userflux-connector
+  auto.offset.reset: earliest
+userflux:
+  base_url: https://integration-api.userflux.co
+  api_key: ${USERFLUX_API_KEY}
+  location_enrichment: false
+  batch_size: 50
+  linger_ms: 200
+  max_in_flight: 8
+  request_timeout_s: 10
+  retry: {initial_backoff_ms: 250, max_backoff_ms: 30000}
+on_invalid: dead_letter
+dead_letter: {topic: userflux-connector-dlq}
+metrics: {port: 9464}
+mappings:
+  - topics: [web-events]
+    event:
+      name: event
+      userId: user.id
+      anonymousId: anonymous_id
+      timestamp: sent_at
+      properties: properties
+  - pattern: "^app\\..+"
+    location_enrichment: true
+    where: {path: type, in: [track, screen]}
+    event:
+      name: {template: "{type}_{action}"}
+      userId: [user.id, "@key"]
+      anonymousId: "@headers.device-id"
+      timestamp: "@timestamp"
+      properties:
+        from: .
+        exclude: [type, action, user]
+        set: {source: {value: mobile}, topic: "@topic"}
+"""
+
+
+@pytest.fixture(autouse=True)
+def env_and_logging(monkeypatch):
+    monkeypatch.setenv("USERFLUX_API_KEY", API_KEY)
+    # Nothing listens on port 1: check never talks to a broker, and this keeps it so.
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers  # main() installs its own stderr handler
+    root.setLevel(level)
+
+
+def write(tmp_path, text=EXAMPLE, old=None, new=None):
+    if old is not None:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    path = tmp_path / "connector.yaml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def run_map(monkeypatch, capsys, config, topic, lines, *extra):
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(line + "\n" for line in lines)))
+    code = main(["map", "--config", config, "--topic", topic, *extra])
+    out, err = capsys.readouterr()
+    return code, [json.loads(line) for line in out.splitlines()], err
+
+
+# -- check ----------------------------------------------------------------------------------
+
+
+def test_check_prints_a_summary_and_exits_0(tmp_path, capsys):
+    config = write(tmp_path)
+    assert main(["check", "--config", config]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0] == f"{config}: OK"
+    assert "kafka: 127.0.0.1:1, group userflux-connector (+1 more properties)" in lines
+    assert ("userflux: https://integration-api.userflux.co, batches of up to 50, linger 200 ms, 8 in flight, "
+            "timeout 10s, retries forever") in lines
+    assert "invalid messages: dead-lettered to userflux-connector-dlq" in lines
+    assert "  [0] topics web-events, locationEnrichment=false" in lines
+    assert ("  [1] pattern ^app\\..+, locationEnrichment=true, only where type in [track, screen]") in lines
+    assert any(line.split() == ["name", "the", "template", "'{type}_{action}'"] for line in lines)
+    assert API_KEY not in out + err
+    assert "error" not in err
+
+
+def test_check_bad_file_exits_2_with_the_error_on_stderr(tmp_path, capsys):
+    config = write(tmp_path, old="batch_size: 50", new="batch_size: 500")
+    assert main(["check", "--config", config]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"error: {config}: invalid configuration: userflux.batch_size: expected an integer from 1 to 50")
+
+
+def test_check_missing_file_exits_2(tmp_path, capsys):
+    assert main(["check", "--config", str(tmp_path / "absent.yaml")]) == 2
+    assert "cannot read the configuration file" in capsys.readouterr().err
+
+
+def test_check_unset_env_var_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("USERFLUX_API_KEY")
+    assert main(["check", "--config", write(tmp_path)]) == 2
+    assert "environment variable USERFLUX_API_KEY is not set" in capsys.readouterr().err
+
+
+def test_check_misspelled_bootstrap_servers_exits_2_naming_it(tmp_path, capsys):
+    config = write(tmp_path, old="bootstrap.servers:", new="bootstrap.server:")
+    assert main(["check", "--config", config]) == 2
+    err = capsys.readouterr().err
+    assert "'bootstrap.server'" in err
+
+
+def test_check_unknown_librdkafka_property_exits_2_naming_it(tmp_path, capsys):
+    config = write(tmp_path, old="auto.offset.reset: earliest", new="auto.offset.rest: earliest")
+    assert main(["check", "--config", config]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "kafka: librdkafka refused the configuration" in err
+    assert '"auto.offset.rest"' in err
+
+
+def test_check_validates_dead_letter_producer_properties(tmp_path, capsys):
+    config = write(tmp_path, old="dead_letter: {topic: userflux-connector-dlq}",
+                   new="dead_letter: {topic: userflux-connector-dlq, producer: {linger.mss: 5}}")
+    assert main(["check", "--config", config]) == 2
+    err = capsys.readouterr().err
+    assert "dead_letter.producer: librdkafka refused the configuration" in err and "linger.mss" in err
+
+
+def test_check_masks_secrets_in_librdkafka_errors(tmp_path, capsys):
+    secret = "sasl-pw-do-not-print-42"
+    config = write(tmp_path, old="auto.offset.reset: earliest",
+                   new=f"sasl.password: {secret}\n  auto.offset.reset: {secret}")
+    assert main(["check", "--config", config]) == 2
+    err = capsys.readouterr().err
+    assert "auto.offset.reset" in err  # librdkafka quotes the bad value ...
+    assert secret not in err            # ... which is masked
+    assert "***" in err
+
+
+def test_check_summary_for_on_invalid_skip(tmp_path, capsys):
+    config = write(tmp_path, old="on_invalid: dead_letter\ndead_letter: {topic: userflux-connector-dlq}",
+                   new="on_invalid: skip")
+    assert main(["check", "--config", config]) == 0
+    assert "invalid messages: skip" in capsys.readouterr().out.splitlines()
+
+
+def test_config_option_is_required(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["check"])
+    assert info.value.code == 2
+    assert "--config" in capsys.readouterr().err
+
+
+# -- map ------------------------------------------------------------------------------------
+
+
+def test_map_prints_one_line_per_input_line(tmp_path, monkeypatch, capsys):
+    lines = [
+        json.dumps({"event": "page_view", "user": {"id": 7}, "sent_at": 1_700_000_000, "properties": {"p": "/"}}),
+        json.dumps({"event": "signup", "anonymous_id": "a-1", "sent_at": "2023-11-14T22:13:20Z"}),
+    ]
+    code, results, err = run_map(monkeypatch, capsys, write(tmp_path), "web-events", lines)
+    assert code == 0
+    assert results == [
+        {"line": 1, "locationEnrichment": False,
+         "event": {"name": "page_view", "userId": "7", "timestamp": 1_700_000_000_000, "properties": {"p": "/"}}},
+        {"line": 2, "locationEnrichment": False,
+         "event": {"name": "signup", "anonymousId": "a-1", "timestamp": 1_700_000_000_000, "properties": {}}},
+    ]
+
+
+def test_map_invalid_and_skipped_lines_and_exit_1(tmp_path, monkeypatch, capsys):
+    lines = [
+        json.dumps({"type": "track", "action": "tap", "user": {"id": "u"}}),
+        json.dumps({"type": "identify", "action": "x", "user": {"id": "u"}}),
+        "not json",
+        "",
+        json.dumps({"type": "track", "action": "tap"}),
+    ]
+    code, results, _ = run_map(monkeypatch, capsys, write(tmp_path), "app.ios", lines, "--timestamp", "1600000000000")
+    assert code == 1
+    assert [r["line"] for r in results] == [1, 2, 3, 5]  # the blank line is not echoed
+    assert results[0]["event"]["name"] == "track_tap" and results[0]["locationEnrichment"] is True
+    assert results[1] == {"line": 2, "skipped": "where: type is string 'identify', not one of [track, screen]"}
+    assert results[2]["stage"] == "deserialize" and results[2]["invalid"].startswith("the value is not JSON")
+    assert results[3] == {"line": 5, "stage": "map", "invalid":
+                          "no userId or anonymousId: nothing found for userId (any of 'user.id', '@key') "
+                          "and anonymousId ('@headers.device-id')"}
+
+
+def test_map_skipped_only_exits_0(tmp_path, monkeypatch, capsys):
+    code, results, _ = run_map(monkeypatch, capsys, write(tmp_path), "app.ios", [json.dumps({"type": "page"})])
+    assert code == 0 and "skipped" in results[0]
+
+
+def test_map_key_header_and_timestamp_feed_metadata(tmp_path, monkeypatch, capsys):
+    line = json.dumps({"type": "screen", "action": "view", "screen": "home", "user": {"name": "x"}})
+    code, results, _ = run_map(monkeypatch, capsys, write(tmp_path), "app.android", [line],
+                               "--key", "key-9", "--header", "device-id=dev-1", "--header", "other=x=y",
+                               "--timestamp", "1600000000123")
+    assert code == 0
+    assert results[0]["event"] == {"name": "screen_view", "userId": "key-9", "anonymousId": "dev-1",
+                                   "timestamp": 1_600_000_000_123,
+                                   "properties": {"screen": "home", "source": "mobile", "topic": "app.android"}}
+
+
+def test_map_repeated_header_last_wins(tmp_path, monkeypatch, capsys):
+    line = json.dumps({"type": "track", "action": "a", "user": {"id": 1}})
+    _, results, _ = run_map(monkeypatch, capsys, write(tmp_path), "app.x", [line],
+                            "--header", "device-id=first", "--header", "device-id=second")
+    assert results[0]["event"]["anonymousId"] == "second"
+
+
+def test_map_timestamp_defaults_to_now(tmp_path, monkeypatch, capsys):
+    before = int(time.time() * 1000)
+    line = json.dumps({"type": "track", "action": "a", "user": {"id": 1}})
+    _, results, _ = run_map(monkeypatch, capsys, write(tmp_path), "app.x", [line])
+    assert before <= results[0]["event"]["timestamp"] <= int(time.time() * 1000)
+
+
+def test_map_unknown_topic_exits_2(tmp_path, monkeypatch, capsys):
+    code, results, err = run_map(monkeypatch, capsys, write(tmp_path), "nobody-reads-this", ["{}"])
+    assert code == 2 and results == []
+    assert "--topic nobody-reads-this: no mapping takes this topic" in err
+    assert "web-events, ^app\\..+" in err
+
+
+def test_map_bad_header_exits_2(tmp_path, monkeypatch, capsys):
+    code, results, err = run_map(monkeypatch, capsys, write(tmp_path), "web-events", ["{}"], "--header", "novalue")
+    assert code == 2 and results == []
+    assert "--header 'novalue': expected NAME=VALUE" in err
+
+
+def test_map_bad_config_exits_2(tmp_path, monkeypatch, capsys):
+    config = write(tmp_path, old="name: event\n", new="name: '@nope'\n")
+    code, results, err = run_map(monkeypatch, capsys, config, "web-events", ["{}"])
+    assert code == 2 and results == []
+    assert "mappings[0].event.name: unknown message metadata '@nope'" in err
