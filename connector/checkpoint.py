@@ -60,14 +60,17 @@ class Checkpoint:
 
     def on_commit_result(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """librdkafka's answer to an asynchronous commit (served on the pipeline thread)."""
-        if error is None:
+        failed = partitions if error is not None else [p for p in partitions if p.error is not None]
+        if error is not None and error.code() == KafkaError._NO_OFFSET:
+            return
+        if not failed:
             metrics.commits.labels("ok").inc()
             return
-        if error.code() == KafkaError._NO_OFFSET:
-            return
         metrics.commits.labels("failed").inc()
-        log.warning("offset commit failed (the next commit retries it): %s", error.str())
-        for part in partitions:
+        why = error.str() if error is not None else "; ".join(
+            f"{p.topic}[{p.partition}]: {p.error.str()}" for p in failed[:5])
+        log.warning("offset commit failed (the next commit retries it): %s", why)
+        for part in failed:
             self._asked.pop((part.topic, part.partition), None)
 
     def forget(self, keys: Iterable[Key]) -> None:

@@ -57,6 +57,7 @@ class UserFluxClient:
     def __init__(self, base_url: str, api_key: Secret, timeout_s: float, max_connections: int,
                  transport: httpx.BaseTransport | None = None):
         self.url = batch_url(base_url)
+        self._key = api_key.reveal()  # redacted from error bodies a server might echo it in
         self._client = httpx.Client(
             headers={
                 "Authorization": f"Bearer {api_key.reveal()}",
@@ -79,17 +80,23 @@ class UserFluxClient:
         except httpx.TransportError as exc:
             return Answer(RETRY, "connection", f"connection failed: {type(exc).__name__}: {exc}",
                           duration_s=time.monotonic() - started)
+        except httpx.RequestError as exc:  # e.g. DecodingError: an answer came but cannot be read
+            return Answer(RETRY, "connection", f"unreadable answer: {type(exc).__name__}: {exc}",
+                          duration_s=time.monotonic() - started)
         duration = time.monotonic() - started
         status = response.status_code
         outcome = classify(status)
         detail = f"HTTP {status} {response.reason_phrase}".rstrip()
         if outcome != DELIVERED:
-            text = response.text.strip().replace("\n", " ")
+            text = self._redact(response.text.strip().replace("\n", " "))
             if text:
                 detail += f": {text[:300]}"
             if outcome == FATAL and 300 <= status < 400 and "location" in response.headers:
-                detail += f" (redirect to {response.headers['location']})"
+                detail += f" (redirect to {self._redact(response.headers['location'])})"
         return Answer(outcome, str(status), detail, parse_retry_after(response.headers.get("retry-after")), duration)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
 
     def close(self) -> None:
         self._client.close()

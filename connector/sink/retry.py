@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Callable
 
@@ -32,6 +33,8 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
             return None
         if when is None:
             return None
+        if when.tzinfo is None:  # asctime and "-0000" dates: HTTP dates are always GMT
+            when = when.replace(tzinfo=timezone.utc)
         seconds = when.timestamp() - now()
     if seconds != seconds:  # NaN
         return None

@@ -1,0 +1,275 @@
+"""connector/sink/client.py against the UserFlux stand-in on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+from email.utils import formatdate
+import time
+
+import httpx
+import pytest
+
+from connector.config.model import Secret
+from connector.sink.client import AUTH, DELIVERED, FATAL, REJECT, RETRY, UserFluxClient, classify
+from connector.sink.request import encode_batch
+from tests.conftest import API_KEY
+from tests.support.userflux_standin import UserFluxStandIn
+
+TS = 1690111645853
+
+
+def events(n: int = 2) -> list[dict]:
+    return [{"name": f"evt_{i}", "userId": f"u{i}", "timestamp": TS + i, "properties": {"i": i}} for i in range(n)]
+
+
+class RecordingTransport(httpx.HTTPTransport):
+    """The real transport, remembering every request exactly as sent."""
+
+    def __init__(self):
+        super().__init__(verify=False)  # plain http on loopback; skips loading CA certificates
+        self.sent: list[httpx.Request] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(request)
+        return super().handle_request(request)
+
+
+@pytest.fixture(scope="module")
+def server():
+    """One stand-in for the module (starting one per test costs more than the tests)."""
+    with UserFluxStandIn(api_key=API_KEY) as s:
+        yield s
+
+
+@pytest.fixture
+def standin(server):
+    server.reset()
+    yield server
+    server.reset()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    """The real client, as the connector builds it, shared by the module's tests."""
+    shared = UserFluxClient(server.base_url, Secret(API_KEY), timeout_s=2.0, max_connections=4)
+    yield shared
+    shared.close()
+
+
+@pytest.fixture
+def make_client():
+    clients = []
+
+    def make(base_url: str, key: str = API_KEY, timeout_s: float = 2.0, transport=None) -> UserFluxClient:
+        client = UserFluxClient(base_url, Secret(key), timeout_s=timeout_s, max_connections=4, transport=transport)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def no_key_in(answer) -> bool:
+    return API_KEY not in answer.detail and API_KEY[:12] not in answer.detail
+
+
+# -- the request, exactly as UserFlux's SDKs send it ------------------------------------------
+
+
+@pytest.mark.parametrize("enrich, expected", [(True, "true"), (False, "false")])
+def test_request_matches_the_sdks(standin, make_client, enrich, expected):
+    transport = RecordingTransport()
+    client = make_client(standin.base_url + "/", transport=transport)
+    body = encode_batch(events(3))
+    answer = client.post_batch(body, enrich)
+    assert answer.outcome == DELIVERED and answer.code == "204"
+    [sent] = transport.sent
+    assert sent.method == "POST"
+    assert sent.url.path == "/event/ingest/batch"
+    assert sent.url.query == f"locationEnrichment={expected}".encode()
+    assert sent.headers["authorization"] == f"Bearer {API_KEY}"
+    assert sent.headers["content-type"] == "application/json"
+    assert sent.headers.get_list("authorization") == [f"Bearer {API_KEY}"]
+    assert not [name for name in sent.headers if name.lower().startswith("x-")]  # no custom headers
+    assert sent.content == body
+    # And the stand-in saw the same.
+    [logged] = standin.requests()
+    assert logged.query == {"locationEnrichment": expected}
+    assert logged.authorization_ok is True
+    [batch] = standin.batches()
+    assert batch.location_enrichment is enrich
+    assert batch.events == events(3)
+
+
+def test_answer_carries_the_duration(standin, client):
+    standin.set_delay(0.05)
+    answer = client.post_batch(encode_batch(events(1)), False)
+    assert answer.outcome == DELIVERED
+    assert 0.05 <= answer.duration_s < 2.0
+
+
+# -- classification ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status, outcome", [
+    (400, REJECT), (413, REJECT), (422, REJECT),
+    (401, AUTH), (403, AUTH),
+    (408, RETRY), (425, RETRY), (429, RETRY), (500, RETRY), (502, RETRY), (503, RETRY), (504, RETRY),
+    (404, FATAL), (405, FATAL), (415, FATAL),
+])
+def test_status_classification_over_http(standin, client, status, outcome):
+    standin.fail_next(1, status)
+    answer = client.post_batch(encode_batch(events()), False)
+    assert answer.outcome == outcome
+    assert answer.code == str(status)
+    assert answer.detail.startswith(f"HTTP {status}")
+    assert "injected fault" in answer.detail  # the error body, for the logs
+    assert answer.retry_after_s is None
+    assert no_key_in(answer)
+
+
+@pytest.mark.parametrize("status, outcome", [
+    (200, DELIVERED), (201, DELIVERED), (204, DELIVERED), (299, DELIVERED),
+    (301, FATAL), (302, FATAL), (304, FATAL), (307, FATAL), (308, FATAL), (100, FATAL),
+    (404, FATAL), (409, FATAL), (418, FATAL), (451, FATAL),
+    (599, RETRY), (511, RETRY),
+])
+def test_classify(status, outcome):
+    assert classify(status) == outcome
+
+
+def test_real_validation_refusal_is_a_reject(standin, client):
+    bad = events(3)
+    bad[1]["name"] = "has spaces"
+    answer = client.post_batch(encode_batch(bad), False)
+    assert answer.outcome == REJECT and answer.code == "400"
+    assert "event 1" in answer.detail
+    assert standin.events() == []
+
+
+def test_too_many_events_is_a_reject(standin, client):
+    answer = client.post_batch(encode_batch(events(51)), False)
+    assert answer.outcome == REJECT
+    assert "too many events" in answer.detail
+
+
+def test_wrong_key_is_auth_and_the_key_is_not_in_the_detail(standin, make_client):
+    wrong = "wrong-key-abcdefghijklmnop"
+    answer = make_client(standin.base_url, key=wrong).post_batch(encode_batch(events()), False)
+    assert answer.outcome == AUTH and answer.code == "401"
+    assert wrong not in answer.detail and no_key_in(answer)
+    assert standin.requests()[0].authorization_ok is False
+
+
+def test_wrong_base_url_path_is_fatal(standin, make_client):
+    answer = make_client(standin.base_url + "/v2").post_batch(encode_batch(events()), False)
+    assert answer.outcome == FATAL and answer.code == "404"
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_seconds(standin, client, status):
+    standin.fail_next(1, status, retry_after="7")
+    answer = client.post_batch(encode_batch(events()), False)
+    assert answer.outcome == RETRY
+    assert answer.retry_after_s == 7.0
+
+
+def test_retry_after_http_date(standin, client):
+    standin.fail_next(1, 503, retry_after=formatdate(time.time() + 30, usegmt=True))
+    answer = client.post_batch(encode_batch(events()), False)
+    assert answer.outcome == RETRY
+    assert 27.0 <= answer.retry_after_s <= 31.0
+
+
+def test_retry_after_garbage_is_ignored(standin, client):
+    standin.fail_next(1, 429, retry_after="later please")
+    answer = client.post_batch(encode_batch(events()), False)
+    assert answer.outcome == RETRY and answer.retry_after_s is None
+
+
+def test_then_delivered_after_faults_clear(standin, client):
+    standin.fail_next(1, 500)
+    assert client.post_batch(encode_batch(events()), False).outcome == RETRY
+    assert client.post_batch(encode_batch(events()), False).outcome == DELIVERED
+    assert [r.status for r in standin.requests()] == [500, 204]
+
+
+# -- no answer -------------------------------------------------------------------------------------
+
+
+def test_timeout_is_retried(standin, make_client):
+    standin.set_delay(0.6)
+    started = time.monotonic()
+    answer = make_client(standin.base_url, timeout_s=0.1).post_batch(encode_batch(events()), False)
+    elapsed = time.monotonic() - started
+    assert answer.outcome == RETRY and answer.code == "timeout"
+    assert elapsed < 0.5
+    assert no_key_in(answer)
+
+
+def test_dropped_connection_is_retried(standin, client):
+    standin.drop_next(1)
+    answer = client.post_batch(encode_batch(events()), False)
+    assert answer.outcome == RETRY and answer.code == "connection"
+    assert [r.status for r in standin.requests()] == [0]
+    assert no_key_in(answer)
+
+
+def test_refused_connection_is_retried(make_client):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    answer = make_client(f"http://127.0.0.1:{port}", timeout_s=1.0).post_batch(encode_batch(events()), False)
+    assert answer.outcome == RETRY and answer.code == "connection"
+    assert no_key_in(answer)
+
+
+# -- the key never leaks through the answer --------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 500])
+def test_a_server_echoing_the_key_does_not_leak_it_into_the_detail(make_client, status):
+    def echo(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json={"error": f"bad token {request.headers['authorization']}"})
+
+    answer = make_client("https://integration-api.userflux.co", transport=httpx.MockTransport(echo)) \
+        .post_batch(encode_batch(events()), False)
+    assert answer.code == str(status)
+    assert "bad token" in answer.detail
+    assert no_key_in(answer)
+
+
+def test_redirect_is_fatal_and_names_the_target(make_client):
+    def redirect(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(301, headers={"Location": "https://elsewhere.example/event/ingest/batch"})
+
+    answer = make_client("http://integration-api.userflux.co", transport=httpx.MockTransport(redirect)) \
+        .post_batch(encode_batch(events()), False)
+    assert answer.outcome == FATAL and answer.code == "301"
+    assert "redirect to https://elsewhere.example/event/ingest/batch" in answer.detail
+
+
+def test_error_body_is_one_short_line(make_client):
+    def long_error(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, text="line one\nline two " + "x" * 1000)
+
+    answer = make_client("https://integration-api.userflux.co", transport=httpx.MockTransport(long_error)) \
+        .post_batch(encode_batch(events()), False)
+    assert "\n" not in answer.detail
+    assert "line one line two" in answer.detail
+    assert len(answer.detail) < 400
+    json.dumps(answer.detail)  # usable as a dead-letter header value
+
+
+def test_an_unreadable_answer_is_retried_not_raised(make_client):
+    # e.g. a proxy answering 502 with a body that claims gzip but is not: the answer is lost.
+    def garbled(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(502, headers={"Content-Encoding": "gzip"}, content=b"not gzip at all")
+
+    answer = make_client("https://integration-api.userflux.co", transport=httpx.MockTransport(garbled)) \
+        .post_batch(encode_batch(events()), False)
+    assert answer.outcome == RETRY
+    assert "DecodingError" in answer.detail
+    assert no_key_in(answer)

@@ -1,0 +1,379 @@
+"""connector/sink/sender.py: one batch to an end, against the UserFlux stand-in."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from connector.batcher import Batch, Item
+from connector.config.model import Secret
+from connector.errors import AuthError, DeliveryConfigError
+from connector.offsets import PartitionOffsets
+from connector.sink.client import AUTH, DELIVERED, REJECT, RETRY, Answer, UserFluxClient
+from connector.sink.retry import RetryPolicy
+from connector.sink.sender import BatchSender
+from tests.conftest import API_KEY
+from tests.support.userflux_standin import UserFluxStandIn
+
+TS = 1690111645853
+FAST = RetryPolicy(initial_backoff_s=0.002, max_backoff_s=0.01)
+
+
+class FakeMessage:
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes):
+        self._topic, self._partition, self._offset, self._value = topic, partition, offset, value
+
+    def topic(self):
+        return self._topic
+
+    def partition(self):
+        return self._partition
+
+    def offset(self):
+        return self._offset
+
+    def key(self):
+        return None
+
+    def value(self):
+        return self._value
+
+    def headers(self):
+        return None
+
+    def timestamp(self):
+        return (1, TS)
+
+
+def make_items(n: int, part: PartitionOffsets | None = None, first: int = 0) -> list[Item]:
+    part = part or PartitionOffsets("events", 0)
+    items = []
+    for offset in range(first, first + n):
+        event = {"name": f"evt_{offset}", "userId": f"u{offset}", "timestamp": TS + offset, "properties": {"i": offset}}
+        assert part.track(offset)
+        items.append(Item(event, FakeMessage(part.topic, part.partition, offset, json.dumps(event).encode()), part))
+    return items
+
+
+def make_batch(items: list[Item], location_enrichment: bool = False) -> Batch:
+    return Batch(location_enrichment, time.monotonic(), list(items))
+
+
+def names(items) -> list[str]:
+    """Event names of Items, or of events the stand-in accepted."""
+    return [(item["name"] if isinstance(item, dict) else item.event["name"]) for item in items]
+
+
+@pytest.fixture(scope="module")
+def server():
+    with UserFluxStandIn(api_key=API_KEY) as s:
+        yield s
+
+
+@pytest.fixture
+def standin(server):
+    server.reset()
+    yield server
+    server.reset()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    shared = UserFluxClient(server.base_url, Secret(API_KEY), timeout_s=2.0, max_connections=4)
+    yield shared
+    shared.close()
+
+
+@pytest.fixture
+def stop():
+    return threading.Event()
+
+
+def timer(seconds: float, action) -> threading.Timer:
+    t = threading.Timer(seconds, action)
+    t.daemon = True
+    t.start()
+    return t
+
+
+# -- delivered -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("enrich", [True, False])
+def test_delivered_first_time(standin, client, stop, enrich):
+    items = make_items(5)
+    result = BatchSender(client, FAST, stop).send(make_batch(items, enrich))
+    assert result.delivered == items
+    assert result.refused == [] and result.abandoned == [] and result.failure is None
+    [batch] = standin.batches()
+    assert batch.location_enrichment is enrich
+    assert batch.events == [item.event for item in items]
+
+
+def test_transient_errors_are_retried_until_delivered(standin, client, stop):
+    items = make_items(3)
+    standin.fail_next(3, 503)
+    result = BatchSender(client, FAST, stop).send(make_batch(items))
+    assert result.delivered == items and result.refused == [] and result.abandoned == []
+    assert [r.status for r in standin.requests()] == [503, 503, 503, 204]
+    assert len(standin.events()) == 3  # the failed tries stored nothing
+
+
+def test_retries_until_the_outage_heals(standin, client, stop):
+    items = make_items(2)
+    standin.fail_always(500)
+    healer = timer(0.15, standin.heal)
+    started = time.monotonic()
+    result = BatchSender(client, FAST, stop).send(make_batch(items))
+    elapsed = time.monotonic() - started
+    healer.join(1)
+    assert result.delivered == items
+    assert 0.1 <= elapsed < 2.0
+    statuses = [r.status for r in standin.requests()]
+    assert statuses[-1] == 204 and statuses.count(500) >= 3 and set(statuses[:-1]) == {500}
+
+
+def test_dropped_connections_are_retried(standin, client, stop):
+    items = make_items(2)
+    standin.drop_next(2)
+    result = BatchSender(client, FAST, stop).send(make_batch(items))
+    assert result.delivered == items
+    assert [r.status for r in standin.requests()] == [0, 0, 204]
+
+
+def test_timeouts_are_retried_and_may_duplicate(standin, server, stop):
+    short = UserFluxClient(server.base_url, Secret(API_KEY), timeout_s=0.1, max_connections=2)
+    try:
+        items = make_items(2)
+        standin.set_delay(0.25)
+        timer(0.12, standin.heal)  # the first try times out; a later one is answered in time
+        result = BatchSender(short, FAST, stop).send(make_batch(items))
+        assert result.delivered == items
+        # The timed-out request was still accepted, late: at least once, never lost.
+        standin.wait_for_events(4, timeout_s=2.0)
+        assert names(standin.events()).count("evt_0") >= 2
+    finally:
+        short.close()
+
+
+def test_retry_after_is_honoured(standin, client, stop):
+    standin.fail_next(1, 429, retry_after="0.3")
+    started = time.monotonic()
+    result = BatchSender(client, FAST, stop).send(make_batch(make_items(1)))
+    elapsed = time.monotonic() - started
+    assert len(result.delivered) == 1
+    assert 0.3 <= elapsed < 1.5  # FAST alone would have retried after a few ms
+    assert [r.status for r in standin.requests()] == [429, 204]
+
+
+def test_without_retry_after_the_backoff_is_used(standin, client, stop):
+    standin.fail_next(1, 429)
+    started = time.monotonic()
+    result = BatchSender(client, FAST, stop).send(make_batch(make_items(1)))
+    assert len(result.delivered) == 1
+    assert time.monotonic() - started < 0.25  # the control for the test above
+
+
+# -- refused -------------------------------------------------------------------------------
+
+
+def test_one_refused_event_among_50_is_isolated_and_the_other_49_delivered(standin, client, stop):
+    items = make_items(50)
+    standin.reject_events(lambda e: e["name"] == "evt_17")
+    result = BatchSender(client, FAST, stop).send(make_batch(items))
+    assert [item for item, _ in result.refused] == [items[17]]
+    reason = result.refused[0][1]
+    assert reason.startswith("UserFlux refused the event: HTTP 400")
+    assert "refused by a reject rule" in reason
+    expected = [item for item in items if item is not items[17]]
+    assert sorted(names(result.delivered)) == sorted(names(expected))
+    assert result.abandoned == [] and result.failure is None
+    accepted = names(standin.events())
+    assert sorted(accepted) == sorted(names(expected))  # exactly those 49, each once
+    assert len(accepted) == 49
+    assert len(standin.requests()) <= 13  # halving: about 2 * log2(50) + 1 requests, not 50
+
+
+def test_several_refused_events_are_all_isolated(standin, client, stop):
+    items = make_items(50)
+    bad = {"evt_0", "evt_1", "evt_24", "evt_25", "evt_49"}
+    standin.reject_events(lambda e: e["name"] in bad)
+    result = BatchSender(client, FAST, stop).send(make_batch(items))
+    assert sorted(names(item for item, _ in result.refused)) == sorted(bad)
+    assert len(result.delivered) == 45
+    assert sorted(names(standin.events())) == sorted(names(result.delivered))
+    assert not set(names(result.delivered)) & bad
+
+
+def test_a_refused_request_is_split_even_when_every_event_is_fine(standin, client, stop):
+    items = make_items(4)
+    standin.fail_next(1, 413)  # e.g. the body was too large as a whole
+    result = BatchSender(client, FAST, stop).send(make_batch(items))
+    assert result.refused == []
+    assert sorted(names(result.delivered)) == sorted(names(items))
+    assert [r.status for r in standin.requests()] == [413, 204, 204]
+
+
+def test_a_single_refused_event_is_reported_not_retried(standin, client, stop):
+    items = make_items(1)
+    standin.fail_always(422)
+    result = BatchSender(client, FAST, stop).send(make_batch(items))
+    assert [(item, "422" in reason) for item, reason in result.refused] == [(items[0], True)]
+    assert result.delivered == [] and result.abandoned == []
+    assert len(standin.requests()) == 1
+
+
+# -- fatal -----------------------------------------------------------------------------------
+
+
+def test_wrong_key_is_an_auth_error_and_nothing_is_delivered_or_refused(standin, server, stop):
+    wrong = UserFluxClient(server.base_url, Secret("not-the-key"), timeout_s=2.0, max_connections=1)
+    try:
+        items = make_items(3)
+        result = BatchSender(wrong, FAST, stop).send(make_batch(items))
+    finally:
+        wrong.close()
+    assert isinstance(result.failure, AuthError)
+    assert result.abandoned == items
+    assert result.delivered == [] and result.refused == []
+    assert len(standin.requests()) == 1  # not retried
+    assert "not-the-key" not in str(result.failure) and API_KEY not in str(result.failure)
+
+
+def test_403_is_an_auth_error(standin, client, stop):
+    standin.fail_next(1, 403)
+    items = make_items(2)
+    result = BatchSender(client, FAST, stop).send(make_batch(items))
+    assert isinstance(result.failure, AuthError)
+    assert result.abandoned == items and result.delivered == [] and result.refused == []
+    assert "evt_0" in str(result.failure)  # names the events, to diagnose a restricted key
+
+
+def test_wrong_base_url_is_a_delivery_config_error(standin, server, stop):
+    wrong = UserFluxClient(server.base_url + "/api", Secret(API_KEY), timeout_s=2.0, max_connections=1)
+    try:
+        items = make_items(2)
+        result = BatchSender(wrong, FAST, stop).send(make_batch(items))
+    finally:
+        wrong.close()
+    assert isinstance(result.failure, DeliveryConfigError)
+    assert "404" in str(result.failure)
+    assert result.abandoned == items and result.delivered == [] and result.refused == []
+
+
+class ScriptedClient:
+    """Answers from a script, to reach states the stand-in cannot be timed into."""
+
+    url = "https://integration-api.userflux.co/event/ingest/batch"
+
+    def __init__(self, *answers: Answer):
+        self.answers = list(answers)
+        self.bodies: list[list[str]] = []
+
+    def post_batch(self, body: bytes, location_enrichment: bool) -> Answer:
+        self.bodies.append([e["name"] for e in json.loads(body)["events"]])
+        return self.answers.pop(0)
+
+
+def test_an_auth_error_while_splitting_abandons_every_unfinished_event(stop):
+    items = make_items(4)
+    client = ScriptedClient(
+        Answer(REJECT, "400", "HTTP 400"),  # [0..3]
+        Answer(REJECT, "400", "HTTP 400"),  # [0, 1]
+        Answer(REJECT, "400", "HTTP 400"),  # [0] refused
+        Answer(AUTH, "401", "HTTP 401"),  # [1]: the key was revoked meanwhile
+    )
+    result = BatchSender(client, FAST, stop).send(make_batch(items))
+    assert isinstance(result.failure, AuthError)
+    assert [item for item, _ in result.refused] == [items[0]]
+    assert result.abandoned == [items[1], items[2], items[3]]  # [2, 3] never sent
+    assert result.delivered == []
+    assert client.bodies == [names(items), ["evt_0", "evt_1"], ["evt_0"], ["evt_1"]]
+
+
+def test_every_item_ends_in_exactly_one_list(stop):
+    items = make_items(6)
+    client = ScriptedClient(
+        Answer(REJECT, "400", "x"),  # [0..5]
+        Answer(DELIVERED, "204", ""),  # [0..2]
+        Answer(RETRY, "503", "x"), Answer(REJECT, "400", "x"),  # [3..5]: retried, then refused
+        Answer(DELIVERED, "204", ""),  # [3]
+        Answer(REJECT, "400", "x"),  # [4, 5]
+        Answer(REJECT, "400", "x"),  # [4] refused
+        Answer(DELIVERED, "204", ""),  # [5]
+    )
+    result = BatchSender(client, FAST, stop).send(make_batch(items))
+    finished = result.delivered + [i for i, _ in result.refused] + result.abandoned
+    assert sorted(id(i) for i in finished) == sorted(id(i) for i in items)
+    assert names(i for i, _ in result.refused) == ["evt_4"]
+    assert names(result.delivered) == ["evt_0", "evt_1", "evt_2", "evt_3", "evt_5"]
+    assert client.answers == []
+
+
+# -- giving up -------------------------------------------------------------------------------
+
+
+def test_max_attempts_gives_up_and_refuses_with_a_reason(standin, client, stop):
+    items = make_items(3)
+    standin.fail_always(503)
+    policy = RetryPolicy(0.002, 0.01, max_attempts=3)
+    result = BatchSender(client, policy, stop).send(make_batch(items))
+    assert [item for item, _ in result.refused] == items
+    reason = result.refused[0][1]
+    assert "after 3 attempts" in reason and "503" in reason
+    assert result.delivered == [] and result.abandoned == [] and result.failure is None
+    assert len(standin.requests()) == 3
+
+
+def test_stop_during_backoff_abandons_quickly(standin, client, stop):
+    items = make_items(3)
+    standin.fail_always(500)
+    slow = RetryPolicy(initial_backoff_s=5.0, max_backoff_s=5.0)
+    timer(0.1, stop.set)
+    started = time.monotonic()
+    result = BatchSender(client, slow, stop).send(make_batch(items))
+    assert time.monotonic() - started < 1.0
+    assert result.abandoned == items
+    assert result.delivered == [] and result.refused == [] and result.failure is None
+    assert len(standin.requests()) == 1
+
+
+def test_stop_already_set_sends_nothing(standin, client, stop):
+    stop.set()
+    items = make_items(2)
+    result = BatchSender(client, FAST, stop).send(make_batch(items))
+    assert result.abandoned == items and result.delivered == []
+    assert standin.requests() == []
+
+
+def test_revoked_partition_is_abandoned_without_sending(standin, client, stop):
+    part = PartitionOffsets("events", 0)
+    items = make_items(2, part)
+    part.owned = False
+    result = BatchSender(client, FAST, stop).send(make_batch(items))
+    assert result.abandoned == items and result.delivered == []
+    assert standin.requests() == []
+
+
+def test_revoked_during_retries_is_abandoned(standin, client, stop):
+    part = PartitionOffsets("events", 0)
+    items = make_items(2, part)
+    standin.fail_always(503)
+    timer(0.1, lambda: setattr(part, "owned", False))
+    started = time.monotonic()
+    result = BatchSender(client, RetryPolicy(0.02, 0.02), stop).send(make_batch(items))
+    assert time.monotonic() - started < 1.0
+    assert result.abandoned == items and result.delivered == [] and result.refused == []
+    assert len(standin.requests()) >= 2
+
+
+def test_a_batch_with_one_partition_still_owned_is_sent(standin, client, stop):
+    kept, revoked = PartitionOffsets("events", 0), PartitionOffsets("events", 1)
+    items = make_items(2, kept) + make_items(2, revoked)
+    revoked.owned = False
+    result = BatchSender(client, FAST, stop).send(make_batch(items))
+    assert result.delivered == items
+    assert len(standin.events()) == 4

@@ -1,0 +1,184 @@
+"""connector/batcher.py: events into batches of at most batch_size, one locationEnrichment each."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connector.batcher import Batch, Batcher, Item
+from connector.offsets import PartitionOffsets
+
+
+class FakeMessage:
+    def __init__(self, offset: int, topic: str = "events", partition: int = 0):
+        self._offset, self._topic, self._partition = offset, topic, partition
+
+    def topic(self):
+        return self._topic
+
+    def partition(self):
+        return self._partition
+
+    def offset(self):
+        return self._offset
+
+    def key(self):
+        return None
+
+    def value(self):
+        return b"{}"
+
+    def headers(self):
+        return None
+
+    def timestamp(self):
+        return (1, 1690111645853)
+
+
+class Clock:
+    def __init__(self, now: float = 100.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_item(offset: int, part: PartitionOffsets | None = None, location: bool = False) -> Item:
+    part = part or PartitionOffsets("events", 0)
+    part.track(offset)
+    return Item({"name": f"evt_{offset}", "userId": "u", "loc": location}, FakeMessage(offset), part)
+
+
+def test_a_full_batch_is_returned_by_the_add_that_filled_it():
+    batcher = Batcher(batch_size=3, linger_s=10, clock=Clock())
+    items = [make_item(i) for i in range(4)]
+    assert batcher.add(items[0], False) is None
+    assert batcher.add(items[1], False) is None
+    batch = batcher.add(items[2], False)
+    assert isinstance(batch, Batch)
+    assert batch.items == items[:3]  # in arrival order
+    assert len(batch) == 3
+    assert batch.location_enrichment is False
+    assert batcher.buffered == 0
+    assert batcher.add(items[3], False) is None
+    assert batcher.buffered == 1
+
+
+def test_batch_size_one_sends_every_event_alone():
+    batcher = Batcher(batch_size=1, linger_s=10, clock=Clock())
+    for i in range(3):
+        batch = batcher.add(make_item(i), True)
+        assert batch is not None and len(batch) == 1 and batch.location_enrichment is True
+    assert batcher.buffered == 0
+
+
+def test_location_enrichment_values_never_share_a_batch():
+    batcher = Batcher(batch_size=2, linger_s=10, clock=Clock())
+    a, b, c, d = (make_item(i) for i in range(4))
+    assert batcher.add(a, True) is None
+    assert batcher.add(b, False) is None  # different flag: a second open batch
+    assert batcher.buffered == 2
+    full = batcher.add(c, True)
+    assert full is not None and full.items == [a, c] and full.location_enrichment is True
+    full = batcher.add(d, False)
+    assert full is not None and full.items == [b, d] and full.location_enrichment is False
+
+
+def test_linger_with_an_injected_clock():
+    clock = Clock(100.0)
+    batcher = Batcher(batch_size=50, linger_s=1.5, clock=clock)
+    item = make_item(0)
+    batcher.add(item, False)
+    clock.now = 101.0
+    assert batcher.add(make_item(1), False) is None  # joins the open batch, opened at 100
+    clock.now = 101.49
+    assert batcher.due() == []
+    clock.now = 101.5
+    due = batcher.due()
+    assert len(due) == 1 and len(due[0]) == 2 and due[0].opened == 100.0
+    assert due[0].items[0] is item
+    assert batcher.due() == []  # handed out once
+    assert batcher.buffered == 0
+
+
+def test_due_returns_only_the_batches_whose_linger_passed():
+    clock = Clock(0.0)
+    batcher = Batcher(batch_size=50, linger_s=1.0, clock=clock)
+    batcher.add(make_item(0), True)
+    clock.now = 0.6
+    batcher.add(make_item(1), False)
+    clock.now = 1.2
+    due = batcher.due()
+    assert [b.location_enrichment for b in due] == [True]
+    assert batcher.buffered == 1
+    clock.now = 1.6
+    assert [b.location_enrichment for b in batcher.due()] == [False]
+
+
+def test_next_due_in():
+    clock = Clock(10.0)
+    batcher = Batcher(batch_size=50, linger_s=2.0, clock=clock)
+    assert batcher.next_due_in() is None
+    batcher.add(make_item(0), False)
+    clock.now = 10.5
+    assert abs(batcher.next_due_in() - 1.5) < 1e-9
+    batcher.add(make_item(1), True)  # opened later: the older one decides
+    clock.now = 11.0
+    assert abs(batcher.next_due_in() - 1.0) < 1e-9
+    clock.now = 50.0
+    assert batcher.next_due_in() == 0.0  # overdue is never negative
+    batcher.flush()
+    assert batcher.next_due_in() is None
+
+
+def test_flush_hands_out_every_open_batch_now():
+    clock = Clock(0.0)
+    batcher = Batcher(batch_size=50, linger_s=100, clock=clock)
+    batcher.add(make_item(0), False)
+    batcher.add(make_item(1), True)
+    batcher.add(make_item(2), False)
+    flushed = batcher.flush()
+    assert sorted((b.location_enrichment, len(b)) for b in flushed) == [(False, 2), (True, 1)]
+    assert batcher.buffered == 0
+    assert batcher.flush() == []
+    assert batcher.due() == []
+
+
+def test_batch_ids_are_unique_and_increasing():
+    batcher = Batcher(batch_size=1, linger_s=1, clock=Clock())
+    ids = [batcher.add(make_item(i), False).id for i in range(5)]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+
+
+def test_item_done_marks_its_offset_done():
+    part = PartitionOffsets("events", 0)
+    first, second = make_item(7, part), make_item(8, part)
+    second.done()
+    assert part.position is None
+    first.done()
+    assert part.position == 9
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.integers(min_value=1, max_value=50), flags=st.lists(st.booleans(), max_size=120))
+def test_every_item_lands_in_exactly_one_batch_of_one_flag_and_at_most_size(size, flags):
+    batcher = Batcher(batch_size=size, linger_s=1, clock=Clock())
+    batches = []
+    part = PartitionOffsets("events", 0)
+    items = []
+    for offset, flag in enumerate(flags):
+        item = make_item(offset, part, flag)
+        items.append(item)
+        full = batcher.add(item, flag)
+        if full is not None:
+            assert len(full) == size
+            batches.append(full)
+        assert batcher.buffered == len(items) - sum(len(b) for b in batches)
+    batches += batcher.flush()
+    seen = [item for b in batches for item in b.items]
+    assert sorted(id(i) for i in seen) == sorted(id(i) for i in items)  # none lost, none twice
+    for batch in batches:
+        assert 1 <= len(batch) <= size
+        assert all(item.event["loc"] is batch.location_enrichment for item in batch.items)
+        offsets = [item.message.offset() for item in batch.items]
+        assert offsets == sorted(offsets)  # arrival order kept within a batch
