@@ -4,8 +4,8 @@
     userflux-connector check --config F
     userflux-connector map   --config F --topic T   < values.jsonl
 
-Exit codes: 0 done, 1 unexpected error, 2 bad configuration or usage (or, for map, a
-line that is invalid), 3 UserFlux refused the key or the address, 4 an invalid message
+Exit codes: 0 done, 1 unexpected error (for map: a line is invalid), 2 bad
+configuration or usage, 3 UserFlux refused the key or the address, 4 an invalid message
 met on_invalid: stop, 5 Kafka failed for good.
 """
 

@@ -24,15 +24,18 @@ def new_topic(bootstrap: str, prefix: str, partitions: int = 1) -> str:
 
 def produce(bootstrap: str, topic: str, values: Iterable[Any], key=None, headers=None,
             partition: int | None = None) -> int:
-    """Produce values (dicts/lists are JSON-encoded, bytes sent as they are); wait for acks."""
+    """Produce values (dicts/lists are JSON-encoded, bytes sent as they are); wait for acks.
+
+    ``key`` and ``headers`` are a value for every message, or a function of its index."""
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
     errors: list = []
     count = 0
     for i, value in enumerate(values):
         raw = value if isinstance(value, (bytes, type(None))) else json.dumps(value).encode()
         k = key(i) if callable(key) else key
+        h = headers(i) if callable(headers) else headers
         kwargs = {"partition": partition} if partition is not None else {}
-        producer.produce(topic, value=raw, key=k, headers=headers,
+        producer.produce(topic, value=raw, key=k, headers=h,
                          on_delivery=lambda err, _m: err and errors.append(err), **kwargs)
         count += 1
         if count % 1000 == 0:
