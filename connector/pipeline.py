@@ -150,7 +150,11 @@ class Pipeline:
     def _ingest(self, message: Any) -> None:
         offsets = self.tracker.get(message.topic(), message.partition())
         if not offsets.track(message.offset()):
-            return  # read again after a fetch restart: the first copy is already handled
+            # At or below an offset already read in this assignment: the first copy is
+            # being handled. librdkafka does not rewind on its own, so say it loudly.
+            self._invalid_log.log(logging.WARNING, "ignoring %s[%d] offset %d: already read in this assignment",
+                                  message.topic(), message.partition(), message.offset())
+            return
         try:
             mapping, event = self.mapper.map(message)
         except InvalidMessage as exc:

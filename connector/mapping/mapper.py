@@ -53,6 +53,9 @@ def decode_value(raw: bytes | str | None) -> Any:
         return _DECODER.decode(raw)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise InvalidMessage(f"the value is not JSON: {exc}", "deserialize") from None
+    except RecursionError:
+        # A poison message must not crash the connector into a restart loop.
+        raise InvalidMessage("the value is nested too deeply to decode", "deserialize") from None
 
 
 def _not_json(text: str) -> Any:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import API_KEY
 from tests.support.connector_process import ConnectorProcess, base_config, write_config
-from tests.support.kafka_tools import committed, end_offsets, new_topic, produce, read_all, unique, wait_until
+from tests.support.kafka_tools import all_committed, committed, end_offsets, new_topic, produce, read_all, unique, wait_until
 
 pytestmark = pytest.mark.kafka
 
@@ -35,10 +35,6 @@ def web_mapping(topic: str) -> dict:
 def web_event(i: int, **extra) -> dict:
     return {"event": "page_view", "user": {"id": i}, "sent_at": 1_700_000_000 + i,
             "properties": {"i": i, "path": f"/p/{i}"}, **extra}
-
-
-def all_committed(bootstrap: str, group: str, topic: str, partitions: int = 1) -> bool:
-    return committed(bootstrap, group, topic, partitions) == end_offsets(bootstrap, topic, partitions)
 
 
 def free_port() -> int:

@@ -72,7 +72,7 @@ class ConnectorProcess:
         self._out = open(self.stdout_path, "ab")
         self._err = open(self.stderr_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "connector", "run", "--config", str(config_path), *extra],
+            [sys.executable, "-m", "connector", "run", "--config", str(config_path), "--log-level", "DEBUG", *extra],
             stdout=self._out, stderr=self._err, cwd=REPO, env={**os.environ, **(env or {})},
         )
 

@@ -18,7 +18,7 @@ import tempfile
 import time
 
 from tests.support.kafka_broker import KafkaBroker, create_topic, ensure_jars
-from tests.support.kafka_tools import committed, end_offsets, produce, read_all
+from tests.support.kafka_tools import all_committed, committed, end_offsets, produce, read_all
 from tests.support.userflux_standin import UserFluxStandIn
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def main() -> int:
             letters = read_all(bootstrap, DEAD_LETTERS, 3, timeout_s=30, partitions=1)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and not all(
-                    committed(bootstrap, GROUP, t, 2) == end_offsets(bootstrap, t, 2) for t in messages):
+                    all_committed(bootstrap, GROUP, t, 2) for t in messages):
                 time.sleep(0.2)
             connector.send_signal(signal.SIGTERM)
             code = connector.wait(30)

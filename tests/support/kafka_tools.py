@@ -63,6 +63,13 @@ def end_offsets(bootstrap: str, topic: str, partitions: int = 1) -> dict[int, in
         consumer.close()
 
 
+def all_committed(bootstrap: str, group: str, topic: str, partitions: int = 1) -> bool:
+    """Every partition committed up to its end (an empty partition has nothing to commit)."""
+    done = committed(bootstrap, group, topic, partitions)
+    ends = end_offsets(bootstrap, topic, partitions)
+    return all(done[p] == end or (end == 0 and done[p] < 0) for p, end in ends.items())
+
+
 def read_all(bootstrap: str, topic: str, count: int, timeout_s: float = 30, partitions: int = 1) -> list:
     """Read ``count`` messages from the start of the topic (fails the test on timeout)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("reader"),

@@ -127,3 +127,10 @@ def test_non_object_value_makes_an_invalid_event_not_a_crash():
 def test_subscription_lists_topics_and_patterns_once_in_order():
     assert MessageMapper(MAPPINGS).subscription() == ["app.special", "^app\\..+", "^app\\.ios$", "web"]
     assert MessageMapper([]).subscription() == []
+
+
+def test_a_value_nested_too_deeply_is_invalid_not_a_crash():
+    with pytest.raises(InvalidMessage) as caught:
+        decode_value(b"[" * 100_000)
+    assert caught.value.stage == "deserialize"
+    assert "nested too deeply" in caught.value.reason
