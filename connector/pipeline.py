@@ -85,6 +85,7 @@ class Pipeline:
         self._hurry = False  # a second signal: skip what is left of the grace
         self._closing = False
         self._paused: set[Key] | None = None  # the paused partitions while backpressure holds
+        self._pending = 0  # messages read and not yet committable, as of the last step
         self._invalid_log = RateLimitedLog(log)
 
     # -- running ---------------------------------------------------------------------
@@ -126,7 +127,10 @@ class Pipeline:
         due_in = self.batcher.next_due_in()
         if due_in is not None:
             timeout = min(timeout, due_in)
-        messages = self.source.consume(CONSUME_BATCH, timeout)
+        # Never read more than fits under max_pending_messages (at least one, so that
+        # rebalance callbacks are still served while paused).
+        room = self.settings.pipeline.max_pending_messages - self._pending
+        messages = self.source.consume(max(1, min(CONSUME_BATCH, room)), timeout)
         if messages:
             counts = Counter(m.topic() for m in messages)
             for topic, n in counts.items():
@@ -237,7 +241,7 @@ class Pipeline:
     # -- backpressure ----------------------------------------------------------------------
 
     def _apply_backpressure(self) -> None:
-        pending = self.tracker.pending
+        pending = self._pending = self.tracker.pending  # nothing changes it until the next step
         metrics.pending_messages.set(pending)
         limit = self.settings.pipeline.max_pending_messages
         if self._paused is None:

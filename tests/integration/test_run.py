@@ -325,3 +325,55 @@ def test_bad_configuration_exits_at_once_naming_the_key(tmp_path):
     with ConnectorProcess(config) as connector:
         assert connector.wait(timeout_s=20) == 2
     assert "userflux.batch_size: expected an integer from 1 to 50, found number 51" in connector.stderr
+
+
+def metric(port: int, name: str) -> float:
+    status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    found = re.search(rf"^{name} ([0-9.e+-]+)$", body, re.MULTILINE)
+    assert found, f"{name} not in /metrics"
+    return float(found.group(1))
+
+
+def test_reading_pauses_at_max_pending_messages_and_resumes_after_an_outage(kafka_bootstrap, standin, tmp_path):
+    topic = new_topic(kafka_bootstrap, "backpressure", partitions=2)
+    group = unique("group")
+    port = free_port()
+    config = write_config(tmp_path / "c.yaml", base_config(
+        kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)],
+        metrics={"enabled": True, "port": port}, pipeline={"max_pending_messages": 120}))
+    standin.fail_always(503, retry_after="0.2")
+    produce(kafka_bootstrap, topic, [web_event(i) for i in range(1000)])
+    with ConnectorProcess(config) as connector:
+        connector.wait_for_log("pausing consumption", timeout_s=30)
+        time.sleep(1.0)  # reading stays paused: pending does not grow past the limit
+        assert metric(port, "userflux_connector_consumption_paused") == 1
+        assert metric(port, "userflux_connector_pending_messages") == 120
+        assert metric(port, "userflux_connector_messages_consumed_total" + f'{{topic="{topic}"}}') == 120
+        standin.heal()
+        events = standin.wait_for_events(1000, timeout_s=60)
+        wait_until(lambda: all_committed(kafka_bootstrap, group, topic, 2), 30, "all offsets committed")
+        assert metric(port, "userflux_connector_consumption_paused") == 0
+        assert connector.stop() == 0
+    assert sorted(e["properties"]["i"] for e in events) == list(range(1000))
+
+
+def test_revocation_finishes_in_flight_work_so_the_new_owner_repeats_nothing(kafka_bootstrap, standin, tmp_path):
+    topic = new_topic(kafka_bootstrap, "revoke", partitions=4)
+    group = unique("group")
+    config = base_config(kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)],
+                         userflux={"base_url": standin.base_url, "api_key": API_KEY, "batch_size": 10,
+                                   "max_in_flight": 2, "linger_ms": 20})
+    standin.set_delay(0.25)  # batches are in flight when the second replica joins
+    produce(kafka_bootstrap, topic, [web_event(i) for i in range(400)])
+    with ConnectorProcess(write_config(tmp_path / "first.yaml", config)) as first:
+        standin.wait_for_events(20, timeout_s=30)
+        with ConnectorProcess(write_config(tmp_path / "second.yaml", config)) as second:
+            first.wait_for_log("revoking", timeout_s=30)
+            wait_until(lambda: len({e["properties"]["i"] for e in standin.events()}) == 400, 90, "all 400 events")
+            wait_until(lambda: all_committed(kafka_bootstrap, group, topic, 4), 30, "all offsets committed")
+            assert second.stop() == 0
+        assert first.stop() == 0
+    ids = [e["properties"]["i"] for e in standin.events()]
+    assert "did not finish in time" not in first.stderr
+    assert len(ids) == 400, f"{len(ids) - 400} events were delivered twice across the rebalance"
