@@ -170,7 +170,7 @@ class LineMessage:
 
 
 def _map(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
-    from .mapping.mapper import MessageMapper
+    from .mapping.mapper import MessageMapper, decode_value
 
     settings = _load(args)
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
@@ -200,7 +200,6 @@ def _map(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO |
             result.update(invalid=exc.reason, stage=exc.stage)
         else:
             if event is None:
-                from .mapping.mapper import decode_value
                 result["skipped"] = used.where.skip_reason(decode_value(message.value()), message)
             else:
                 result.update(locationEnrichment=used.location_enrichment, event=event)

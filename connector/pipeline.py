@@ -105,6 +105,9 @@ class Pipeline:
                 self._step()
         except FatalError as exc:
             self._fail(exc)
+        except Exception as exc:  # a bug: still commit what is done and leave the group cleanly
+            log.exception("internal error in the pipeline loop")
+            self._fail(FatalError(f"internal error: {exc!r}"))
         return self._shutdown()
 
     @property
@@ -359,6 +362,7 @@ class Pipeline:
         if self.source.topic_exists(topic) is False:
             log.warning("the dead-letter topic %r does not exist: dead letters fail unless the brokers "
                         "create topics automatically; create it before messages turn out invalid", topic)
+
 
 def _names(partitions: list[Key]) -> str:
     shown = [f"{t}[{p}]" for t, p in sorted(partitions)[:20]]

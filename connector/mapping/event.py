@@ -15,7 +15,7 @@ from typing import Any
 from ..config.reader import Problems, Section, describe, join
 from ..errors import InvalidMessage
 from .fields import Extractor, blank_id, blank_value, compile_field
-from .paths import MISSING, compile_ref, split_path, type_name
+from .paths import MISSING, compile_ref, split_path
 from .timestamps import to_epoch_ms
 
 _FIELDS = ("name", "userId", "anonymousId", "timestamp", "properties")

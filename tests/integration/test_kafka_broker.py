@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 
@@ -10,7 +9,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from tests.support.kafka_broker import BrokerError, KafkaBroker, create_topic, ensure_jars
+from tests.support.kafka_broker import BrokerError, KafkaBroker, create_topic
 
 
 def _unique(prefix: str) -> str:
