@@ -1,7 +1,8 @@
 """Session-wide test fixtures: the real Kafka broker and the UserFlux stand-in.
 
 The broker is started once per session (or taken from $KAFKA_BOOTSTRAP_SERVERS). If it
-cannot start, every test that needs it fails; none is skipped.
+cannot start, every test that needs it fails; none is skipped. The stand-in is started
+once per session too, and reset around every test that uses it.
 """
 
 from __future__ import annotations
@@ -34,8 +35,22 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory):
         broker.stop()
 
 
-@pytest.fixture
-def standin():
-    """A fresh UserFlux stand-in on loopback, accepting API_KEY."""
+@pytest.fixture(scope="session")
+def standin_server():
+    """One UserFlux stand-in on loopback, accepting API_KEY, for the whole session.
+
+    Tests take it through ``standin``, which resets it; a test that stops it or needs
+    another key starts a UserFluxStandIn of its own instead.
+    """
     with UserFluxStandIn(api_key=API_KEY) as server:
         yield server
+
+
+@pytest.fixture
+def standin(standin_server: UserFluxStandIn):
+    """The session's UserFlux stand-in, as good as fresh: reset() before and after the
+    test forgets recorded data, faults (fail_next, fail_always, set_delay, drop_next) and
+    reject rules, and a request still in flight from an earlier test is not recorded."""
+    standin_server.reset()
+    yield standin_server
+    standin_server.reset()

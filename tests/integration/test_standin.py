@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import API_KEY as KEY
+from tests.support.fakes import TS
 from tests.support.userflux_standin import AcceptedBatch, RequestLog, UserFluxStandIn
 
-KEY = "test-write-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-TS = 1690111645853  # the docs' example, epoch milliseconds
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,22 +29,9 @@ def ev(i: int = 0, **over) -> dict:
 
 
 @pytest.fixture(scope="module")
-def server():
-    with UserFluxStandIn(api_key=KEY) as s:
-        yield s
-
-
-@pytest.fixture
-def standin(server):
-    server.reset()
-    yield server
-    server.reset()
-
-
-@pytest.fixture(scope="module")
-def shared_client(server):
+def shared_client(standin_server):
     # One client for the module: building an httpx.Client (TLS context) costs ~50 ms.
-    with httpx.Client(base_url=server.base_url, headers=AUTH, timeout=2.0) as c:
+    with httpx.Client(base_url=standin_server.base_url, headers=AUTH, timeout=2.0) as c:
         yield c
 
 
@@ -113,24 +100,23 @@ def test_snapshots_are_copies(standin, client):
     assert standin.events() == [ev(0)]
 
 
-def test_keep_alive_connection_is_reused_across_answers():
-    with UserFluxStandIn(api_key=KEY) as s:
-        host, port = s.base_url.removeprefix("http://").split(":")
-        conn = http.client.HTTPConnection(host, int(port), timeout=2)
-        body = json.dumps({"events": [ev(0)]})
-        headers = {**AUTH, "Content-Type": "application/json"}
-        statuses = []
-        sock = None
-        for bad in (False, True, False):
-            conn.request("POST", "/event/ingest/batch", body="{" if bad else body, headers=headers)
-            resp = conn.getresponse()
-            resp.read()
-            statuses.append(resp.status)
-            assert not resp.will_close
-            sock = sock or conn.sock
-            assert conn.sock is sock  # same TCP connection every time
-        conn.close()
-        assert statuses == [204, 400, 204]
+def test_keep_alive_connection_is_reused_across_answers(standin):
+    host, port = standin.base_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=2)
+    body = json.dumps({"events": [ev(0)]})
+    headers = {**AUTH, "Content-Type": "application/json"}
+    statuses = []
+    sock = None
+    for bad in (False, True, False):
+        conn.request("POST", "/event/ingest/batch", body="{" if bad else body, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        statuses.append(resp.status)
+        assert not resp.will_close
+        sock = sock or conn.sock
+        assert conn.sock is sock  # same TCP connection every time
+    conn.close()
+    assert statuses == [204, 400, 204]
 
 
 # -- refusals --------------------------------------------------------------------------

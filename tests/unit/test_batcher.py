@@ -7,32 +7,7 @@ from hypothesis import strategies as st
 
 from connector.batcher import Batch, Batcher, Item
 from connector.offsets import PartitionOffsets
-
-
-class FakeMessage:
-    def __init__(self, offset: int, topic: str = "events", partition: int = 0):
-        self._offset, self._topic, self._partition = offset, topic, partition
-
-    def topic(self):
-        return self._topic
-
-    def partition(self):
-        return self._partition
-
-    def offset(self):
-        return self._offset
-
-    def key(self):
-        return None
-
-    def value(self):
-        return b"{}"
-
-    def headers(self):
-        return None
-
-    def timestamp(self):
-        return (1, 1690111645853)
+from tests.support.fakes import tracked_item
 
 
 class Clock:
@@ -45,8 +20,7 @@ class Clock:
 
 def make_item(offset: int, part: PartitionOffsets | None = None, location: bool = False) -> Item:
     part = part or PartitionOffsets("events", 0)
-    part.track(offset)
-    return Item({"name": f"evt_{offset}", "userId": "u", "loc": location}, FakeMessage(offset), part)
+    return tracked_item(part, offset, {"name": f"evt_{offset}", "userId": "u", "loc": location})
 
 
 def test_a_full_batch_is_returned_by_the_add_that_filled_it():

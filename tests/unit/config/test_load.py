@@ -7,48 +7,11 @@ import pytest
 from connector.config.load import is_secret_property, load_settings, parse_settings
 from connector.config.model import Secret
 from connector.errors import ConfigError
+from tests.support.examples import CONTRACT_EXAMPLE as EXAMPLE
+from tests.support.fakes import FakeMessage
 
 API_KEY = "uf-write-key-0123456789abcdef"
 ENV = {"USERFLUX_API_KEY": API_KEY}
-
-EXAMPLE = r"""
-kafka:
-  bootstrap.servers: ${KAFKA_BOOTSTRAP_SERVERS:-localhost:9092}
-  group.id: userflux-connector
-  auto.offset.reset: earliest
-userflux:
-  base_url: https://integration-api.userflux.co
-  api_key: ${USERFLUX_API_KEY}
-  location_enrichment: false
-  batch_size: 50
-  linger_ms: 200
-  max_in_flight: 8
-  request_timeout_s: 10
-  retry: {initial_backoff_ms: 250, max_backoff_ms: 30000}
-on_invalid: dead_letter
-dead_letter: {topic: userflux-connector-dlq}
-metrics: {port: 9464}
-mappings:
-  - topics: [web-events]
-    event:
-      name: event
-      userId: user.id
-      anonymousId: anonymous_id
-      timestamp: sent_at
-      properties: properties
-  - pattern: "^app\\..+"
-    location_enrichment: true
-    where: {path: type, in: [track, screen]}
-    event:
-      name: {template: "{type}_{action}"}
-      userId: [user.id, "@key"]
-      anonymousId: "@headers.device-id"
-      timestamp: "@timestamp"
-      properties:
-        from: .
-        exclude: [type, action, user]
-        set: {source: {value: mobile}, topic: "@topic"}
-"""
 
 MINIMAL = """
 kafka: {bootstrap.servers: "b:9092", group.id: g}
@@ -76,19 +39,6 @@ def one_problem(text: str, env=None) -> str:
 def edit(old: str, new: str, text: str = EXAMPLE) -> str:
     assert text.count(old) == 1, old
     return text.replace(old, new)
-
-
-class FakeMessage:
-    def __init__(self, value: bytes = b"{}", topic="web-events", key=None, headers=None, ts=(1, 1_700_000_000_000)):
-        self._v, self._t, self._k, self._h, self._ts = value, topic, key, headers, ts
-
-    def topic(self): return self._t
-    def partition(self): return 0
-    def offset(self): return 0
-    def key(self): return self._k
-    def value(self): return self._v
-    def headers(self): return self._h
-    def timestamp(self): return self._ts
 
 
 # -- the example ---------------------------------------------------------------------------
@@ -128,10 +78,12 @@ def test_example_mappings_build_events():
     s = parse_settings(EXAMPLE, env=ENV)
     web, app = s.mappings
     event = web.apply({"event": "page_view", "user": {"id": 42}, "anonymous_id": "a1",
-                       "sent_at": "2023-11-14T22:13:20Z", "properties": {"path": "/"}}, FakeMessage())
+                       "sent_at": "2023-11-14T22:13:20Z", "properties": {"path": "/"}},
+                      FakeMessage(topic="web-events"))
     assert event == {"name": "page_view", "userId": "42", "anonymousId": "a1",
                      "timestamp": 1_700_000_000_000, "properties": {"path": "/"}}
-    msg = FakeMessage(topic="app.ios", key=b"k9", headers=[("device-id", b"dev-1")], ts=(1, 1_600_000_000_123))
+    msg = FakeMessage(topic="app.ios", key=b"k9", headers=[("device-id", b"dev-1")],
+                      timestamp=(1, 1_600_000_000_123))
     event = app.apply({"type": "track", "action": "tap", "user": {"name": "x"}, "screen": "home"}, msg)
     assert event == {"name": "track_tap", "userId": "k9", "anonymousId": "dev-1", "timestamp": 1_600_000_000_123,
                      "properties": {"screen": "home", "source": "mobile", "topic": "app.ios"}}

@@ -10,24 +10,17 @@ import pytest
 from connector.config.reader import Problems
 from connector.errors import InvalidMessage
 from connector.mapping.event import compile_mapping
+from tests.support.fakes import FakeMessage
 
 KAFKA_MS = 1_650_000_000_000
 
 
-class FakeMessage:
-    def __init__(self, topic="events", key=None, headers=None, ts=(1, KAFKA_MS)):
-        self._topic, self._key, self._headers, self._ts = topic, key, headers, ts
-
-    def topic(self): return self._topic
-    def partition(self): return 2
-    def offset(self): return 17
-    def key(self): return self._key
-    def value(self): return b"{}"
-    def headers(self): return self._headers
-    def timestamp(self): return self._ts
+def kafka_message(**fields) -> FakeMessage:
+    """A message whose Kafka timestamp is KAFKA_MS, unlike any timestamp in the tests' values."""
+    return FakeMessage(**{"timestamp": (1, KAFKA_MS), **fields})
 
 
-MSG = FakeMessage()
+MSG = kafka_message()
 
 
 def mapping(event=None, location_enrichment=False, **extra):
@@ -169,7 +162,7 @@ def test_constant_name_and_default_id():
 
 def test_ids_from_key_and_header_fallback():
     spec = {"name": "name", "userId": ["user.id", "@key"], "anonymousId": "@headers.device-id"}
-    msg = FakeMessage(key=b"k-7", headers=[("device-id", b"d-1"), ("device-id", b"d-2")])
+    msg = kafka_message(key=b"k-7", headers=[("device-id", b"d-1"), ("device-id", b"d-2")])
     event = build(spec, {"name": "n", "user": {"id": None}}, msg)
     assert event["userId"] == "k-7" and event["anonymousId"] == "d-2"
     event = build(spec, {"name": "n", "user": {"id": 5}}, msg)
@@ -178,7 +171,7 @@ def test_ids_from_key_and_header_fallback():
 
 def test_binary_key_is_absent_so_the_message_is_invalid():
     spec = {"name": "name", "userId": "@key"}
-    reason = invalid(spec, {"name": "n"}, FakeMessage(key=b"\xff\xfe"))
+    reason = invalid(spec, {"name": "n"}, kafka_message(key=b"\xff\xfe"))
     assert reason == "no userId or anonymousId: nothing found for userId ('@key') and anonymousId (not mapped)"
 
 
@@ -211,12 +204,13 @@ def test_unmapped_timestamp_uses_kafka_timestamp():
 
 def test_timestamp_from_metadata():
     spec = {"name": "name", "userId": "uid", "timestamp": "@timestamp"}
-    assert build(spec, {"name": "n", "uid": "u"}, FakeMessage(ts=(2, 1_234_567_890_123)))["timestamp"] == 1_234_567_890_123
+    log_append_time = kafka_message(timestamp=(2, 1_234_567_890_123))
+    assert build(spec, {"name": "n", "uid": "u"}, log_append_time)["timestamp"] == 1_234_567_890_123
 
 
 def test_no_timestamp_anywhere_uses_now():
     before = int(time.time() * 1000)
-    ts = build(SPEC, {"name": "n", "uid": "u"}, FakeMessage(ts=(0, -1)))["timestamp"]
+    ts = build(SPEC, {"name": "n", "uid": "u"}, kafka_message(timestamp=(0, -1)))["timestamp"]
     assert before <= ts <= int(time.time() * 1000) + 1
 
 
@@ -289,7 +283,7 @@ def test_include_picks_top_level_keys_and_exclude_still_applies():
 def test_set_overrides_copied_keys_and_takes_templates():
     spec = {"name": "name", "userId": "uid",
             "properties": {"from": "props", "set": {"a": {"template": "{name}-{uid}"}, "k": "@key"}}}
-    event = build(spec, {"name": "n", "uid": 9, "props": {"a": "old"}}, FakeMessage(key=b"kk"))
+    event = build(spec, {"name": "n", "uid": 9, "props": {"a": "old"}}, kafka_message(key=b"kk"))
     assert event["properties"] == {"a": "n-9", "k": "kk"}
 
 
@@ -353,10 +347,10 @@ def test_where_compares_json_values_exactly():
 
 def test_where_list_of_conditions_all_must_hold():
     where = [{"path": "type", "in": ["track"]}, {"path": "@headers.env", "not_in": ["test"]}]
-    assert keeps(where, {"type": "track"}, FakeMessage(headers=[("env", b"prod")]))
-    assert keeps(where, {"type": "track"}, FakeMessage(headers=None))
-    assert not keeps(where, {"type": "track"}, FakeMessage(headers=[("env", b"test")]))
-    assert not keeps(where, {"type": "page"}, FakeMessage(headers=[("env", b"prod")]))
+    assert keeps(where, {"type": "track"}, kafka_message(headers=[("env", b"prod")]))
+    assert keeps(where, {"type": "track"}, kafka_message(headers=None))
+    assert not keeps(where, {"type": "track"}, kafka_message(headers=[("env", b"test")]))
+    assert not keeps(where, {"type": "page"}, kafka_message(headers=[("env", b"prod")]))
 
 
 def test_where_skip_reasons_and_description():

@@ -7,19 +7,7 @@ import pytest
 from connector.config.reader import Problems
 from connector.mapping.fields import blank_id, blank_value, compile_field, parse_template
 from connector.mapping.paths import MISSING
-
-
-class FakeMessage:
-    def __init__(self, key=None, headers=None, topic="events"):
-        self._key, self._headers, self._topic = key, headers, topic
-
-    def topic(self): return self._topic
-    def partition(self): return 0
-    def offset(self): return 9
-    def key(self): return self._key
-    def value(self): return b"{}"
-    def headers(self): return self._headers
-    def timestamp(self): return (1, 1_700_000_000_000)
+from tests.support.fakes import FakeMessage
 
 
 MSG = FakeMessage(key=b"key-1", headers=[("device-id", b"dev-1")])

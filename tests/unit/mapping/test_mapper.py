@@ -10,19 +10,7 @@ from connector.config.reader import Problems
 from connector.errors import InvalidMessage
 from connector.mapping.event import compile_mapping
 from connector.mapping.mapper import MessageMapper, decode_value
-
-
-class FakeMessage:
-    def __init__(self, topic, value, key=None, headers=None, ts=(1, 1_700_000_000_000)):
-        self._topic, self._value, self._key, self._headers, self._ts = topic, value, key, headers, ts
-
-    def topic(self): return self._topic
-    def partition(self): return 0
-    def offset(self): return 5
-    def key(self): return self._key
-    def value(self): return self._value
-    def headers(self): return self._headers
-    def timestamp(self): return self._ts
+from tests.support.fakes import FakeMessage
 
 
 def compile_all(raws):
@@ -43,7 +31,7 @@ MAPPINGS = compile_all([
 
 def msg(topic, value):
     raw = value if isinstance(value, (bytes, type(None))) else json.dumps(value).encode()
-    return FakeMessage(topic, raw)
+    return FakeMessage(topic=topic, value=raw)
 
 
 def test_first_match_wins():

@@ -5,23 +5,10 @@ from __future__ import annotations
 import pytest
 
 from connector.mapping.paths import MISSING, compile_ref, split_path, type_name
+from tests.support.fakes import FakeMessage
 
 
-class FakeMessage:
-    def __init__(self, topic="orders", partition=3, offset=41, key=None, headers=None, ts=(1, 1_700_000_000_123)):
-        self._topic, self._partition, self._offset = topic, partition, offset
-        self._key, self._headers, self._ts = key, headers, ts
-
-    def topic(self): return self._topic
-    def partition(self): return self._partition
-    def offset(self): return self._offset
-    def key(self): return self._key
-    def value(self): return b"{}"
-    def headers(self): return self._headers
-    def timestamp(self): return self._ts
-
-
-MSG = FakeMessage()
+MSG = FakeMessage(topic="orders", partition=3, offset=41, timestamp=(1, 1_700_000_000_123))
 VALUE = {
     "user": {"id": 42, "tags": ["a", "b"], "null": None},
     "items": [{"sku": "s1"}, {"sku": "s2", "dims": [[1, 2], [3, 4]]}],
@@ -111,11 +98,11 @@ def test_metadata_topic_partition_offset_timestamp():
 
 @pytest.mark.parametrize("ts", [(0, 1_700_000_000_000), (1, -1), (1, None)])
 def test_timestamp_not_available_is_missing(ts):
-    assert get("@timestamp", message=FakeMessage(ts=ts)) is MISSING
+    assert get("@timestamp", message=FakeMessage(timestamp=ts)) is MISSING
 
 
 def test_log_append_time_is_used():
-    assert get("@timestamp", message=FakeMessage(ts=(2, 5))) == 5
+    assert get("@timestamp", message=FakeMessage(timestamp=(2, 5))) == 5
 
 
 def test_key_is_decoded_utf8():

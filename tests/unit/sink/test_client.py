@@ -10,17 +10,14 @@ import time
 import httpx
 import pytest
 
-from connector.config.model import Secret
-from connector.sink.client import AUTH, DELIVERED, FATAL, REJECT, RETRY, UserFluxClient, classify
+from connector.sink.client import AUTH, DELIVERED, FATAL, REJECT, RETRY, classify
 from connector.sink.request import encode_batch
 from tests.conftest import API_KEY
-from tests.support.userflux_standin import UserFluxStandIn
-
-TS = 1690111645853
+from tests.support.fakes import sample_event
 
 
 def events(n: int = 2) -> list[dict]:
-    return [{"name": f"evt_{i}", "userId": f"u{i}", "timestamp": TS + i, "properties": {"i": i}} for i in range(n)]
+    return [sample_event(i) for i in range(n)]
 
 
 class RecordingTransport(httpx.HTTPTransport):
@@ -33,42 +30,6 @@ class RecordingTransport(httpx.HTTPTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.sent.append(request)
         return super().handle_request(request)
-
-
-@pytest.fixture(scope="module")
-def server():
-    """One stand-in for the module (starting one per test costs more than the tests)."""
-    with UserFluxStandIn(api_key=API_KEY) as s:
-        yield s
-
-
-@pytest.fixture
-def standin(server):
-    server.reset()
-    yield server
-    server.reset()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    """The real client, as the connector builds it, shared by the module's tests."""
-    shared = UserFluxClient(server.base_url, Secret(API_KEY), timeout_s=2.0, max_connections=4)
-    yield shared
-    shared.close()
-
-
-@pytest.fixture
-def make_client():
-    clients = []
-
-    def make(base_url: str, key: str = API_KEY, timeout_s: float = 2.0, transport=None) -> UserFluxClient:
-        client = UserFluxClient(base_url, Secret(key), timeout_s=timeout_s, max_connections=4, transport=transport)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
 
 
 def no_key_in(answer) -> bool:

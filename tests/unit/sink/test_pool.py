@@ -10,58 +10,22 @@ import time
 
 import pytest
 
-from connector.batcher import Batch, Item
-from connector.config.model import Secret
+from connector.batcher import Batch
 from connector.errors import FatalError
 from connector.offsets import PartitionOffsets
-from connector.sink.client import UserFluxClient
 from connector.sink.dryrun import PrintingSender
 from connector.sink.pool import SenderPool
 from connector.sink.retry import RetryPolicy
 from connector.sink.sender import BatchResult, BatchSender
-from tests.conftest import API_KEY
-from tests.support.userflux_standin import UserFluxStandIn
+from tests.support.fakes import make_items
 
-TS = 1690111645853
 FAST = RetryPolicy(initial_backoff_s=0.002, max_backoff_s=0.01)
-
-
-class FakeMessage:
-    def __init__(self, topic: str, partition: int, offset: int):
-        self._topic, self._partition, self._offset = topic, partition, offset
-
-    def topic(self):
-        return self._topic
-
-    def partition(self):
-        return self._partition
-
-    def offset(self):
-        return self._offset
-
-    def key(self):
-        return None
-
-    def value(self):
-        return b"{}"
-
-    def headers(self):
-        return None
-
-    def timestamp(self):
-        return (1, TS)
-
 
 _part = PartitionOffsets("events", 0)
 
 
 def make_batch(n: int = 2, location_enrichment: bool = False) -> Batch:
-    items = []
-    for _ in range(n):
-        offset = _part._last_tracked + 1
-        assert _part.track(offset)
-        event = {"name": f"evt_{offset}", "userId": f"u{offset}", "timestamp": TS + offset}
-        items.append(Item(event, FakeMessage("events", 0, offset), _part))
+    items = make_items(n, _part, first=_part._last_tracked + 1)
     return Batch(location_enrichment, time.monotonic(), items)
 
 
@@ -71,26 +35,6 @@ def drain(completions: queue.SimpleQueue, count: int, timeout_s: float = 3.0) ->
     for _ in range(count):
         results.append(completions.get(timeout=max(0.0, deadline - time.monotonic())))
     return results
-
-
-@pytest.fixture(scope="module")
-def server():
-    with UserFluxStandIn(api_key=API_KEY) as s:
-        yield s
-
-
-@pytest.fixture
-def standin(server):
-    server.reset()
-    yield server
-    server.reset()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    shared = UserFluxClient(server.base_url, Secret(API_KEY), timeout_s=2.0, max_connections=4)
-    yield shared
-    shared.close()
 
 
 @pytest.fixture

@@ -9,53 +9,15 @@ import time
 import pytest
 
 from connector.batcher import Batch, Item
-from connector.config.model import Secret
 from connector.errors import AuthError, DeliveryConfigError
 from connector.offsets import PartitionOffsets
-from connector.sink.client import AUTH, DELIVERED, REJECT, RETRY, Answer, UserFluxClient
+from connector.sink.client import AUTH, DELIVERED, REJECT, RETRY, Answer
 from connector.sink.retry import RetryPolicy
 from connector.sink.sender import BatchSender
 from tests.conftest import API_KEY
-from tests.support.userflux_standin import UserFluxStandIn
+from tests.support.fakes import make_items
 
-TS = 1690111645853
 FAST = RetryPolicy(initial_backoff_s=0.002, max_backoff_s=0.01)
-
-
-class FakeMessage:
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes):
-        self._topic, self._partition, self._offset, self._value = topic, partition, offset, value
-
-    def topic(self):
-        return self._topic
-
-    def partition(self):
-        return self._partition
-
-    def offset(self):
-        return self._offset
-
-    def key(self):
-        return None
-
-    def value(self):
-        return self._value
-
-    def headers(self):
-        return None
-
-    def timestamp(self):
-        return (1, TS)
-
-
-def make_items(n: int, part: PartitionOffsets | None = None, first: int = 0) -> list[Item]:
-    part = part or PartitionOffsets("events", 0)
-    items = []
-    for offset in range(first, first + n):
-        event = {"name": f"evt_{offset}", "userId": f"u{offset}", "timestamp": TS + offset, "properties": {"i": offset}}
-        assert part.track(offset)
-        items.append(Item(event, FakeMessage(part.topic, part.partition, offset, json.dumps(event).encode()), part))
-    return items
 
 
 def make_batch(items: list[Item], location_enrichment: bool = False) -> Batch:
@@ -65,26 +27,6 @@ def make_batch(items: list[Item], location_enrichment: bool = False) -> Batch:
 def names(items) -> list[str]:
     """Event names of Items, or of events the stand-in accepted."""
     return [(item["name"] if isinstance(item, dict) else item.event["name"]) for item in items]
-
-
-@pytest.fixture(scope="module")
-def server():
-    with UserFluxStandIn(api_key=API_KEY) as s:
-        yield s
-
-
-@pytest.fixture
-def standin(server):
-    server.reset()
-    yield server
-    server.reset()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    shared = UserFluxClient(server.base_url, Secret(API_KEY), timeout_s=2.0, max_connections=4)
-    yield shared
-    shared.close()
 
 
 @pytest.fixture
@@ -144,19 +86,16 @@ def test_dropped_connections_are_retried(standin, client, stop):
     assert [r.status for r in standin.requests()] == [0, 0, 204]
 
 
-def test_timeouts_are_retried_and_may_duplicate(standin, server, stop):
-    short = UserFluxClient(server.base_url, Secret(API_KEY), timeout_s=0.1, max_connections=2)
-    try:
-        items = make_items(2)
-        standin.set_delay(0.25)
-        timer(0.12, standin.heal)  # the first try times out; a later one is answered in time
-        result = BatchSender(short, FAST, stop).send(make_batch(items))
-        assert result.delivered == items
-        # The timed-out request was still accepted, late: at least once, never lost.
-        standin.wait_for_events(4, timeout_s=2.0)
-        assert names(standin.events()).count("evt_0") >= 2
-    finally:
-        short.close()
+def test_timeouts_are_retried_and_may_duplicate(standin, make_client, stop):
+    short = make_client(standin.base_url, timeout_s=0.1, max_connections=2)
+    items = make_items(2)
+    standin.set_delay(0.25)
+    timer(0.12, standin.heal)  # the first try times out; a later one is answered in time
+    result = BatchSender(short, FAST, stop).send(make_batch(items))
+    assert result.delivered == items
+    # The timed-out request was still accepted, late: at least once, never lost.
+    standin.wait_for_events(4, timeout_s=2.0)
+    assert names(standin.events()).count("evt_0") >= 2
 
 
 def test_retry_after_is_honoured(standin, client, stop):
@@ -229,13 +168,10 @@ def test_a_single_refused_event_is_reported_not_retried(standin, client, stop):
 # -- fatal -----------------------------------------------------------------------------------
 
 
-def test_wrong_key_is_an_auth_error_and_nothing_is_delivered_or_refused(standin, server, stop):
-    wrong = UserFluxClient(server.base_url, Secret("not-the-key"), timeout_s=2.0, max_connections=1)
-    try:
-        items = make_items(3)
-        result = BatchSender(wrong, FAST, stop).send(make_batch(items))
-    finally:
-        wrong.close()
+def test_wrong_key_is_an_auth_error_and_nothing_is_delivered_or_refused(standin, make_client, stop):
+    wrong = make_client(standin.base_url, key="not-the-key", max_connections=1)
+    items = make_items(3)
+    result = BatchSender(wrong, FAST, stop).send(make_batch(items))
     assert isinstance(result.failure, AuthError)
     assert result.abandoned == items
     assert result.delivered == [] and result.refused == []
@@ -252,13 +188,10 @@ def test_403_is_an_auth_error(standin, client, stop):
     assert "evt_0" in str(result.failure)  # names the events, to diagnose a restricted key
 
 
-def test_wrong_base_url_is_a_delivery_config_error(standin, server, stop):
-    wrong = UserFluxClient(server.base_url + "/api", Secret(API_KEY), timeout_s=2.0, max_connections=1)
-    try:
-        items = make_items(2)
-        result = BatchSender(wrong, FAST, stop).send(make_batch(items))
-    finally:
-        wrong.close()
+def test_wrong_base_url_is_a_delivery_config_error(standin, make_client, stop):
+    wrong = make_client(standin.base_url + "/api", max_connections=1)
+    items = make_items(2)
+    result = BatchSender(wrong, FAST, stop).send(make_batch(items))
     assert isinstance(result.failure, DeliveryConfigError)
     assert "404" in str(result.failure)
     assert result.abandoned == items and result.delivered == [] and result.refused == []

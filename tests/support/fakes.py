@@ -1,0 +1,78 @@
+"""Test doubles shared by the unit tests: a Kafka message, and events and Items built on it."""
+
+from __future__ import annotations
+
+import json
+
+from connector.batcher import Item
+from connector.offsets import PartitionOffsets
+
+TS = 1690111645853  # the UserFlux docs' example timestamp, epoch milliseconds
+KAFKA_TS = 1_700_000_000_000  # the default Kafka timestamp of a FakeMessage
+
+
+class FakeMessage:
+    """Stands in for confluent_kafka.Message: the accessors the connector reads.
+
+    ``timestamp`` is ``(type, ms)`` as confluent_kafka returns it: type 1 is CreateTime,
+    2 LogAppendTime, and 0 means not available (the broker gave none).
+    """
+
+    def __init__(
+        self,
+        *,
+        topic: str = "events",
+        partition: int = 0,
+        offset: int = 0,
+        value: bytes | None = b"{}",
+        key: bytes | str | None = None,
+        headers: list[tuple[str, bytes | None]] | None = None,
+        timestamp: tuple[int, int | None] = (1, KAFKA_TS),
+    ) -> None:
+        self._topic, self._partition, self._offset = topic, partition, offset
+        self._value, self._key, self._headers, self._timestamp = value, key, headers, timestamp
+
+    def topic(self):
+        return self._topic
+
+    def partition(self):
+        return self._partition
+
+    def offset(self):
+        return self._offset
+
+    def key(self):
+        return self._key
+
+    def value(self):
+        return self._value
+
+    def headers(self):
+        return self._headers
+
+    def timestamp(self):
+        return self._timestamp
+
+    def __repr__(self) -> str:
+        return f"FakeMessage({self._topic}[{self._partition}]@{self._offset})"
+
+
+def sample_event(i: int) -> dict:
+    """A valid UserFlux event, told apart by ``i``: name evt_<i>, userId u<i>."""
+    return {"name": f"evt_{i}", "userId": f"u{i}", "timestamp": TS + i, "properties": {"i": i}}
+
+
+def tracked_item(part: PartitionOffsets, offset: int, event: dict) -> Item:
+    """An Item for ``event``, read at ``offset`` of ``part`` and tracked there (as the
+    pipeline does), its message carrying the event as its JSON value."""
+    assert part.track(offset), f"offset {offset} of {part.topic}[{part.partition}] already tracked"
+    message = FakeMessage(topic=part.topic, partition=part.partition, offset=offset,
+                          value=json.dumps(event).encode())
+    return Item(event, message, part)
+
+
+def make_items(n: int, part: PartitionOffsets | None = None, first: int = 0) -> list[Item]:
+    """``n`` tracked Items of sample events at offsets ``first``.. of ``part`` (by default
+    a new events[0])."""
+    part = part or PartitionOffsets("events", 0)
+    return [tracked_item(part, offset, sample_event(offset)) for offset in range(first, first + n)]
