@@ -137,7 +137,7 @@ class EventBuilder:
     def _name(self, value: Any, message: Any) -> str:
         found = self.name(value, message)
         if blank_id(found):
-            raise InvalidMessage(f"name: no value found for {self.name.describe}")
+            raise InvalidMessage(f"name: no value found for {self.name.describe}{self.name.why_missing(value, message)}")
         if isinstance(found, bool) or not isinstance(found, (str, int, float)):
             raise InvalidMessage(f"name: expected a string from {self.name.describe}, found {describe(found)}")
         name = found if type(found) is str else _number_text(found)

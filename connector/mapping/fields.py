@@ -36,13 +36,22 @@ class Extractor:
     """``extractor(value, message)`` returns what the spec finds, or MISSING.
 
     ``describe`` is how a reason names the spec: "'user.id'" or "any of 'a', 'b'".
+    ``explain(value, message)``, where given, says why the spec found nothing; it only
+    runs on the way to an invalid-message reason, never on the per-message path.
     """
 
-    __slots__ = ("get", "describe")
+    __slots__ = ("get", "describe", "explain")
 
-    def __init__(self, get: Callable[[Any, Any], Any], describe: str):
+    def __init__(self, get: Callable[[Any, Any], Any], describe: str,
+                 explain: Callable[[Any, Any], str | None] | None = None):
         self.get = get
         self.describe = describe
+        self.explain = explain
+
+    def why_missing(self, value: Any, message: Any) -> str:
+        """`` (reason)`` for an invalid-message text, or ''."""
+        reason = self.explain(value, message) if self.explain is not None else None
+        return f" ({reason})" if reason else ""
 
     def __call__(self, value: Any, message: Any) -> Any:
         return self.get(value, message)
@@ -191,4 +200,9 @@ def _template(text: Any, where: str, problems: Problems) -> Extractor | None:
             out.append(_render(found))
         return "".join(out)
 
-    return Extractor(render, f"the template {text!r}")
+    def holes(value: Any, message: Any) -> str | None:
+        missing = [body for (kind, body), (_, item) in zip(parts, compiled)
+                   if kind == "ref" and blank_value(item(value, message))]
+        return f"nothing at {', '.join(missing)}" if missing else None
+
+    return Extractor(render, f"the template {text!r}", holes)

@@ -152,7 +152,12 @@ def test_template_name_and_default():
 
 def test_template_name_with_a_hole_and_no_default_is_invalid():
     reason = invalid({"name": {"template": "{type}_{action}"}, "userId": "uid"}, {"type": "track", "uid": 1})
-    assert reason == "name: no value found for the template '{type}_{action}'"
+    assert reason == "name: no value found for the template '{type}_{action}' (nothing at action)"
+
+
+def test_the_reason_names_every_hole_of_a_template():
+    reason = invalid({"name": {"template": "{type}_{action}"}, "userId": "uid"}, {"uid": 1, "action": ""})
+    assert reason.endswith("(nothing at type, action)")
 
 
 def test_constant_name_and_default_id():
