@@ -47,7 +47,17 @@ class BatchSender:
         return result
 
     def _deliver(self, batch: Batch, items: list[Item], result: BatchResult) -> None:
-        body = self.encode([item.event for item in items])
+        try:
+            body = self.encode([item.event for item in items])
+        except (ValueError, TypeError, RecursionError) as exc:
+            # A value JSON cannot carry (1e400 decodes to infinity): find the event, like a 400.
+            if len(items) == 1:
+                result.refused.append((items[0], f"the event cannot be encoded as JSON: {exc}"))
+                return
+            middle = len(items) // 2
+            self._deliver(batch, items[:middle], result)
+            self._deliver(batch, items[middle:], result)
+            return
         attempts = 0
         while True:
             if result.failure is not None or self.stop.is_set() or not any(i.offsets.owned for i in items):

@@ -55,6 +55,17 @@ def test_delivered_first_time(standin, client, stop, enrich):
     assert batch.events == [item.event for item in items]
 
 
+def test_an_event_json_cannot_carry_is_refused_alone_and_the_rest_delivered(standin, client, stop):
+    items = make_items(5)
+    items[3].event["properties"] = {"x": float("inf")}  # what a value holding 1e400 decodes to
+    result = BatchSender(client, FAST, stop).send(make_batch(items))
+    assert result.delivered == items[:3] + items[4:]
+    [(refused, reason)] = result.refused
+    assert refused is items[3]
+    assert reason.startswith("the event cannot be encoded as JSON")
+    assert [e["name"] for e in standin.events()] == [i.event["name"] for i in items if i is not items[3]]
+
+
 def test_transient_errors_are_retried_until_delivered(standin, client, stop):
     items = make_items(3)
     standin.fail_next(3, 503)
