@@ -47,8 +47,9 @@ class Checkpoint:
             return 0
         # 3. Commit them: asynchronously while running, synchronously on revoke and shutdown.
         ok = self.source.commit([(t, p, pos) for (t, p), pos in moved], asynchronous=asynchronous)
-        log.debug("commit%s %s: %s", " (async)" if asynchronous else "",
-                  ", ".join(f"{t}[{p}]={pos}" for (t, p), pos in moved), "asked" if ok else "failed")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("commit%s %s: %s", " (async)" if asynchronous else "",
+                      ", ".join(f"{t}[{p}]={pos}" for (t, p), pos in moved), "asked" if ok else "failed")
         # 4. Remember what was asked, so an unchanged partition is not committed again;
         #    a failure forgets it, and the next commit asks again.
         for key, pos in moved:
@@ -62,8 +63,9 @@ class Checkpoint:
 
     def on_commit_result(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """librdkafka's answer to an asynchronous commit (served on the pipeline thread)."""
-        log.debug("commit answer: %s for %s", error.str() if error else "ok",
-                  ", ".join(f"{p.topic}[{p.partition}]={p.offset}" for p in partitions))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("commit answer: %s for %s", error.str() if error else "ok",
+                      ", ".join(f"{p.topic}[{p.partition}]={p.offset}" for p in partitions))
         failed = partitions if error is not None else [p for p in partitions if p.error is not None]
         if error is not None and error.code() == KafkaError._NO_OFFSET:
             return

@@ -51,12 +51,7 @@ class BatchSender:
             body = self.encode([item.event for item in items])
         except (ValueError, TypeError, RecursionError) as exc:
             # A value JSON cannot carry (1e400 decodes to infinity): find the event, like a 400.
-            if len(items) == 1:
-                result.refused.append((items[0], f"the event cannot be encoded as JSON: {exc}"))
-                return
-            middle = len(items) // 2
-            self._deliver(batch, items[:middle], result)
-            self._deliver(batch, items[middle:], result)
+            self._split(batch, items, f"the event cannot be encoded as JSON: {exc}", result)
             return
         attempts = 0
         while True:
@@ -71,7 +66,10 @@ class BatchSender:
                 result.delivered.extend(items)
                 return
             if answer.outcome == REJECT:
-                self._split(batch, items, answer, result)
+                if len(items) > 1:
+                    log.info("batch #%d: UserFlux refused %d events (%s); splitting to find the refused ones",
+                             batch.id, len(items), answer.detail)
+                self._split(batch, items, f"UserFlux refused the event: {answer.detail}", result)
                 return
             if answer.outcome in (AUTH, FATAL):
                 result.failure = self._fatal(answer, items)
@@ -88,12 +86,11 @@ class BatchSender:
                 result.abandoned.extend(items)
                 return
 
-    def _split(self, batch: Batch, items: list[Item], answer: Answer, result: BatchResult) -> None:
+    def _split(self, batch: Batch, items: list[Item], reason: str, result: BatchResult) -> None:
+        """Deliver each half on its own until the events that fail stand alone, refused with ``reason``."""
         if len(items) == 1:
-            result.refused.append((items[0], f"UserFlux refused the event: {answer.detail}"))
+            result.refused.append((items[0], reason))
             return
-        log.info("batch #%d: UserFlux refused %d events (%s); splitting to find the refused ones",
-                 batch.id, len(items), answer.detail)
         middle = len(items) // 2
         self._deliver(batch, items[:middle], result)
         self._deliver(batch, items[middle:], result)
