@@ -21,12 +21,14 @@ log = logging.getLogger("connector.checkpoint")
 
 class Checkpoint:
     def __init__(self, source: KafkaSource | None, tracker: OffsetTracker, interval_s: float,
-                 enabled: bool = True, clock: Callable[[], float] = time.monotonic):
+                 enabled: bool = True, clock: Callable[[], float] = time.monotonic,
+                 on_committed: Callable[[Key, int], None] | None = None):
         self.source = source
         self.tracker = tracker
         self.interval_s = interval_s
         self.enabled = enabled  # False in --dry-run: nothing is ever committed
         self.clock = clock
+        self.on_committed = on_committed  # told of every position the broker acknowledged
         self._asked: dict[Key, int] = {}  # the last position asked for, per partition
         self._next = clock() + interval_s
 
@@ -59,6 +61,8 @@ class Checkpoint:
                 self._asked.pop(key, None)
         if not asynchronous:
             metrics.commits.labels("ok" if ok else "failed").inc()
+            if ok:
+                self._acknowledged((k, pos) for k, pos in moved)
         return len(moved) if ok else 0
 
     def on_commit_result(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
@@ -69,6 +73,8 @@ class Checkpoint:
         failed = partitions if error is not None else [p for p in partitions if p.error is not None]
         if error is not None and error.code() == KafkaError._NO_OFFSET:
             return
+        self._acknowledged(((p.topic, p.partition), p.offset) for p in partitions
+                           if error is None and p.error is None and p.offset >= 0)
         if not failed:
             metrics.commits.labels("ok").inc()
             return
@@ -78,6 +84,11 @@ class Checkpoint:
         log.warning("offset commit failed (the next commit retries it): %s", why)
         for part in failed:
             self._asked.pop((part.topic, part.partition), None)
+
+    def _acknowledged(self, positions: Iterable[tuple[Key, int]]) -> None:
+        if self.on_committed is not None:
+            for key, position in positions:
+                self.on_committed(key, position)
 
     def forget(self, keys: Iterable[Key]) -> None:
         """Partitions no longer owned: a later owner may commit other positions."""

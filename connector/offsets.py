@@ -15,7 +15,7 @@ from typing import Iterable
 class PartitionOffsets:
     """The offsets read from one partition while it is assigned to us."""
 
-    __slots__ = ("topic", "partition", "_order", "_done", "_last_tracked", "position", "owned")
+    __slots__ = ("topic", "partition", "_order", "_done", "_last_tracked", "_reads", "position", "owned")
 
     def __init__(self, topic: str, partition: int):
         self.topic = topic
@@ -23,16 +23,22 @@ class PartitionOffsets:
         self._order: deque[int] = deque()  # offsets read and not yet released, ascending
         self._done: set[int] = set()  # the done ones among them
         self._last_tracked = -1
+        # (first offset, read time) per read that added offsets: a few per second, not one
+        # per message; enough to tell when the oldest pending message was read.
+        self._reads: deque[tuple[int, float]] = deque()
         self.position: int | None = None  # the offset to commit: everything below it is done
         self.owned = True  # False once revoked: late completions are ignored
 
-    def track(self, offset: int) -> bool:
-        """Record a message as read. False for an offset at or below one already read
-        (a redelivery after a fetch restart), which the caller must not process again."""
+    def track(self, offset: int, read_at: float = 0.0) -> bool:
+        """Record a message as read at ``read_at`` (monotonic seconds). False for an offset
+        at or below one already read (a redelivery after a fetch restart), which the caller
+        must not process again."""
         if offset <= self._last_tracked:
             return False
         self._order.append(offset)
         self._last_tracked = offset
+        if not self._reads or self._reads[-1][1] != read_at:
+            self._reads.append((offset, read_at))
         return True
 
     def done(self, offset: int) -> None:
@@ -49,6 +55,17 @@ class PartitionOffsets:
     def pending(self) -> int:
         """Messages read and not yet released (done ones behind an unfinished one count)."""
         return len(self._order)
+
+    def oldest_read_at(self) -> float | None:
+        """When the oldest pending message was read; None when nothing is pending.
+        Called periodically, it also trims the read times no longer needed."""
+        if not self._order:
+            self._reads.clear()
+            return None
+        head, reads = self._order[0], self._reads
+        while len(reads) > 1 and reads[1][0] <= head:
+            reads.popleft()
+        return reads[0][1]
 
     def __repr__(self) -> str:
         return f"<{self.topic}[{self.partition}] position={self.position} pending={self.pending}>"

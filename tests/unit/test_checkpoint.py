@@ -165,3 +165,22 @@ def test_disabled_checkpoint_commits_nothing():
 def test_no_source_commits_nothing():
     checkpoint = Checkpoint(None, tracker_with(p_0=3), interval_s=1)
     assert checkpoint.commit() == 0
+
+
+def test_every_acknowledged_position_is_reported():
+    tracker = tracker_with(p_0=3, p_1=4)
+    source = FakeSource()
+    acked: list = []
+    checkpoint = Checkpoint(source, tracker, interval_s=5, on_committed=lambda k, pos: acked.append((k, pos)))
+    checkpoint.commit(asynchronous=True)  # asked only: the answer comes later
+    assert acked == []
+    checkpoint.on_commit_result(None, [TopicPartition("t", 0, 3), TopicPartition("t", 1, 4)])
+    assert acked == [(("t", 0), 3), (("t", 1), 4)]
+    tracker.partitions[("t", 0)].done(3)
+    checkpoint.commit(asynchronous=False)  # synchronous: known at once
+    assert acked[-1] == (("t", 0), 4)
+    source.ok = False
+    tracker.partitions[("t", 0)].done(4)
+    checkpoint.commit(asynchronous=False)
+    checkpoint.on_commit_result(KafkaError(KafkaError.REBALANCE_IN_PROGRESS), [TopicPartition("t", 1, 5)])
+    assert acked[-1] == (("t", 0), 4)

@@ -51,6 +51,27 @@ def test_gaps_of_a_compacted_topic():
     assert part.position == 41
 
 
+def test_the_oldest_pending_message_s_read_time_follows_the_head():
+    part = PartitionOffsets("events", 0)
+    for offset in range(3):
+        part.track(offset, read_at=10.0)
+    for offset in range(3, 6):
+        part.track(offset, read_at=20.0)
+    assert part.oldest_read_at() == 10.0
+    part.done(0)
+    part.done(1)
+    assert part.oldest_read_at() == 10.0  # offset 2 was read at 10 too
+    part.done(3)  # out of order: 2 is still the oldest pending
+    assert part.oldest_read_at() == 10.0
+    part.done(2)
+    assert part.oldest_read_at() == 20.0
+    for offset in (4, 5):
+        part.done(offset)
+    assert part.oldest_read_at() is None
+    part.track(6, read_at=20.0)  # read in the same batch as the ones before: its time is kept
+    assert part.oldest_read_at() == 20.0
+
+
 def test_track_refuses_redeliveries():
     part = tracked(5, 6, 7)
     assert part.track(7) is False  # same offset again (fetch restart)
