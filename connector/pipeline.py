@@ -27,8 +27,9 @@ from .batcher import Batch, Batcher, Item
 from .checkpoint import Checkpoint
 from .config.model import Settings
 from .dead_letter import DeadLetterQueue
-from .errors import FatalError, InvalidMessage, KafkaFatalError, StoppedOnInvalid
-from .health import Status
+from .errors import AuthError, DeliveryConfigError, FatalError, InvalidMessage, KafkaFatalError, StoppedOnInvalid
+from .health import ADDRESS_REFUSED, KEY_REFUSED, READY, SHUTTING_DOWN, Status
+from .lag import LagMonitor
 from .logs import RateLimitedLog
 from .mapping.mapper import MessageMapper
 from .offsets import OffsetTracker, PartitionOffsets
@@ -43,6 +44,7 @@ log = logging.getLogger("connector.pipeline")
 
 CONSUME_BATCH = 500  # messages per consume() call
 POLL_S = 0.05  # longest wait in consume(); completions are looked at between calls
+REFRESH_S = 1.0  # gauges and the probes' view of what is pending
 
 
 class Pipeline:
@@ -57,29 +59,38 @@ class Pipeline:
         self.batcher = Batcher(uf.batch_size, uf.linger_ms / 1000)
         self.completions: queue.SimpleQueue[BatchResult] = queue.SimpleQueue()
         self.stop_sending = threading.Event()
+        self.status = Status(loop_timeout_s=max(60.0, 2 * pipe.rebalance_timeout_s + 10),
+                             stall_timeout_s=pipe.stall_timeout_s)
         self.client: UserFluxClient | None = None
         if dry_run:
             sender: Any = PrintingSender(self.out)
         else:
             self.client = UserFluxClient(uf.base_url, uf.api_key, uf.request_timeout_s, uf.max_in_flight)
             policy = RetryPolicy(uf.retry.initial_backoff_ms / 1000, uf.retry.max_backoff_ms / 1000, uf.retry.max_attempts)
-            sender = BatchSender(self.client, policy, self.stop_sending)
+            sender = BatchSender(self.client, policy, self.stop_sending, health=self.status)
         self.pool = SenderPool(sender, 1 if dry_run else uf.max_in_flight, self.completions)
 
         kafka = dict(settings.kafka)
         if dry_run:
             # Never join the production group: it would take partitions from the real connector.
             kafka["group.id"] = kafka["group.id"] + ".dry-run"
-        self.checkpoint = Checkpoint(None, self.tracker, pipe.commit_interval_ms / 1000, enabled=not dry_run)
+        self.checkpoint = Checkpoint(None, self.tracker, pipe.commit_interval_ms / 1000, enabled=not dry_run,
+                                     on_committed=self._committed)
         self.source = KafkaSource(kafka, self, on_commit=self.checkpoint.on_commit_result)
         self.checkpoint.source = self.source
         self.dead_letters: DeadLetterQueue | None = None
         if settings.on_invalid == "dead_letter" and not dry_run:
             assert settings.dead_letter is not None
             self.dead_letters = DeadLetterQueue(settings.kafka, settings.dead_letter)
+        self.series = metrics.PartitionSeries()
+        self.lag: LagMonitor | None = None
+        if settings.metrics.enabled and not dry_run:
+            self.lag = LagMonitor(kafka, self.series, settings.metrics.lag_interval_s)
 
-        self.status = Status(stall_after_s=max(60.0, 2 * pipe.rebalance_timeout_s + 10))
         self.in_flight: dict[int, Batch] = {}
+        self._in_flight_events = 0
+        self._next_refresh = 0.0
+        self._exit_now = threading.Event()  # a signal during the linger after a refusal
         self.fatal: FatalError | None = None
         self._stopping = False
         self._hurry = False  # a second signal: skip what is left of the grace
@@ -100,6 +111,8 @@ class Pipeline:
                  uf.batch_size, uf.max_in_flight)
         self._check_dead_letter_topic()
         self.source.subscribe(topics)
+        if self.lag is not None:
+            self.lag.start()
         try:
             while not self._stopping:
                 self._step()
@@ -117,6 +130,7 @@ class Pipeline:
     def request_stop(self, signum: int | None = None) -> None:
         """Called from a signal handler: only flags are set here."""
         name = signal.Signals(signum).name if signum else "stop request"
+        self._exit_now.set()
         if not self._stopping:
             self._stopping = True
             log.info("%s: stopping; delivering what is in flight (up to %.0fs), then committing",
@@ -138,8 +152,9 @@ class Pipeline:
             counts = Counter(m.topic() for m in messages)
             for topic, n in counts.items():
                 metrics.messages_consumed.labels(topic).inc(n)
+            read_at = time.monotonic()
             for message in messages:
-                self._ingest(message)
+                self._ingest(message, read_at)
         for batch in self.batcher.due():
             self._send(batch)
         self._drain()
@@ -150,13 +165,14 @@ class Pipeline:
         self.checkpoint.maybe_commit()
         self._apply_backpressure()
         self.status.beat()
-        metrics.in_flight_batches.set(len(self.in_flight))
+        if time.monotonic() >= self._next_refresh:
+            self._refresh()
 
     # -- consume, map, batch -------------------------------------------------------------
 
-    def _ingest(self, message: Any) -> None:
+    def _ingest(self, message: Any, read_at: float) -> None:
         offsets = self.tracker.get(message.topic(), message.partition())
-        if not offsets.track(message.offset()):
+        if not offsets.track(message.offset(), read_at):
             # At or below an offset already read in this assignment: the first copy is
             # being handled. librdkafka does not rewind on its own, so say it loudly.
             self._invalid_log.log(logging.WARNING, "ignoring %s[%d] offset %d: already read in this assignment",
@@ -168,7 +184,7 @@ class Pipeline:
             self._invalid(message, offsets, exc.reason, exc.stage)
             return
         if event is None:
-            metrics.messages_skipped.labels(message.topic()).inc()
+            metrics.messages_filtered.labels(message.topic()).inc()
             offsets.done(message.offset())
             return
         full = self.batcher.add(Item(event, message, offsets), mapping.location_enrichment)
@@ -177,6 +193,7 @@ class Pipeline:
 
     def _send(self, batch: Batch) -> None:
         self.in_flight[batch.id] = batch
+        self._in_flight_events += len(batch)
         self.pool.submit(batch)
 
     # -- mark done -------------------------------------------------------------------------
@@ -195,13 +212,19 @@ class Pipeline:
                 return
 
     def _complete(self, result: BatchResult) -> None:
-        self.in_flight.pop(result.batch.id, None)
+        if self.in_flight.pop(result.batch.id, None) is not None:
+            self._in_flight_events -= len(result.batch)
         if result.delivered:
+            latency = metrics.end_to_end_latency
             for item in result.delivered:
                 item.done()
+                kind, ms = item.message.timestamp()
+                if kind:  # 0: the message has no timestamp
+                    latency.observe(max(0.0, result.delivered_at - ms / 1000))
             for topic, n in Counter(item.message.topic() for item in result.delivered).items():
                 metrics.events_delivered.labels(topic).inc(n)
-            metrics.last_delivery.set_to_current_time()
+            metrics.last_delivery.set(result.delivered_at)
+            self.status.progress()
         for item, reason in result.refused:
             if item.offsets.owned:  # a revoked partition's next owner decides again
                 self._invalid(item.message, item.offsets, reason, "deliver")
@@ -230,7 +253,10 @@ class Pipeline:
             def done(error: KafkaFatalError | None) -> None:
                 if error is None:
                     offsets.done(offset)
+                    metrics.dead_letters.labels(topic, stage).inc()
+                    self.status.progress()
                 else:
+                    metrics.dead_letter_failures.labels(topic, stage).inc()
                     self._fail(error)
 
             self.dead_letters.send(message, reason, stage, done)
@@ -239,44 +265,60 @@ class Pipeline:
         if self.fatal is None:
             self.fatal = error
             log.error("%s", error)
+            if isinstance(error, (AuthError, DeliveryConfigError)):
+                metrics.key_refused.set(1)
+                self.status.set_state(KEY_REFUSED if isinstance(error, AuthError) else ADDRESS_REFUSED,
+                                      str(error)[:300])
         self._stopping = True
+
+    def _committed(self, key: Key, position: int) -> None:
+        """The broker acknowledged a commit (called by the checkpoint, on this thread)."""
+        self.status.progress()
+        if self.lag is not None:
+            self.lag.committed(key, position)
 
     # -- backpressure ----------------------------------------------------------------------
 
     def _apply_backpressure(self) -> None:
         pending = self._pending = self.tracker.pending  # nothing changes it until the next step
-        metrics.pending_messages.set(pending)
         limit = self.settings.pipeline.max_pending_messages
         if self._paused is None:
             if pending >= limit:
                 self._paused = self.source.assignment()
                 self.source.pause(self._paused)
                 metrics.paused.set(1)
+                metrics.paused_partitions.set(len(self._paused))
                 log.info("%d messages pending (limit %d): pausing consumption until half are done", pending, limit)
         elif pending <= limit // 2:
             self.source.resume(self._paused & self.source.assignment())
             self._paused = None
             metrics.paused.set(0)
+            metrics.paused_partitions.set(0)
             log.info("%d messages pending: resuming consumption", pending)
         else:
             newly_assigned = self.source.assignment() - self._paused
             if newly_assigned:
                 self.source.pause(newly_assigned)
                 self._paused |= newly_assigned
+                metrics.paused_partitions.set(len(self._paused))
 
     # -- rebalance (called by librdkafka inside consume() or close()) -------------------------
 
     def on_assign(self, partitions: list[Key]) -> None:
         for topic, partition in partitions:
             self.tracker.assign(topic, partition)
+        self.series.add(partitions)
         if partitions:
+            metrics.rebalances.labels("assign").inc()
             log.info("assigned %s", _names(partitions))
+        self._count_assigned()
         if not self._stopping:
-            self.status.ready = True
-            self.status.reason = "ok"
+            self.status.set_state(READY)
 
     def on_revoke(self, partitions: list[Key]) -> None:
         owned = [k for k in partitions if k in self.tracker.partitions]
+        if partitions:
+            metrics.rebalances.labels("revoke").inc()
         if owned and not self._closing:
             log.info("revoking %s: finishing their messages (up to %.0fs)", _names(owned),
                      self.settings.pipeline.rebalance_timeout_s)
@@ -302,6 +344,7 @@ class Pipeline:
 
     def on_lost(self, partitions: list[Key]) -> None:
         # Lost, not revoked: another member may own them already, so commit nothing.
+        metrics.rebalances.labels("lost").inc()
         log.warning("lost %s (the group moved on without us); their uncommitted messages "
                     "are read again by the next owner", _names(partitions))
         self._release(partitions)
@@ -309,14 +352,41 @@ class Pipeline:
     def _release(self, partitions: list[Key]) -> None:
         self.tracker.release(partitions)
         self.checkpoint.forget(partitions)
+        # Their series go now: a partition we do not own has no lag of ours to report.
+        self.series.remove(partitions)
+        if self.lag is not None:
+            self.lag.forget(partitions)
         if self._paused is not None:
             self._paused -= set(partitions)
+            metrics.paused_partitions.set(len(self._paused))
+        self._count_assigned()
+
+    def _count_assigned(self) -> None:
+        self.status.assigned = len(self.tracker.partitions)
+        metrics.assigned_partitions.set(self.status.assigned)
+
+    # -- gauges and probes -------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        """Once a second: what is held, and how long the oldest pending message has waited."""
+        now = time.monotonic()
+        self._next_refresh = now + REFRESH_S
+        oldest: float | None = None
+        for key, offsets in self.tracker.partitions.items():
+            read_at = offsets.oldest_read_at()
+            self.series.set(metrics.oldest_pending_age, key, 0.0 if read_at is None else now - read_at)
+            if read_at is not None and (oldest is None or read_at < oldest):
+                oldest = read_at
+        self.status.set_pending(self._pending, oldest)
+        metrics.pending_messages.set(self._pending)
+        metrics.buffered_events.set(self.batcher.buffered)
+        metrics.in_flight_events.set(self._in_flight_events)
+        metrics.in_flight_batches.set(len(self.in_flight))
 
     # -- shutdown ----------------------------------------------------------------------------
 
     def _shutdown(self) -> int:
-        self.status.ready = False
-        self.status.reason = "shutting down"
+        self.status.set_state(SHUTTING_DOWN, "delivering what is in flight, then committing")
         grace = self.settings.pipeline.shutdown_grace_s
         deadline = time.monotonic() + grace
         # 1. Stop reading: consume() is not called again.
@@ -349,9 +419,25 @@ class Pipeline:
             self.client.close()
         if self.dead_letters is not None:
             self.dead_letters.flush(5.0)
+        if self.lag is not None:
+            self.lag.stop()
         code = self.fatal.exit_code if self.fatal else 0
+        # 8. Refused by UserFlux: stay up a while (not ready) so the refusal is scraped and
+        #    seen, and a restart loop does not hammer UserFlux; a signal ends the wait.
+        if isinstance(self.fatal, (AuthError, DeliveryConfigError)):
+            self._linger(self.settings.pipeline.refused_exit_delay_s)
         log.info("stopped (exit code %d)", code)
         return code
+
+    def _linger(self, seconds: float) -> None:
+        if seconds <= 0 or self._exit_now.is_set():
+            return
+        log.info("exiting in %.0fs (refused by UserFlux; /readyz says why until then)", seconds)
+        deadline = time.monotonic() + seconds
+        while not self._exit_now.wait(min(1.0, max(0.0, deadline - time.monotonic()))):
+            self.status.beat()
+            if time.monotonic() >= deadline:
+                return
 
     # -- start-up checks -----------------------------------------------------------------------
 

@@ -230,6 +230,7 @@ def _metrics(section: Section, problems: Problems) -> MetricsSettings:
         enabled=section.get_bool("enabled", True),
         host=section.get_str("host", "0.0.0.0"),
         port=section.get_int("port", 9464, lo=0, hi=65535),
+        lag_interval_s=section.get_float("lag_interval_s", 10.0, lo=1, hi=300),
     )
     section.finish()
     return settings
@@ -241,6 +242,8 @@ def _pipeline(section: Section, problems: Problems) -> PipelineSettings:
         commit_interval_ms=section.get_int("commit_interval_ms", 1_000, lo=10, hi=600_000),
         rebalance_timeout_s=section.get_float("rebalance_timeout_s", 10.0, lo=0, hi=3600),
         shutdown_grace_s=section.get_float("shutdown_grace_s", 30.0, lo=0, hi=3600),
+        stall_timeout_s=section.get_float("stall_timeout_s", 300.0, lo=1, hi=86400),
+        refused_exit_delay_s=section.get_float("refused_exit_delay_s", 30.0, lo=0, hi=3600),
     )
     section.finish()
     return settings

@@ -64,6 +64,7 @@ class MetricsSettings:
     enabled: bool = True
     host: str = "0.0.0.0"
     port: int = 9464
+    lag_interval_s: float = 10.0  # how often consumer lag is asked of the brokers
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class PipelineSettings:
     commit_interval_ms: int = 1_000
     rebalance_timeout_s: float = 10.0
     shutdown_grace_s: float = 30.0
+    stall_timeout_s: float = 300.0  # /healthz fails after this long pending with no progress
+    refused_exit_delay_s: float = 30.0  # key refused: stay up (not ready) this long before exit 3
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from typing import TextIO
 
 from ..batcher import Batch
@@ -25,4 +26,4 @@ class PrintingSender:
         with self._lock:
             self.out.write(line + "\n")
             self.out.flush()
-        return BatchResult(batch, delivered=list(batch.items))
+        return BatchResult(batch, delivered=list(batch.items), delivered_at=time.time())

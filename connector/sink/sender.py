@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 from .. import metrics
 from ..batcher import Batch, Item
@@ -30,15 +31,21 @@ class BatchResult:
     refused: list[tuple[Item, str]] = field(default_factory=list)  # (item, reason): invalid at stage deliver
     abandoned: list[Item] = field(default_factory=list)  # not finished: stop or revocation
     failure: FatalError | None = None
+    delivered_at: float = 0.0  # unix time of the (last) 2xx
+
+
+class Health(Protocol):
+    def error_answered(self, wait_s: float) -> None: ...
 
 
 class BatchSender:
     def __init__(self, client: UserFluxClient, policy: RetryPolicy, stop: threading.Event,
-                 encode: Callable[[list[dict]], bytes] = encode_batch):
+                 encode: Callable[[list[dict]], bytes] = encode_batch, health: Health | None = None):
         self.client = client
         self.policy = policy
         self.stop = stop  # set when the pipeline gives up on work in flight
         self.encode = encode
+        self.health = health  # told when UserFlux answers errors: an outage, not a stall
 
     def send(self, batch: Batch) -> BatchResult:
         result = BatchResult(batch)
@@ -64,6 +71,7 @@ class BatchSender:
             metrics.request_duration.observe(answer.duration_s)
             if answer.outcome == DELIVERED:
                 result.delivered.extend(items)
+                result.delivered_at = time.time()
                 return
             if answer.outcome == REJECT:
                 if len(items) > 1:
@@ -82,7 +90,14 @@ class BatchSender:
             delay = self.policy.delay(attempts, answer.retry_after_s)
             log.warning("batch #%d (%d events): %s; retry %d in %.2fs%s", batch.id, len(items), answer.detail,
                         attempts, delay, " (Retry-After)" if answer.retry_after_s is not None else "")
-            if self.stop.wait(delay):
+            metrics.retries.labels(answer.code).inc()
+            if self.health is not None and answer.code.isdigit():  # an answer, not a timeout
+                self.health.error_answered(delay)
+            started = time.monotonic()
+            stopped = self.stop.wait(delay)
+            metrics.retry_wait.labels("retry_after" if answer.retry_after_s is not None else "backoff").inc(
+                time.monotonic() - started)
+            if stopped:
                 result.abandoned.extend(items)
                 return
 

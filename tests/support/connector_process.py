@@ -42,7 +42,8 @@ def base_config(bootstrap: str, base_url: str, api_key: str, group: str, mapping
         },
         "on_invalid": "skip",
         "metrics": {"enabled": False},
-        "pipeline": {"commit_interval_ms": 200, "shutdown_grace_s": 10, "rebalance_timeout_s": 5},
+        "pipeline": {"commit_interval_ms": 200, "shutdown_grace_s": 10, "rebalance_timeout_s": 5,
+                     "refused_exit_delay_s": 0},
         "mappings": mappings,
     }
     for key, value in overrides.items():

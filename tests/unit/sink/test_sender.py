@@ -127,6 +127,31 @@ def test_without_retry_after_the_backoff_is_used(standin, client, stop):
     assert time.monotonic() - started < 0.25  # the control for the test above
 
 
+class Health:
+    def __init__(self):
+        self.waits: list[float] = []
+
+    def error_answered(self, wait_s: float) -> None:
+        self.waits.append(wait_s)
+
+
+def test_answered_errors_tell_health_it_is_an_outage_and_timeouts_do_not(standin, make_client, stop):
+    health = Health()
+    standin.fail_next(2, 503, retry_after="0.05")
+    result = BatchSender(make_client(standin.base_url), FAST, stop, health=health).send(make_batch(make_items(1)))
+    assert len(result.delivered) == 1 and len(health.waits) == 2 and all(w >= 0.05 for w in health.waits)
+    quiet = Health()
+    standin.drop_next(2)  # no answer at all: that is what a stall looks like
+    BatchSender(make_client(standin.base_url), FAST, stop, health=quiet).send(make_batch(make_items(1)))
+    assert quiet.waits == []
+
+
+def test_each_delivered_batch_carries_the_time_of_its_answer(standin, client, stop):
+    before = time.time()
+    result = BatchSender(client, FAST, stop).send(make_batch(make_items(2)))
+    assert before <= result.delivered_at <= time.time()
+
+
 # -- refused -------------------------------------------------------------------------------
 
 
