@@ -3,16 +3,19 @@
 One thread owns all delivery state (offsets, open batches, dead letters): this one. It
 reads messages, maps them (mapping/), batches them (batcher.py), hands full batches to
 the sender pool (sink/), and takes the results back from the completion queue to mark
-messages done (offsets.py), so the checkpoint (checkpoint.py) can commit.
+messages done (offsets.py), so the checkpoint (checkpoint.py) can commit. Invalid
+messages go where ``on_invalid`` says (invalid.py); backpressure.py keeps memory bounded.
 
 Rebalance callbacks run on this thread too, inside ``consume()``. On revocation the
 revoked partitions get ``rebalance_timeout_s`` to finish; what is done is committed
 while they are still ours, the rest is abandoned (the next owner reads it again).
+
+The Kafka source, the sender, the dead-letter queue and the clock can be injected, so
+the loop's rebalance and shutdown logic are unit-tested with fakes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import signal
@@ -20,22 +23,23 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from . import metrics
+from .backpressure import Backpressure
 from .batcher import Batch, Batcher, Item
 from .checkpoint import Checkpoint
 from .config.model import Settings
 from .dead_letter import DeadLetterQueue
-from .errors import AuthError, DeliveryConfigError, FatalError, InvalidMessage, KafkaFatalError, StoppedOnInvalid
+from .errors import AuthError, DeliveryConfigError, FatalError, InvalidMessage
 from .health import ADDRESS_REFUSED, KEY_REFUSED, READY, SHUTTING_DOWN, Status
+from .invalid import InvalidRouter
 from .lag import LagMonitor
-from .logs import RateLimitedLog
 from .mapping.mapper import MessageMapper
-from .offsets import OffsetTracker, PartitionOffsets
+from .offsets import OffsetTracker
 from .sink.client import UserFluxClient
 from .sink.dryrun import PrintingSender
-from .sink.pool import SenderPool
+from .sink.pool import Sender, SenderPool
 from .sink.retry import RetryPolicy
 from .sink.sender import BatchResult, BatchSender
 from .source import KafkaSource, Key
@@ -48,26 +52,31 @@ REFRESH_S = 1.0  # gauges and the probes' view of what is pending
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, dry_run: bool = False, out: TextIO | None = None):
+    def __init__(self, settings: Settings, dry_run: bool = False, out: TextIO | None = None, *,
+                 source_factory: Callable[..., Any] = KafkaSource, sender: Sender | None = None,
+                 dead_letters: DeadLetterQueue | None = None, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self.dry_run = dry_run
         self.out = out or sys.stdout
+        self.clock = clock
         uf, pipe = settings.userflux, settings.pipeline
 
         self.mapper = MessageMapper(settings.mappings)
         self.tracker = OffsetTracker()
-        self.batcher = Batcher(uf.batch_size, uf.linger_ms / 1000)
+        self.batcher = Batcher(uf.batch_size, uf.linger_ms / 1000, clock=clock)
         self.completions: queue.SimpleQueue[BatchResult] = queue.SimpleQueue()
         self.stop_sending = threading.Event()
         self.status = Status(loop_timeout_s=max(60.0, 2 * pipe.rebalance_timeout_s + 10),
-                             stall_timeout_s=pipe.stall_timeout_s)
+                             stall_timeout_s=pipe.stall_timeout_s, clock=clock)
         self.client: UserFluxClient | None = None
-        if dry_run:
-            sender: Any = PrintingSender(self.out)
-        else:
-            self.client = UserFluxClient(uf.base_url, uf.api_key, uf.request_timeout_s, uf.max_in_flight)
-            policy = RetryPolicy(uf.retry.initial_backoff_ms / 1000, uf.retry.max_backoff_ms / 1000, uf.retry.max_attempts)
-            sender = BatchSender(self.client, policy, self.stop_sending, health=self.status)
+        if sender is None:
+            if dry_run:
+                sender = PrintingSender(self.out)
+            else:
+                self.client = UserFluxClient(uf.base_url, uf.api_key, uf.request_timeout_s, uf.max_in_flight)
+                policy = RetryPolicy(uf.retry.initial_backoff_ms / 1000, uf.retry.max_backoff_ms / 1000,
+                                     uf.retry.max_attempts)
+                sender = BatchSender(self.client, policy, self.stop_sending, health=self.status)
         self.pool = SenderPool(sender, 1 if dry_run else uf.max_in_flight, self.completions)
 
         kafka = dict(settings.kafka)
@@ -75,13 +84,16 @@ class Pipeline:
             # Never join the production group: it would take partitions from the real connector.
             kafka["group.id"] = kafka["group.id"] + ".dry-run"
         self.checkpoint = Checkpoint(None, self.tracker, pipe.commit_interval_ms / 1000, enabled=not dry_run,
-                                     on_committed=self._committed)
-        self.source = KafkaSource(kafka, self, on_commit=self.checkpoint.on_commit_result)
+                                     clock=clock, on_committed=self._committed)
+        self.source = source_factory(kafka, self, on_commit=self.checkpoint.on_commit_result)
         self.checkpoint.source = self.source
-        self.dead_letters: DeadLetterQueue | None = None
-        if settings.on_invalid == "dead_letter" and not dry_run:
+        self.backpressure = Backpressure(self.source, pipe.max_pending_messages)
+        if dead_letters is None and settings.on_invalid == "dead_letter" and not dry_run:
             assert settings.dead_letter is not None
-            self.dead_letters = DeadLetterQueue(settings.kafka, settings.dead_letter)
+            dead_letters = DeadLetterQueue(settings.kafka, settings.dead_letter)
+        self.dead_letters = dead_letters
+        self.invalid = InvalidRouter(settings.on_invalid, dead_letters, self._fail, self.status.progress,
+                                     out=self.out if dry_run else None)
         self.series = metrics.PartitionSeries()
         self.lag: LagMonitor | None = None
         if settings.metrics.enabled and not dry_run:
@@ -90,14 +102,12 @@ class Pipeline:
         self.in_flight: dict[int, Batch] = {}
         self._in_flight_events = 0
         self._next_refresh = 0.0
-        self._exit_now = threading.Event()  # a signal during the linger after a refusal
         self.fatal: FatalError | None = None
         self._stopping = False
         self._hurry = False  # a second signal: skip what is left of the grace
         self._closing = False
-        self._paused: set[Key] | None = None  # the paused partitions while backpressure holds
+        self._exit_now = threading.Event()  # a signal during the wait after a refusal
         self._pending = 0  # messages read and not yet committable, as of the last step
-        self._invalid_log = RateLimitedLog(log)
 
     # -- running ---------------------------------------------------------------------
 
@@ -146,26 +156,23 @@ class Pipeline:
             timeout = min(timeout, due_in)
         # Never read more than fits under max_pending_messages (at least one, so that
         # rebalance callbacks are still served while paused).
-        room = self.settings.pipeline.max_pending_messages - self._pending
+        room = self.backpressure.room(self._pending)
         messages = self.source.consume(max(1, min(CONSUME_BATCH, room)), timeout)
         if messages:
-            counts = Counter(m.topic() for m in messages)
-            for topic, n in counts.items():
+            for topic, n in Counter(m.topic() for m in messages).items():
                 metrics.messages_consumed.labels(topic).inc(n)
-            read_at = time.monotonic()
+            read_at = self.clock()
             for message in messages:
                 self._ingest(message, read_at)
         for batch in self.batcher.due():
             self._send(batch)
         self._drain()
-        if self.dead_letters is not None:
-            self.dead_letters.poll(0)
-            if self.dead_letters.fatal is not None:
-                self._fail(self.dead_letters.fatal)
+        self._poll_dead_letters()
         self.checkpoint.maybe_commit()
-        self._apply_backpressure()
+        self._pending = self.tracker.pending  # nothing changes it until the next step
+        self.backpressure.apply(self._pending)
         self.status.beat()
-        if time.monotonic() >= self._next_refresh:
+        if self.clock() >= self._next_refresh:
             self._refresh()
 
     # -- consume, map, batch -------------------------------------------------------------
@@ -175,13 +182,13 @@ class Pipeline:
         if not offsets.track(message.offset(), read_at):
             # At or below an offset already read in this assignment: the first copy is
             # being handled. librdkafka does not rewind on its own, so say it loudly.
-            self._invalid_log.log(logging.WARNING, "ignoring %s[%d] offset %d: already read in this assignment",
-                                  message.topic(), message.partition(), message.offset())
+            self.invalid.warn("ignoring %s[%d] offset %d: already read in this assignment",
+                              message.topic(), message.partition(), message.offset())
             return
         try:
             mapping, event = self.mapper.map(message)
         except InvalidMessage as exc:
-            self._invalid(message, offsets, exc.reason, exc.stage)
+            self.invalid.route(message, offsets, exc.reason, exc.stage)
             return
         if event is None:
             metrics.messages_filtered.labels(message.topic()).inc()
@@ -227,39 +234,15 @@ class Pipeline:
             self.status.progress()
         for item, reason in result.refused:
             if item.offsets.owned:  # a revoked partition's next owner decides again
-                self._invalid(item.message, item.offsets, reason, "deliver")
+                self.invalid.route(item.message, item.offsets, reason, "deliver")
         if result.failure is not None:
             self._fail(result.failure)
 
-    def _invalid(self, message: Any, offsets: PartitionOffsets, reason: str, stage: str) -> None:
-        topic, partition, offset = message.topic(), message.partition(), message.offset()
-        where = f"{topic}[{partition}] offset {offset}"
-        action = "print" if self.dry_run else self.settings.on_invalid
-        metrics.messages_invalid.labels(topic, stage, action).inc()
-        if self.dry_run:
-            self.out.write(json.dumps({"invalid": reason, "stage": stage, "topic": topic,
-                                       "partition": partition, "offset": offset}, ensure_ascii=False) + "\n")
-            self.out.flush()
-            offsets.done(offset)
-        elif action == "stop":
-            self._fail(StoppedOnInvalid(f"on_invalid is stop, and {where} is invalid ({stage}): {reason}"))
-        elif action == "skip":
-            self._invalid_log.log(logging.WARNING, "skipping %s (%s): %s", where, stage, reason)
-            offsets.done(offset)
-        else:
-            assert self.dead_letters is not None
-            self._invalid_log.log(logging.WARNING, "dead-lettering %s (%s): %s", where, stage, reason)
-
-            def done(error: KafkaFatalError | None) -> None:
-                if error is None:
-                    offsets.done(offset)
-                    metrics.dead_letters.labels(topic, stage).inc()
-                    self.status.progress()
-                else:
-                    metrics.dead_letter_failures.labels(topic, stage).inc()
-                    self._fail(error)
-
-            self.dead_letters.send(message, reason, stage, done)
+    def _poll_dead_letters(self) -> None:
+        if self.dead_letters is not None:
+            self.dead_letters.poll(0)  # delivery reports mark their messages done, here
+            if self.dead_letters.fatal is not None:
+                self._fail(self.dead_letters.fatal)
 
     def _fail(self, error: FatalError) -> None:
         if self.fatal is None:
@@ -276,31 +259,6 @@ class Pipeline:
         self.status.progress()
         if self.lag is not None:
             self.lag.committed(key, position)
-
-    # -- backpressure ----------------------------------------------------------------------
-
-    def _apply_backpressure(self) -> None:
-        pending = self._pending = self.tracker.pending  # nothing changes it until the next step
-        limit = self.settings.pipeline.max_pending_messages
-        if self._paused is None:
-            if pending >= limit:
-                self._paused = self.source.assignment()
-                self.source.pause(self._paused)
-                metrics.paused.set(1)
-                metrics.paused_partitions.set(len(self._paused))
-                log.info("%d messages pending (limit %d): pausing consumption until half are done", pending, limit)
-        elif pending <= limit // 2:
-            self.source.resume(self._paused & self.source.assignment())
-            self._paused = None
-            metrics.paused.set(0)
-            metrics.paused_partitions.set(0)
-            log.info("%d messages pending: resuming consumption", pending)
-        else:
-            newly_assigned = self.source.assignment() - self._paused
-            if newly_assigned:
-                self.source.pause(newly_assigned)
-                self._paused |= newly_assigned
-                metrics.paused_partitions.set(len(self._paused))
 
     # -- rebalance (called by librdkafka inside consume() or close()) -------------------------
 
@@ -326,12 +284,11 @@ class Pipeline:
             for batch in self.batcher.flush():
                 self._send(batch)
             # 2. Wait, bounded, until every message read from them is done.
-            deadline = time.monotonic() + self.settings.pipeline.rebalance_timeout_s
+            deadline = self.clock() + self.settings.pipeline.rebalance_timeout_s
             while (any(self.tracker.partitions[k].pending for k in owned) and not self._hurry
-                   and self.fatal is None and time.monotonic() < deadline):
+                   and self.fatal is None and self.clock() < deadline):
                 self._drain(wait_s=0.02)
-                if self.dead_letters is not None:
-                    self.dead_letters.poll(0)
+                self._poll_dead_letters()
                 self.status.beat()
             unfinished = sum(self.tracker.partitions[k].pending for k in owned)
             if unfinished:
@@ -356,9 +313,7 @@ class Pipeline:
         self.series.remove(partitions)
         if self.lag is not None:
             self.lag.forget(partitions)
-        if self._paused is not None:
-            self._paused -= set(partitions)
-            metrics.paused_partitions.set(len(self._paused))
+        self.backpressure.release(partitions)
         self._count_assigned()
 
     def _count_assigned(self) -> None:
@@ -369,7 +324,7 @@ class Pipeline:
 
     def _refresh(self) -> None:
         """Once a second: what is held, and how long the oldest pending message has waited."""
-        now = time.monotonic()
+        now = self.clock()
         self._next_refresh = now + REFRESH_S
         oldest: float | None = None
         for key, offsets in self.tracker.partitions.items():
@@ -388,25 +343,25 @@ class Pipeline:
     def _shutdown(self) -> int:
         self.status.set_state(SHUTTING_DOWN, "delivering what is in flight, then committing")
         grace = self.settings.pipeline.shutdown_grace_s
-        deadline = time.monotonic() + grace
+        deadline = self.clock() + grace
         # 1. Stop reading: consume() is not called again.
         # 2. Send what is buffered, unless a fatal error makes sending pointless.
         buffered = self.batcher.flush()
         if self.fatal is None:
             for batch in buffered:
                 self._send(batch)
-        # 3. Wait, up to the grace, for batches in flight and dead letters to finish.
-        while (self.in_flight or (self.dead_letters and self.dead_letters.in_flight)) \
-                and not self._hurry and time.monotonic() < deadline:
+        # 3. Wait, up to the grace, for batches in flight and dead letters to finish (a
+        #    batch of revoked partitions only is no longer ours to wait for).
+        while (self._owned_in_flight() or (self.dead_letters and self.dead_letters.in_flight)) \
+                and not self._hurry and self.clock() < deadline:
             self._drain(wait_s=0.05)
-            if self.dead_letters is not None:
-                self.dead_letters.poll(0)
+            self._poll_dead_letters()
             self.status.beat()
         # 4. Give up on the rest: it stays uncommitted and is read again after a restart.
         self.stop_sending.set()
         if self.in_flight:
             events = sum(len(b) for b in self.in_flight.values())
-            log.warning("%d batches (%d events) were not delivered within the %.0fs grace; they stay "
+            log.warning("%d batches (%d events) were not delivered within the %gs grace; they stay "
                         "uncommitted and are delivered after the restart", len(self.in_flight), events, grace)
         # 5. Commit what is done.
         self.checkpoint.commit(asynchronous=False)
@@ -428,6 +383,9 @@ class Pipeline:
             self._linger(self.settings.pipeline.refused_exit_delay_s)
         log.info("stopped (exit code %d)", code)
         return code
+
+    def _owned_in_flight(self) -> bool:
+        return any(item.offsets.owned for batch in self.in_flight.values() for item in batch.items)
 
     def _linger(self, seconds: float) -> None:
         if seconds <= 0 or self._exit_now.is_set():
