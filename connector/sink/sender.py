@@ -17,9 +17,10 @@ from typing import Callable, Protocol
 from .. import metrics
 from ..batcher import Batch, Item
 from ..errors import AuthError, DeliveryConfigError, FatalError
-from .client import AUTH, DELIVERED, FATAL, REJECT, Answer, UserFluxClient
+from .client import AUTH, DELIVERED, FATAL, REJECT, RETRY, Answer, UserFluxClient
 from .request import encode_batch
 from .retry import RetryPolicy
+from .throttle import Gate
 
 log = logging.getLogger("connector.sink")
 
@@ -40,12 +41,14 @@ class Health(Protocol):
 
 class BatchSender:
     def __init__(self, client: UserFluxClient, policy: RetryPolicy, stop: threading.Event,
-                 encode: Callable[[list[dict]], bytes] = encode_batch, health: Health | None = None):
+                 encode: Callable[[list[dict]], bytes] = encode_batch, health: Health | None = None,
+                 gate: Gate | None = None):
         self.client = client
         self.policy = policy
         self.stop = stop  # set when the pipeline gives up on work in flight
         self.encode = encode
         self.health = health  # told when UserFlux answers errors: an outage, not a stall
+        self.gate = gate or Gate(policy)  # shared by every sender of the pipeline
 
     def send(self, batch: Batch) -> BatchResult:
         result = BatchResult(batch)
@@ -62,10 +65,25 @@ class BatchSender:
             return
         attempts = 0
         while True:
-            if result.failure is not None or self.stop.is_set() or not any(i.offsets.owned for i in items):
+            # 1. Wait at the gate: another sender's Retry-After, or UserFlux failing, holds all.
+            ticket = None
+            if result.failure is None and any(i.offsets.owned for i in items):
+                ticket, waited, cause = self.gate.wait(self.stop)
+                if waited > 0:
+                    metrics.retry_wait.labels(cause).inc(waited)
+            # 2. Still ours to send? (stopped, failed, or revoked while waiting)
+            if ticket is None or result.failure is not None or not any(i.offsets.owned for i in items):
+                if ticket is not None:
+                    self.gate.cancel(ticket)
                 result.abandoned.extend(items)
                 return
-            answer = self.client.post_batch(body, batch.location_enrichment)
+            # 3. Send, and tell the gate what UserFlux said.
+            try:
+                answer = self.client.post_batch(body, batch.location_enrichment)
+            except BaseException:
+                self.gate.cancel(ticket)
+                raise
+            held = self.gate.report(ticket, answer.outcome == RETRY, answer.retry_after_s)
             attempts += 1
             metrics.requests.labels(answer.outcome, answer.code).inc()
             metrics.request_duration.observe(answer.duration_s)
@@ -87,19 +105,22 @@ class BatchSender:
                 reason = f"UserFlux did not accept it after {attempts} attempts; last answer: {answer.detail}"
                 result.refused.extend((item, reason) for item in items)
                 return
-            delay = self.policy.delay(attempts, answer.retry_after_s)
+            # 4. A retry. While UserFlux is failing the gate's schedule rules; an isolated
+            #    failure only delays this batch, by its own backoff.
+            own = 0.0 if self.gate.failing else self.policy.delay(attempts)
+            delay = max(own, held)
             log.warning("batch #%d (%d events): %s; retry %d in %.2fs%s", batch.id, len(items), answer.detail,
                         attempts, delay, " (Retry-After)" if answer.retry_after_s is not None else "")
             metrics.retries.labels(answer.code).inc()
             if self.health is not None and answer.code.isdigit():  # an answer, not a timeout
                 self.health.error_answered(delay)
-            started = time.monotonic()
-            stopped = self.stop.wait(delay)
-            metrics.retry_wait.labels("retry_after" if answer.retry_after_s is not None else "backoff").inc(
-                time.monotonic() - started)
-            if stopped:
-                result.abandoned.extend(items)
-                return
+            if own > 0:
+                started = time.monotonic()
+                stopped = self.stop.wait(own)
+                metrics.retry_wait.labels("backoff").inc(time.monotonic() - started)
+                if stopped:
+                    result.abandoned.extend(items)
+                    return
 
     def _split(self, batch: Batch, items: list[Item], reason: str, result: BatchResult) -> None:
         """Deliver each half on its own until the events that fail stand alone, refused with ``reason``."""

@@ -346,3 +346,18 @@ def test_a_batch_with_one_partition_still_owned_is_sent(standin, client, stop):
     result = BatchSender(client, FAST, stop).send(make_batch(items))
     assert result.delivered == items
     assert len(standin.events()) == 4
+
+
+def test_a_retry_after_told_to_one_batch_holds_every_other_batch(standin, client, stop):
+    sender = BatchSender(client, FAST, stop)  # one sender object, as the pool shares it
+    standin.fail_next(1, 429, retry_after="0.5")
+    first = threading.Thread(target=sender.send, args=(make_batch(make_items(1)),))
+    first.start()
+    deadline = time.monotonic() + 5
+    while not standin.requests() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    result = sender.send(make_batch(make_items(1)))  # never refused itself
+    assert len(result.delivered) == 1 and time.monotonic() - started >= 0.4
+    first.join(5)
+    assert [r.status for r in standin.requests()] == [429, 204, 204]
