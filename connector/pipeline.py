@@ -307,6 +307,8 @@ class Pipeline:
         self._release(partitions)
 
     def _release(self, partitions: list[Key]) -> None:
+        if partitions and log.isEnabledFor(logging.DEBUG):
+            log.debug("released %s", ", ".join(f"{t}[{p}]" for t, p in sorted(partitions)))
         self.tracker.release(partitions)
         self.checkpoint.forget(partitions)
         # Their series go now: a partition we do not own has no lag of ours to report.
