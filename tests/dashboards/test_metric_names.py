@@ -1,11 +1,11 @@
-"""Reading metric names out of PromQL, and the other helpers of tests/support/monitoring.py."""
+"""Reading metric names out of PromQL, and the README as the reference of every metric."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.support.monitoring import (
-    Selector, documented_name, exported_series, github_anchor, metric_names, readme_anchors, selectors,
+    Selector, documented_metrics, documented_name, exported_series, github_anchor, metric_names, readme_anchors, selectors,
     substitute_grafana_variables, variable_query,
 )
 
@@ -74,3 +74,13 @@ def test_github_anchors():
     assert github_anchor("Dashboard and alerts") == "dashboard-and-alerts"
     assert "observability" in readme_anchors()
     assert "not-a-heading" not in readme_anchors("```\n# not a heading\n```\n")
+
+
+def test_the_readme_metric_table_is_well_formed():
+    documented = documented_metrics()
+    assert len(documented) >= 20
+    for metric in documented.values():
+        assert metric.type in ("counter", "gauge", "histogram"), metric
+        assert metric.name.endswith("_total") == (metric.type == "counter"), metric
+    assert documented["userflux_connector_consumer_lag_messages"].labels == ("topic", "partition")
+    assert documented["userflux_connector_requests_total"].labels == ("outcome", "code")
