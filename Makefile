@@ -9,7 +9,7 @@ TOOLS ?= $(HOME)/.cache/userflux-connector/tools
 PROMTOOL_VERSION := v0.316.0
 PROMTOOL := $(TOOLS)/promtool
 
-.PHONY: install test unit monitoring promtool demo check-config clean
+.PHONY: install test unit monitoring dashboard promtool demo check-config clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,10 @@ unit: install
 # The dashboard and the alert rules: structure, promtool checks, the rules' unit tests.
 monitoring: install $(PROMTOOL)
 	PROMTOOL=$(PROMTOOL) $(BIN)/python -m pytest tests/dashboards
+
+# Write dashboards/userflux-connector.json from dashboards/build_dashboard.py.
+dashboard: install
+	$(BIN)/python -m dashboards.build_dashboard
 
 promtool: $(PROMTOOL)
 
