@@ -2,19 +2,18 @@
 
 One connector run delivers events, retries a request and dead-letters a message, and its
 /metrics page is scraped while it still owns its partitions: per-partition series exist
-only then. The three tests read that one scrape.
+only then. The tests below read that one scrape.
 """
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
-import urllib.request
 
 import pytest
 
 from tests.conftest import API_KEY
+from tests.integration.test_run import free_port, http_get
 from tests.support.connector_process import ConnectorProcess, base_config, write_config
 from tests.support.kafka_tools import new_topic, produce, read_all, unique
 from tests.support.monitoring import (
@@ -24,8 +23,8 @@ from tests.support.monitoring import (
 
 pytestmark = pytest.mark.kafka
 
-# Per-partition gauges appear at the first lag refresh (metrics.lag_interval_s, 10 s by default).
-SCRAPE_TIMEOUT_S = 30
+# Per-partition lag appears at the first lag refresh (metrics.lag_interval_s, 1 s here).
+SCRAPE_TIMEOUT_S = 20
 
 
 @pytest.fixture(scope="module")
@@ -34,23 +33,32 @@ def used() -> dict[str, list[str]]:
     return used_metric_names(dashboard_expressions(load_dashboard()) + rule_expressions(load_rules()))
 
 
+# Series that exist only while a partition is owned, one per partition.
+PER_PARTITION = ("userflux_connector_consumer_lag_messages", "userflux_connector_committed_offset",
+                 "userflux_connector_oldest_pending_age_seconds")
+
+
 def unexported(used: dict[str, list[str]], scrape: str) -> dict[str, list[str]]:
     exported = exported_series(scrape)
     return {name: where for name, where in sorted(used.items()) if name not in exported}
 
 
+def partition_samples(scrape: str) -> dict[str, int]:
+    """How many samples of each per-partition series the scrape holds."""
+    lines = scrape.splitlines()
+    return {name: sum(line.startswith(name + "{") for line in lines) for name in PER_PARTITION}
+
+
 @pytest.fixture(scope="module")
 def scrape(kafka_bootstrap, standin_server, tmp_path_factory, used) -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     topic = new_topic(kafka_bootstrap, "monitoring", partitions=2)
     dlq = new_topic(kafka_bootstrap, "monitoring-dlq")
     mapping = {"topics": [topic], "event": {"name": "event", "userId": "user"}}
     config = write_config(tmp_path_factory.mktemp("monitoring") / "connector.yaml", base_config(
         kafka_bootstrap, standin_server.base_url, API_KEY, unique("group"), [mapping],
         on_invalid="dead_letter", dead_letter={"topic": dlq},
-        metrics={"enabled": True, "host": "127.0.0.1", "port": port}))
+        metrics={"enabled": True, "host": "127.0.0.1", "port": port, "lag_interval_s": 1}))
     standin_server.reset()
     standin_server.fail_next(1, 503)  # one retry
     produce(kafka_bootstrap, topic, [{"event": "page_view", "user": i} for i in range(20)] + [b"{not json"])
@@ -60,15 +68,20 @@ def scrape(kafka_bootstrap, standin_server, tmp_path_factory, used) -> str:
             read_all(kafka_bootstrap, dlq, 1, timeout_s=30)
             deadline = time.monotonic() + SCRAPE_TIMEOUT_S
             while True:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-                    body = response.read().decode()
-                if not unexported(used, body) or time.monotonic() > deadline:
+                status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+                assert status == 200, body
+                owned = all(n == 2 for n in partition_samples(body).values())
+                if (owned and not unexported(used, body)) or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
             assert connector.stop() == 0, connector.stderr[-3000:]
     finally:
         standin_server.reset()
     return body
+
+
+def test_the_scrape_holds_both_partitions_series(scrape):
+    assert partition_samples(scrape) == dict.fromkeys(PER_PARTITION, 2)
 
 
 def test_promtool_finds_nothing_to_fix_in_the_metrics(scrape, promtool):
