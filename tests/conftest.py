@@ -1,8 +1,9 @@
-"""Session-wide test fixtures: the real Kafka broker and the UserFlux stand-in.
+"""Session-wide test fixtures: the real Kafka broker, the UserFlux stand-in and promtool.
 
 The broker is started once per session (or taken from $KAFKA_BOOTSTRAP_SERVERS). If it
 cannot start, every test that needs it fails; none is skipped. The stand-in is started
-once per session too, and reset around every test that uses it.
+once per session too, and reset around every test that uses it. promtool is the one
+`make` installs; a test that needs it fails when it is missing.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import pytest
 
 from tests.support.kafka_broker import BrokerError, KafkaBroker, ensure_jars
+from tests.support.monitoring import PromtoolMissing, promtool_path
 from tests.support.userflux_standin import UserFluxStandIn
 
 API_KEY = "test-write-key-0123456789"
@@ -54,3 +56,12 @@ def standin(standin_server: UserFluxStandIn):
     standin_server.reset()
     yield standin_server
     standin_server.reset()
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Path of Prometheus' promtool ($PROMTOOL, else where `make promtool` puts it)."""
+    try:
+        return str(promtool_path())
+    except PromtoolMissing as exc:
+        pytest.fail(str(exc), pytrace=False)

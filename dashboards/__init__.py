@@ -1,0 +1,1 @@
+"""The Grafana dashboard and Prometheus alert rules shipped with the connector."""
