@@ -137,7 +137,8 @@ def _properties(raw: Any, where: str, problems: Problems) -> dict[str, str]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        problems.add(where, f"expected a mapping of librdkafka properties, found {describe(raw)}")
+        problems.add(where, f"expected a mapping of librdkafka properties, found "
+                            f"{describe(raw, secret=isinstance(raw, str))}")  # it may hold a password
         return {}
     props: dict[str, str] = {}
     for key, value in raw.items():

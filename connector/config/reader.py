@@ -68,7 +68,9 @@ class Section:
             data = {}
             self.ok = True
         if not self.ok:
-            problems.add(path or "(top level)", f"expected {what}, found {describe(data)}")
+            # A section written as a plain string may be a secret put in the wrong place
+            # (`userflux: ${USERFLUX_API_KEY}`): never quote it.
+            problems.add(path or "(top level)", f"expected {what}, found {describe(data, secret=isinstance(data, str))}")
             data = {}
         self.data: dict = data
 

@@ -473,3 +473,14 @@ def test_config_error_exit_code():
     with pytest.raises(ConfigError) as info:
         parse_settings("", env={})
     assert info.value.exit_code == 2
+
+
+@pytest.mark.parametrize("section", ["userflux", "kafka", "dead_letter", "metrics", "pipeline"])
+def test_a_section_written_as_a_plain_string_is_not_echoed(section):
+    secret = "sekrit-section-value-42"
+    lines = [line for line in MINIMAL.replace("KEY_PLACEHOLDER", API_KEY).splitlines()
+             if not line.startswith(f"{section}:")]
+    problems = problems_of("\n".join([f"{section}: {secret}", *lines]))
+    assert any(p.startswith(f"{section}: expected a mapping") and p.endswith("a string (value hidden)")
+               for p in problems), problems
+    assert secret not in "\n".join(problems)
