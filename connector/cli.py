@@ -170,11 +170,11 @@ class LineMessage:
 
 
 def _map(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
-    from .mapping.mapper import MessageMapper, decode_value
+    from .mapping.mapper import MessageMapper
 
     settings = _load(args)
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
-    mapper = MessageMapper(settings.mappings)
+    mapper = MessageMapper(settings.mappings, settings.limits)
     mapping = mapper.mapping_for(args.topic)
     if mapping is None:
         raise ConfigError(f"--topic {args.topic}: no mapping takes this topic; the mappings read "
@@ -200,7 +200,7 @@ def _map(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO |
             result.update(invalid=exc.reason, stage=exc.stage)
         else:
             if event is None:
-                result["skipped"] = used.where.skip_reason(decode_value(message.value()), message)
+                result["skipped"] = used.where.skip_reason(mapper.decode(message.value()), message)
             else:
                 result.update(locationEnrichment=used.location_enrichment, event=event)
         stdout.write(json.dumps(result, ensure_ascii=False) + "\n")

@@ -52,7 +52,7 @@ class Pipeline:
         self.out = out or sys.stdout
         uf, pipe = settings.userflux, settings.pipeline
 
-        self.mapper = MessageMapper(settings.mappings)
+        self.mapper = MessageMapper(settings.mappings, settings.limits)
         self.tracker = OffsetTracker()
         self.batcher = Batcher(uf.batch_size, uf.linger_ms / 1000)
         self.completions: queue.SimpleQueue[BatchResult] = queue.SimpleQueue()

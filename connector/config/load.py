@@ -21,6 +21,7 @@ from .envexpand import expand
 from .model import (
     ON_INVALID,
     DeadLetterSettings,
+    LimitsSettings,
     MetricsSettings,
     PipelineSettings,
     RetrySettings,
@@ -114,6 +115,7 @@ def _build(tree: Any, source: str, problems: Problems) -> Settings | None:
     dead_letter = _dead_letter(top.raw("dead_letter", None), on_invalid, problems)
     metrics = _metrics(top.section("metrics"), problems)
     pipeline = _pipeline(top.section("pipeline"), problems)
+    limits = _limits(top.section("limits"))
     mappings = _mappings(top.raw("mappings"), userflux.location_enrichment if userflux else False, problems)
     top.finish()
     if dead_letter and mappings:
@@ -128,7 +130,7 @@ def _build(tree: Any, source: str, problems: Problems) -> Settings | None:
         secrets += [v for k, v in props.items() if is_secret_property(k) and v]
     return Settings(
         source=source, kafka=kafka, userflux=userflux, on_invalid=on_invalid, dead_letter=dead_letter,
-        metrics=metrics, pipeline=pipeline, mappings=tuple(mappings), secrets=tuple(secrets),
+        metrics=metrics, pipeline=pipeline, mappings=tuple(mappings), limits=limits, secrets=tuple(secrets),
     )
 
 
@@ -242,6 +244,18 @@ def _pipeline(section: Section, problems: Problems) -> PipelineSettings:
         commit_interval_ms=section.get_int("commit_interval_ms", 1_000, lo=10, hi=600_000),
         rebalance_timeout_s=section.get_float("rebalance_timeout_s", 10.0, lo=0, hi=3600),
         shutdown_grace_s=section.get_float("shutdown_grace_s", 30.0, lo=0, hi=3600),
+    )
+    section.finish()
+    return settings
+
+
+def _limits(section: Section) -> LimitsSettings:
+    defaults = LimitsSettings()
+    settings = LimitsSettings(
+        # Below 1 KiB ordinary events would be refused; above 100 MiB is librdkafka's own ceiling.
+        max_message_bytes=section.get_int("max_message_bytes", defaults.max_message_bytes, lo=1024, hi=100 * 1_048_576),
+        # Python's JSON decoder and encoder recurse: stay well below the interpreter's limit.
+        max_nesting_depth=section.get_int("max_nesting_depth", defaults.max_nesting_depth, lo=1, hi=500),
     )
     section.finish()
     return settings

@@ -75,6 +75,14 @@ class PipelineSettings:
 
 
 @dataclass(frozen=True)
+class LimitsSettings:
+    """What one message may cost before the mapping refuses it (it is then invalid)."""
+
+    max_message_bytes: int = 1_048_576  # the value's size; Kafka's own default limit is about this
+    max_nesting_depth: int = 64  # objects and arrays inside each other
+
+
+@dataclass(frozen=True)
 class Settings:
     source: str
     kafka: dict[str, str] = field(repr=False)  # may hold passwords
@@ -84,4 +92,5 @@ class Settings:
     metrics: MetricsSettings
     pipeline: PipelineSettings
     mappings: tuple["Mapping", ...]
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
     secrets: tuple[str, ...] = field(default=(), repr=False)  # every secret value, for redaction

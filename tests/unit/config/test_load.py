@@ -484,3 +484,25 @@ def test_a_section_written_as_a_plain_string_is_not_echoed(section):
     assert any(p.startswith(f"{section}: expected a mapping") and p.endswith("a string (value hidden)")
                for p in problems), problems
     assert secret not in "\n".join(problems)
+
+
+def minimal(extra: str = "") -> str:
+    return MINIMAL.replace("KEY_PLACEHOLDER", API_KEY) + extra
+
+
+def test_limits_defaults_and_values():
+    from connector.config.model import LimitsSettings
+    assert parse_settings(minimal(), env=ENV).limits == LimitsSettings(1_048_576, 64)
+    limits = parse_settings(minimal("limits: {max_message_bytes: 4096, max_nesting_depth: '${DEPTH}'}\n"),
+                            env={**ENV, "DEPTH": "10"}).limits
+    assert limits == LimitsSettings(max_message_bytes=4096, max_nesting_depth=10)
+
+
+@pytest.mark.parametrize("entry,expected", [
+    ("max_message_bytes: 10", "limits.max_message_bytes: expected an integer from 1024 to 104857600, found number 10"),
+    ("max_nesting_depth: 0", "limits.max_nesting_depth: expected an integer from 1 to 500, found number 0"),
+    ("max_nesting_depth: 5000", "limits.max_nesting_depth: expected an integer from 1 to 500, found number 5000"),
+    ("max_mesage_bytes: 10", "limits.max_mesage_bytes: unknown key (did you mean 'max_message_bytes'?)"),
+])
+def test_limits_are_validated(entry, expected):
+    assert one_problem(minimal(f"limits: {{{entry}}}\n")) == expected
