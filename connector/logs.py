@@ -85,6 +85,20 @@ def redact(text: str) -> str:
     return _redactor.redact(text)
 
 
+class TransientNotices(logging.Filter):
+    """librdkafka logs some conditions it retries by itself as warnings, e.g. the
+    dead-letter producer's "Coordinator load in progress" while the cluster loads its
+    coordinator at start. They are shown at DEBUG: nothing is wrong, nothing to do."""
+
+    PATTERNS = ("Coordinator load in progress",)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG and any(p in record.getMessage() for p in self.PATTERNS):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
 class RateLimitedLog:
     """At most ``burst`` lines per ``period_s``; the rest are counted and summarised, so
     a flood of bad messages cannot drown the log (metrics still count every one)."""

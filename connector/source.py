@@ -16,10 +16,11 @@ from typing import Any, Callable, Iterable, Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from .errors import ConfigError, KafkaFatalError
-from .logs import RateLimitedLog, redact
+from .logs import RateLimitedLog, TransientNotices, redact
 
 log = logging.getLogger("connector.source")
-rdkafka_log = logging.getLogger("connector.librdkafka")
+rdkafka_log = logging.getLogger("connector.librdkafka")  # every librdkafka client logs here
+rdkafka_log.addFilter(TransientNotices())
 
 Key = tuple[str, int]
 
