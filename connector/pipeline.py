@@ -61,7 +61,7 @@ class Pipeline:
         if dry_run:
             sender: Any = PrintingSender(self.out)
         else:
-            self.client = UserFluxClient(uf.base_url, uf.api_key, uf.request_timeout_s, uf.max_in_flight)
+            self.client = UserFluxClient(uf.base_url, uf.api_key, uf.request_timeout_s, uf.max_in_flight, tls=uf.tls)
             policy = RetryPolicy(uf.retry.initial_backoff_ms / 1000, uf.retry.max_backoff_ms / 1000, uf.retry.max_attempts)
             sender = BatchSender(self.client, policy, self.stop_sending)
         self.pool = SenderPool(sender, 1 if dry_run else uf.max_in_flight, self.completions)

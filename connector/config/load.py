@@ -17,6 +17,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..mapping.event import Mapping, compile_mapping
+from ..sink.tls import TlsFileError, is_loopback, ssl_context
 from .envexpand import expand
 from .model import (
     ON_INVALID,
@@ -27,6 +28,7 @@ from .model import (
     RetrySettings,
     Secret,
     Settings,
+    TlsSettings,
     UserFluxSettings,
 )
 from .reader import Problems, Section, describe, join
@@ -181,12 +183,19 @@ def _userflux(section: Section, problems: Problems) -> UserFluxSettings | None:
     if not section.ok:
         return None
     base_url = section.get_str("base_url", "https://integration-api.userflux.co")
+    allow_insecure_http = section.get_bool("allow_insecure_http", False)
     if base_url is not None:
         parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            problems.add("userflux.base_url", f"expected an http(s) URL like https://integration-api.userflux.co, found {base_url!r}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.add("userflux.base_url", f"expected an http(s) URL like https://integration-api.userflux.co, "
+                                              f"found {_without_credentials(base_url)!r}")
         elif parts.query or parts.fragment:
             problems.add("userflux.base_url", "expected a URL without query or fragment; the connector adds the path and locationEnrichment")
+        elif parts.username is not None or parts.password is not None:
+            problems.add("userflux.base_url", "expected a URL without user:password@; the write key is userflux.api_key")
+        elif parts.scheme == "http" and not is_loopback(parts.hostname) and allow_insecure_http is False:
+            problems.add("userflux.base_url", f"plain http to {parts.hostname} would send the write key and the events "
+                                              "unencrypted; use https, or set userflux.allow_insecure_http: true")
     api_key = section.get_str("api_key", secret=True)
     if api_key is not None and any(ch.isspace() for ch in api_key.strip()):
         problems.add("userflux.api_key", "contains white space; expected the write key alone (without 'Bearer ')")
@@ -199,6 +208,7 @@ def _userflux(section: Section, problems: Problems) -> UserFluxSettings | None:
     retry_section.finish()
     if retry.initial_backoff_ms and retry.max_backoff_ms and retry.initial_backoff_ms > retry.max_backoff_ms:
         problems.add("userflux.retry", f"initial_backoff_ms ({retry.initial_backoff_ms}) is above max_backoff_ms ({retry.max_backoff_ms})")
+    tls = _tls(section.section("tls"), problems)
     settings = UserFluxSettings(
         base_url=(base_url or "").rstrip("/"),
         api_key=Secret((api_key or "").strip()),
@@ -208,9 +218,35 @@ def _userflux(section: Section, problems: Problems) -> UserFluxSettings | None:
         max_in_flight=section.get_int("max_in_flight", 8, lo=1, hi=256),
         request_timeout_s=section.get_float("request_timeout_s", 10.0, lo=0.1, hi=600),
         retry=retry,
+        tls=tls,
+        allow_insecure_http=bool(allow_insecure_http),
     )
     section.finish()
     return settings
+
+
+def _tls(section: Section, problems: Problems) -> TlsSettings:
+    tls = TlsSettings(
+        ca_file=section.get_str("ca_file", None),
+        client_cert_file=section.get_str("client_cert_file", None),
+        client_key_file=section.get_str("client_key_file", None),
+    )
+    section.finish()
+    if tls.client_key_file and not tls.client_cert_file:
+        problems.add("userflux.tls.client_key_file", "is set without client_cert_file")
+    elif tls.ca_file or tls.client_cert_file:
+        try:
+            ssl_context(tls)  # read the files now: a mistake stops the start, not the first request
+        except TlsFileError as exc:
+            problems.add(f"userflux.tls.{exc.key}", str(exc))
+    return tls
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 def _dead_letter(raw: Any, on_invalid: str | None, problems: Problems) -> DeadLetterSettings | None:

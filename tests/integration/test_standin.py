@@ -20,7 +20,6 @@ import httpx
 import pytest
 
 from tests.conftest import API_KEY as KEY
-from tests.support.certs import make_certs
 from tests.support.fakes import TS
 from tests.support.userflux_standin import AcceptedBatch, RequestLog, StandInControl, UserFluxStandIn
 
@@ -474,11 +473,6 @@ def test_fault_arguments_are_checked(standin):
 
 
 # -- HTTPS ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory):
-    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 def test_https_with_a_certificate_made_for_the_test(certs):

@@ -506,3 +506,40 @@ def test_limits_defaults_and_values():
 ])
 def test_limits_are_validated(entry, expected):
     assert one_problem(minimal(f"limits: {{{entry}}}\n")) == expected
+
+
+def with_userflux(entries: str) -> str:
+    return minimal().replace("userflux: {api_key: " + API_KEY + "}", "userflux: {api_key: " + API_KEY + ", " + entries + "}")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080",
+                                 "https://integration-api.userflux.co"])
+def test_plain_http_is_allowed_to_this_machine(url):
+    assert parse_settings(with_userflux(f"base_url: '{url}'"), env=ENV).userflux.base_url == url
+
+
+def test_plain_http_to_another_host_is_refused_unless_allowed():
+    text = with_userflux("base_url: 'http://userflux-proxy.internal:8080'")
+    assert one_problem(text) == (
+        "userflux.base_url: plain http to userflux-proxy.internal would send the write key and the events "
+        "unencrypted; use https, or set userflux.allow_insecure_http: true")
+    allowed = parse_settings(text.replace("base_url:", "allow_insecure_http: true, base_url:"), env=ENV)
+    assert allowed.userflux.base_url == "http://userflux-proxy.internal:8080" and allowed.userflux.allow_insecure_http
+
+
+def test_credentials_in_the_base_url_are_refused_without_being_echoed():
+    problem = one_problem(with_userflux("base_url: 'https://user:hunter2-pw@example.com'"))
+    assert problem.startswith("userflux.base_url: expected a URL without user:password@")
+    assert "hunter2" not in problem
+
+
+def test_tls_files_are_read_at_start(tmp_path, certs):
+    tls = parse_settings(with_userflux(f"tls: {{ca_file: '{certs.ca}', client_cert_file: '{certs.client_cert}', "
+                                       f"client_key_file: '{certs.client_key}'}}"), env=ENV).userflux.tls
+    assert tls.ca_file == str(certs.ca) and tls.client_key_file == str(certs.client_key)
+    problem = one_problem(with_userflux(f"tls: {{ca_file: '{tmp_path}/missing.pem'}}"))
+    assert problem.startswith(f"userflux.tls.ca_file: cannot read a PEM CA bundle from '{tmp_path}/missing.pem'")
+    assert one_problem(with_userflux(f"tls: {{client_key_file: '{certs.client_key}'}}")) == \
+        "userflux.tls.client_key_file: is set without client_cert_file"
+    assert one_problem(with_userflux("tls: {ca_fiel: x}")) == \
+        "userflux.tls.ca_fiel: unknown key (did you mean 'ca_file'?)"
