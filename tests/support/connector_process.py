@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import yaml
@@ -60,6 +63,21 @@ def cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,
         [sys.executable, "-m", "connector", *args], input=stdin, capture_output=True, text=True,
         cwd=REPO, env={**os.environ, **(env or {})}, timeout=timeout_s,
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """(status, body) of a GET, e.g. of the connector's /metrics."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 class ConnectorProcess:

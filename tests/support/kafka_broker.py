@@ -600,18 +600,20 @@ class KafkaBroker:
 # --------------------------------------------------------------------------
 
 
-def create_topic(bootstrap: str, name: str, partitions: int = 1, timeout_s: float = 30) -> None:
+def create_topic(bootstrap: str, name: str, partitions: int = 1, timeout_s: float = 30,
+                 config: dict[str, str] | None = None, admin_config: dict[str, str] | None = None) -> None:
     """Create ``name`` (ok if it exists) and wait until all its partitions have a leader.
 
-    If the topic already exists, its partition count is left as it is.
+    ``config`` holds topic settings (e.g. ``max.message.bytes``), ``admin_config`` extra
+    client properties (e.g. SASL/SSL). If the topic already exists, it is left as it is.
     """
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
     deadline = time.monotonic() + timeout_s
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(admin_config or {})})
     future = admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1)],
+        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=dict(config or {}))],
         request_timeout=timeout_s,
         operation_timeout=timeout_s,
     )[name]
