@@ -1,5 +1,6 @@
 # Everything a developer or CI needs, from a fresh clone. Needs python3 (3.11+),
-# Java 17+ and Maven (for the test broker's jars, fetched from Maven Central).
+# Java 17+ and Maven (for the test broker's jars, fetched from Maven Central), and
+# openssl (the TLS tests make their own certificates).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

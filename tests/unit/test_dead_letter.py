@@ -10,7 +10,6 @@ from confluent_kafka import KafkaError, KafkaException
 from connector.config.model import DeadLetterSettings
 from connector.dead_letter import HEADER_DROPPED, DeadLetterQueue
 from connector.errors import KafkaFatalError
-from connector.logs import TransientNotices
 from tests.support.fakes import FakeMessage
 
 
@@ -111,20 +110,3 @@ def test_a_long_reason_is_cut_in_the_header():
     producer = FakeProducer(local_max=10**9, broker_max=10**9)
     send(queue(producer), FakeMessage(value=b"v", **MESSAGE), reason="r" * 10_000)
     assert len(producer.produced[0]["headers"]["userflux.error.reason"]) == 4096
-
-
-def test_coordinator_load_in_progress_is_no_warning(caplog):
-    logger = logging.getLogger("test.librdkafka")
-    logger.addFilter(TransientNotices())
-    try:
-        with caplog.at_level(logging.INFO):
-            logger.warning("GETPID [rdkafka#producer-1]: Failed to acquire idempotence PID from broker: "
-                           "Broker: Coordinator load in progress: retrying")
-            logger.warning("something else")
-        assert [r.getMessage() for r in caplog.records] == ["something else"]
-        caplog.clear()
-        with caplog.at_level(logging.DEBUG):
-            logger.warning("Coordinator load in progress")
-        assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("DEBUG", "Coordinator load in progress")]
-    finally:
-        logger.filters.clear()
