@@ -70,9 +70,33 @@ def parse_settings(text: str, source: str = "<config>", env: EnvMapping[str, str
     tree = expand(tree, os.environ if env is None else env, problems)
     settings = _build(tree, source, problems)
     if problems:
-        raise ConfigError(problems.lines, source=source)
+        # A secret's value can reach another key (`batch_size: ${USERFLUX_API_KEY}`), whose
+        # error quotes what it found: mask every secret the file holds.
+        raise ConfigError([_mask(line, _secret_values(tree)) for line in problems.lines], source=source)
     assert settings is not None
     return settings
+
+
+def _secret_values(tree: Any) -> list[str]:
+    """The secrets of a parsed (maybe invalid) tree: the API key, secret Kafka properties."""
+    if not isinstance(tree, dict):
+        return []
+    found = []
+    userflux = tree.get("userflux")
+    if isinstance(userflux, dict):
+        found.append(userflux.get("api_key"))
+    dead_letter = tree.get("dead_letter")
+    producer = dead_letter.get("producer") if isinstance(dead_letter, dict) else None
+    for props in (tree.get("kafka"), producer):
+        if isinstance(props, dict):
+            found += [value for key, value in props.items() if is_secret_property(str(key))]
+    return [str(value).strip() for value in found if isinstance(value, (str, int, float)) and len(str(value).strip()) >= 4]
+
+
+def _mask(line: str, secrets: list[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        line = line.replace(secret, "***")
+    return line
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import API_KEY
-from tests.support.connector_process import ConnectorProcess, base_config, write_config
+from tests.support.connector_process import ConnectorProcess, base_config, leaks, write_config
 from tests.support.kafka_tools import all_committed, committed, new_topic, produce, unique, wait_until
 
 pytestmark = pytest.mark.kafka
@@ -38,7 +38,7 @@ def test_an_unverifiable_certificate_stops_the_run_and_the_ca_file_fixes_it(kafk
     assert "CERTIFICATE_VERIFY_FAILED" in connector.stderr and "userflux.tls.ca_file" in connector.stderr
     assert https.requests() == [] and https.events() == []
     assert committed(kafka_bootstrap, group, topic) == {0: -1001}
-    assert API_KEY not in connector.stderr + connector.stdout
+    assert leaks([API_KEY], output=connector.stderr + connector.stdout) == []
 
     trusting = config_for(tmp_path, kafka_bootstrap, https, topic, group + "-ca", tls={"ca_file": str(certs.ca)})
     with ConnectorProcess(trusting) as connector:

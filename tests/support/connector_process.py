@@ -80,6 +80,13 @@ def http_get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+def leaks(secrets: list[str], **places: str) -> list[str]:
+    """The places (e.g. stderr=..., metrics=...) where a secret shows, whole or any
+    12-character piece of it (a secret cut short still leaks); [] when none does."""
+    pieces = {secret[i:i + 12] for secret in secrets for i in range(max(1, len(secret) - 11))}
+    return [f"{name}: {piece!r}" for name, text in places.items() for piece in sorted(pieces) if piece in text]
+
+
 class ConnectorProcess:
     """``userflux-connector run`` in the background, its output in files."""
 

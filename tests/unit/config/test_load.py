@@ -543,3 +543,13 @@ def test_tls_files_are_read_at_start(tmp_path, certs):
         "userflux.tls.client_key_file: is set without client_cert_file"
     assert one_problem(with_userflux("tls: {ca_fiel: x}")) == \
         "userflux.tls.ca_fiel: unknown key (did you mean 'ca_file'?)"
+
+
+def test_a_secret_reaching_another_key_is_masked_in_its_error():
+    text = edit("batch_size: 50", "batch_size: ${USERFLUX_API_KEY}")
+    text = edit("auto.offset.reset: earliest", "auto.offset.reset: earliest\n  sasl.password: ${PW}", text)
+    text = edit("linger_ms: 200", "linger_ms: ${PW}", text)
+    problems = problems_of(text, env={"USERFLUX_API_KEY": API_KEY, "PW": "hunter2-kafka-pw"})
+    joined = "\n".join(problems)
+    assert "userflux.batch_size: expected an integer from 1 to 50, found string '***'" in joined
+    assert "userflux.linger_ms:" in joined and "hunter2" not in joined and API_KEY not in joined
