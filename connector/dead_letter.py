@@ -42,7 +42,7 @@ HEADER_DROPPED = "userflux.error.dropped"
 # What a slimmed dead letter still carries of the original, at most.
 KEEP_KEY_BYTES = 1024
 KEEP_HEADER_BYTES = 16 * 1024
-MAX_REASON_BYTES = 4096
+MAX_REASON_CHARS = 2000
 _TOO_LARGE = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE}
 # librdkafka recovers from these by itself; they are not worth a warning.
 _TRANSIENT = {KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.NOT_COORDINATOR}
@@ -87,7 +87,7 @@ class DeadLetterQueue:
     def send(self, message: Any, reason: str, stage: str, done: Done) -> None:
         """Produce the message's dead letter; ``done(None)`` once the broker has it."""
         ours = [
-            (HEADER_REASON, reason.encode("utf-8", "replace")[:MAX_REASON_BYTES]),
+            (HEADER_REASON, reason[:MAX_REASON_CHARS].encode("utf-8", "replace")),
             (HEADER_STAGE, stage.encode("utf-8")),
             (HEADER_TOPIC, message.topic().encode("utf-8")),
             (HEADER_PARTITION, str(message.partition()).encode("ascii")),

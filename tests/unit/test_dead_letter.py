@@ -108,5 +108,5 @@ def test_a_slimmed_dead_letter_still_refused_stops_the_run():
 
 def test_a_long_reason_is_cut_in_the_header():
     producer = FakeProducer(local_max=10**9, broker_max=10**9)
-    send(queue(producer), FakeMessage(value=b"v", **MESSAGE), reason="r" * 10_000)
-    assert len(producer.produced[0]["headers"]["userflux.error.reason"]) == 4096
+    send(queue(producer), FakeMessage(value=b"v", **MESSAGE), reason="ü" * 10_000)
+    assert producer.produced[0]["headers"]["userflux.error.reason"].decode("utf-8") == "ü" * 2000
