@@ -510,10 +510,10 @@ def test_a_client_that_never_finishes_the_handshake_does_not_block_others(certs)
 
 
 @contextlib.contextmanager
-def standin_process(api_key: str):
+def standin_process(api_key: str, *extra: str):
     """The stand-in as its own process; yields (process, the line it printed)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.userflux_standin", "--port", "0", "--api-key", api_key],
+        [sys.executable, "-m", "tests.support.userflux_standin", "--port", "0", "--api-key", api_key, *extra],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -579,3 +579,14 @@ def test_faults_can_be_driven_from_another_process():
             control.no_such_fault()
         control.reset()
         assert control.requests() == []
+
+
+def test_the_process_serves_https_when_given_a_certificate(certs):
+    with standin_process("k3", "--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key)) as (_, line):
+        url = line.rsplit(" ", 1)[1]
+        assert url.startswith("https://127.0.0.1:")
+        r = httpx.post(f"{url}/event/ingest/batch", json={"events": [ev(0)]}, headers={"Authorization": "Bearer k3"},
+                       verify=ssl.create_default_context(cafile=str(certs.ca)))
+        assert r.status_code == 204
+        control = StandInControl(url, ssl_context=ssl.create_default_context(cafile=str(certs.ca)))
+        assert control.events() == [ev(0)]

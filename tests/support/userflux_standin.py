@@ -800,14 +800,15 @@ class StandInControl:
     """Drives a stand-in that runs as its own process, through its control endpoints:
     ``StandInControl(url).fail_for(5, status=429, retry_after=2)``, ``.requests()``..."""
 
-    def __init__(self, base_url: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, base_url: str, timeout_s: float = 5.0, ssl_context: ssl.SSLContext | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.ssl_context = ssl_context  # for an HTTPS stand-in: one that trusts its CA
 
     def _call(self, method: str, name: str, arguments: dict | None = None) -> Any:
         data = json.dumps(arguments).encode() if arguments is not None else None
         request = urllib.request.Request(f"{self.base_url}{CONTROL_PREFIX}{name}", data=data, method=method)
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.ssl_context) as response:  # noqa: S310
             return json.loads(response.read() or b"null")
 
     def events(self) -> list[dict]:
@@ -833,12 +834,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (0: any free port)")
     parser.add_argument("--api-key", default="test-write-key", help="the accepted bearer key")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (needs --tls-key)")
+    parser.add_argument("--tls-key", help="the certificate's PEM private key")
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
 
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    standin = UserFluxStandIn(api_key=args.api_key, host=args.host, port=args.port).start()
+    standin = UserFluxStandIn(api_key=args.api_key, host=args.host, port=args.port, tls=tls).start()
     print(f"userflux stand-in listening on {standin.base_url}", flush=True)
     try:
         while not done.wait(0.5):
