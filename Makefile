@@ -1,6 +1,7 @@
 # Everything a developer or CI needs, from a fresh clone. Needs python3 (3.11+),
-# Java 17+ and Maven (for the test broker's jars, fetched from Maven Central), and Go
-# (to build promtool, which checks the alert rules and the dashboard's queries).
+# Java 17+ and Maven (for the test broker's jars, fetched from Maven Central), Go (to
+# build promtool, which checks the alert rules and the dashboard's queries), and openssl
+# (the TLS tests make their own certificates).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

@@ -116,7 +116,7 @@ def _check(args: argparse.Namespace) -> int:
     validate_properties(consumer_config(settings.kafka))
     if settings.dead_letter is not None:
         validate_properties(producer_config(settings.kafka, settings.dead_letter), "dead_letter.producer", Producer)
-    print(summary(settings))
+    print(logs.redact(summary(settings)))  # masks secrets, as every log line
     return 0
 
 
@@ -170,11 +170,11 @@ class LineMessage:
 
 
 def _map(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
-    from .mapping.mapper import MessageMapper, decode_value
+    from .mapping.mapper import MessageMapper
 
     settings = _load(args)
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
-    mapper = MessageMapper(settings.mappings)
+    mapper = MessageMapper(settings.mappings, settings.limits)
     mapping = mapper.mapping_for(args.topic)
     if mapping is None:
         raise ConfigError(f"--topic {args.topic}: no mapping takes this topic; the mappings read "
@@ -188,10 +188,12 @@ def _map(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO |
     key = args.key.encode() if args.key is not None else None
     timestamp = args.timestamp if args.timestamp is not None else int(time.time() * 1000)
     invalid = 0
-    for number, line in enumerate(stdin, start=1):
-        if not line.strip():
+    # Bytes when stdin has them: a line that is not UTF-8 is then an invalid value, not a crash.
+    for number, line in enumerate(getattr(stdin, "buffer", stdin), start=1):
+        raw = line if isinstance(line, bytes) else line.encode("utf-8", "surrogateescape")
+        if not raw.strip():
             continue
-        message = LineMessage(args.topic, number - 1, line.rstrip("\r\n").encode(), key, headers, timestamp)
+        message = LineMessage(args.topic, number - 1, raw.rstrip(b"\r\n"), key, headers, timestamp)
         result: dict[str, Any] = {"line": number}
         try:
             used, event = mapper.map(message)
@@ -200,9 +202,9 @@ def _map(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO |
             result.update(invalid=exc.reason, stage=exc.stage)
         else:
             if event is None:
-                result["skipped"] = used.where.skip_reason(decode_value(message.value()), message)
+                result["skipped"] = used.where.skip_reason(mapper.decode(message.value()), message)
             else:
                 result.update(locationEnrichment=used.location_enrichment, event=event)
-        stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+        stdout.write(logs.redact(json.dumps(result, ensure_ascii=False)) + "\n")
     stdout.flush()
     return 1 if invalid else 0

@@ -11,6 +11,11 @@ that say why::
 
 A message only counts as done once the broker acknowledged its dead letter (acks=all);
 if producing fails for good the run stops, and the offset is not committed past it.
+
+A dead letter too large for the producer or the topic would stop the run on every
+restart, on the same message. Instead it is produced again without the original value
+(and without a large key or large headers), with ``userflux.error.dropped`` saying what
+was left out and how big it was; the source coordinates still point at the original.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from .config.model import DeadLetterSettings
 from .errors import KafkaFatalError
 from .logs import RateLimitedLog, redact
-from .source import translate_config_error
+from .source import rdkafka_log, translate_config_error
 
 log = logging.getLogger("connector.dead_letter")
 
@@ -32,6 +37,15 @@ HEADER_STAGE = "userflux.error.stage"
 HEADER_TOPIC = "userflux.source.topic"
 HEADER_PARTITION = "userflux.source.partition"
 HEADER_OFFSET = "userflux.source.offset"
+HEADER_DROPPED = "userflux.error.dropped"
+
+# What a slimmed dead letter still carries of the original, at most.
+KEEP_KEY_BYTES = 1024
+KEEP_HEADER_BYTES = 16 * 1024
+MAX_REASON_CHARS = 2000
+_TOO_LARGE = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE}
+# librdkafka recovers from these by itself; they are not worth a warning.
+_TRANSIENT = {KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.NOT_COORDINATOR}
 
 # librdkafka consumer-only properties: a producer warns about each, so they are not passed.
 CONSUMER_ONLY = {
@@ -64,7 +78,7 @@ class DeadLetterQueue:
         self.in_flight = 0
         self._errors = RateLimitedLog(log, burst=5, period_s=30)
         conf = producer_config(kafka, settings)
-        conf.update(error_cb=self._on_error, logger=logging.getLogger("connector.librdkafka"))
+        conf.update(error_cb=self._on_error, logger=rdkafka_log)
         try:
             self.producer = factory(conf)
         except KafkaException as exc:
@@ -72,37 +86,68 @@ class DeadLetterQueue:
 
     def send(self, message: Any, reason: str, stage: str, done: Done) -> None:
         """Produce the message's dead letter; ``done(None)`` once the broker has it."""
-        headers = list(message.headers() or [])
-        headers += [
-            (HEADER_REASON, reason.encode("utf-8")),
+        ours = [
+            (HEADER_REASON, reason[:MAX_REASON_CHARS].encode("utf-8", "replace")),
             (HEADER_STAGE, stage.encode("utf-8")),
             (HEADER_TOPIC, message.topic().encode("utf-8")),
             (HEADER_PARTITION, str(message.partition()).encode("ascii")),
             (HEADER_OFFSET, str(message.offset()).encode("ascii")),
         ]
-        kind, timestamp = message.timestamp()
+        original = list(message.headers() or [])
+        self._produce(message, message.key(), message.value(), original + ours, ours, done, slimmed=False)
+
+    def _produce(self, message: Any, key: Any, value: Any, headers: list, ours: list, done: Done,
+                 slimmed: bool) -> None:
+        where = f"{message.topic()}[{message.partition()}] offset {message.offset()}"
+
+        def failed(text: str) -> None:
+            done(KafkaFatalError(f"could not write to the dead-letter topic {self.topic!r}: {redact(text)}; "
+                                 f"{where} stays uncommitted"))
 
         def delivered(error: KafkaError | None, _record: Any) -> None:
             self.in_flight -= 1
             if error is None:
                 done(None)
+            elif error.code() in _TOO_LARGE and not slimmed:
+                self._send_slimmed(message, ours, done, error.str())
             else:
-                done(KafkaFatalError(
-                    f"could not write to the dead-letter topic {self.topic!r}: {redact(error.str())}; "
-                    f"{message.topic()}[{message.partition()}] offset {message.offset()} stays uncommitted"))
+                failed(error.str())
 
+        kind, timestamp = message.timestamp()
         kwargs = {"timestamp": timestamp} if kind != 0 and timestamp and timestamp > 0 else {}
         while True:
             try:
-                self.producer.produce(self.topic, key=message.key(), value=message.value(), headers=headers,
+                self.producer.produce(self.topic, key=key, value=value, headers=headers,
                                       on_delivery=delivered, **kwargs)
                 break
             except BufferError:
                 self.producer.poll(0.1)  # the local queue is full: let deliveries drain
             except KafkaException as exc:
-                done(KafkaFatalError(f"could not write to the dead-letter topic {self.topic!r}: {redact(str(exc))}"))
+                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                if error is not None and error.code() in _TOO_LARGE and not slimmed:
+                    self._send_slimmed(message, ours, done, error.str())
+                else:
+                    failed(str(exc))
                 return
         self.in_flight += 1
+
+    def _send_slimmed(self, message: Any, ours: list, done: Done, why: str) -> None:
+        """The dead letter without what made it too large; a header says what was left out."""
+        key, value = message.key(), message.value()
+        original = list(message.headers() or [])
+        dropped = [f"the value ({len(value or b'')} bytes)"]
+        if key is not None and len(key) > KEEP_KEY_BYTES:
+            dropped.append(f"the key ({len(key)} bytes)")
+            key = None
+        header_bytes = sum(len(k) + len(v or b"") for k, v in original)
+        if header_bytes > KEEP_HEADER_BYTES:
+            dropped.append(f"the original headers ({len(original)}, {header_bytes} bytes)")
+            original = []
+        note = f"{' and '.join(dropped)}: the dead letter was too large ({why}); read the original at the source offset"
+        self._errors.log(logging.WARNING, "dead letter for %s[%d] offset %d: %s", message.topic(),
+                         message.partition(), message.offset(), note)
+        self._produce(message, key, b"", original + ours + [(HEADER_DROPPED, note.encode("utf-8"))], ours, done,
+                      slimmed=True)
 
     def poll(self, timeout_s: float = 0.0) -> None:
         """Serve delivery reports (they call ``done`` on this thread)."""
@@ -114,5 +159,7 @@ class DeadLetterQueue:
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
             self.fatal = KafkaFatalError(f"dead-letter producer failed for good: {redact(error.str())}")
+        elif error.code() in _TRANSIENT:
+            log.debug("Kafka (dead-letter producer): %s", redact(error.str()))
         else:
             self._errors.log(logging.WARNING, "Kafka (dead-letter producer): %s", redact(error.str()))

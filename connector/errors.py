@@ -50,7 +50,13 @@ class InvalidMessage(ConnectorError):
     refused the event on its own).
     """
 
+    # A reason quotes what it found; this bound keeps a poison message from turning it
+    # (and so a log line and a dead-letter header) into megabytes.
+    MAX_REASON_CHARS = 1000
+
     def __init__(self, reason: str, stage: str = "map"):
+        if len(reason) > self.MAX_REASON_CHARS:
+            reason = reason[: self.MAX_REASON_CHARS] + f"... ({len(reason) - self.MAX_REASON_CHARS} more characters)"
         self.reason = reason
         self.stage = stage
         super().__init__(reason)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Iterable
@@ -83,6 +84,56 @@ def add_secrets(secrets: Iterable[str]) -> None:
 
 def redact(text: str) -> str:
     return _redactor.redact(text)
+
+
+class TransientNotices(logging.Filter):
+    """librdkafka logs some conditions it retries by itself as warnings, e.g. the
+    dead-letter producer's "Coordinator load in progress" while the cluster loads its
+    coordinator at start. They are shown at DEBUG: nothing is wrong, nothing to do."""
+
+    PATTERNS = ("Coordinator load in progress",)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG and any(p in record.getMessage() for p in self.PATTERNS):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+class RepeatLimit(logging.Filter):
+    """At most ``burst`` lines of the same text per ``period_s``; numbers do not make a
+    text different. For librdkafka, which logs a failing connection on every retry (a
+    wrong password: dozens of lines a minute). The next line after a quiet stretch says
+    how many were not shown."""
+
+    MAX_KEYS = 1000  # distinct texts remembered; beyond that the memory starts afresh
+
+    def __init__(self, burst: int = 5, period_s: float = 60.0, clock=time.monotonic):
+        super().__init__()
+        self.burst, self.period_s, self.clock = burst, period_s, clock
+        self._seen: dict[tuple, list] = {}  # key -> [window start, shown, suppressed]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        key = (record.name, record.levelno, _DIGITS.sub("#", text[:300]))
+        now = self.clock()
+        entry = self._seen.get(key)
+        if entry is None or now - entry[0] >= self.period_s:
+            suppressed = entry[2] if entry is not None else 0
+            if len(self._seen) >= self.MAX_KEYS:
+                self._seen.clear()
+            self._seen[key] = [now, 1, 0]
+            if suppressed:
+                record.msg, record.args = f"{text} ({suppressed} more like this not shown)", None
+            return True
+        if entry[1] < self.burst:
+            entry[1] += 1
+            return True
+        entry[2] += 1
+        return False
+
+
+_DIGITS = re.compile(r"\d+")
 
 
 class RateLimitedLog:

@@ -61,7 +61,7 @@ class Pipeline:
         self.clock = clock
         uf, pipe = settings.userflux, settings.pipeline
 
-        self.mapper = MessageMapper(settings.mappings)
+        self.mapper = MessageMapper(settings.mappings, settings.limits)
         self.tracker = OffsetTracker()
         self.batcher = Batcher(uf.batch_size, uf.linger_ms / 1000, clock=clock)
         self.completions: queue.SimpleQueue[BatchResult] = queue.SimpleQueue()
@@ -73,7 +73,8 @@ class Pipeline:
             if dry_run:
                 sender = PrintingSender(self.out)
             else:
-                self.client = UserFluxClient(uf.base_url, uf.api_key, uf.request_timeout_s, uf.max_in_flight)
+                self.client = UserFluxClient(uf.base_url, uf.api_key, uf.request_timeout_s, uf.max_in_flight,
+                                             tls=uf.tls)
                 policy = RetryPolicy(uf.retry.initial_backoff_ms / 1000, uf.retry.max_backoff_ms / 1000,
                                      uf.retry.max_attempts)
                 sender = BatchSender(self.client, policy, self.stop_sending, health=self.status)

@@ -16,10 +16,12 @@ from typing import Any, Callable, Iterable, Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from .errors import ConfigError, KafkaFatalError
-from .logs import RateLimitedLog, redact
+from .logs import RateLimitedLog, RepeatLimit, TransientNotices, redact
 
 log = logging.getLogger("connector.source")
-rdkafka_log = logging.getLogger("connector.librdkafka")
+rdkafka_log = logging.getLogger("connector.librdkafka")  # every librdkafka client logs here
+rdkafka_log.addFilter(TransientNotices())
+rdkafka_log.addFilter(RepeatLimit())
 
 Key = tuple[str, int]
 

@@ -12,6 +12,7 @@ import os
 
 import pytest
 
+from tests.support.certs import Certs, make_certs
 from tests.support.kafka_broker import BrokerError, KafkaBroker, ensure_jars
 from tests.support.monitoring import PromtoolMissing, promtool_path
 from tests.support.userflux_standin import UserFluxStandIn
@@ -65,3 +66,18 @@ def promtool() -> str:
         return str(promtool_path())
     except PromtoolMissing as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A CA, a server certificate for the loopback names and a client certificate,
+    made with openssl for this session only."""
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="session")
+def https_standin(certs: Certs):
+    """A second stand-in, serving HTTPS with the session's server certificate (and no
+    client certificate required); reset before each test that takes it."""
+    with UserFluxStandIn(api_key=API_KEY, tls=(str(certs.server_cert), str(certs.server_key))) as server:
+        yield server

@@ -17,15 +17,18 @@ import yaml
 
 from ..errors import ConfigError
 from ..mapping.event import Mapping, compile_mapping
+from ..sink.tls import TlsFileError, is_loopback, ssl_context
 from .envexpand import expand
 from .model import (
     ON_INVALID,
     DeadLetterSettings,
+    LimitsSettings,
     MetricsSettings,
     PipelineSettings,
     RetrySettings,
     Secret,
     Settings,
+    TlsSettings,
     UserFluxSettings,
 )
 from .reader import Problems, Section, describe, join
@@ -67,9 +70,33 @@ def parse_settings(text: str, source: str = "<config>", env: EnvMapping[str, str
     tree = expand(tree, os.environ if env is None else env, problems)
     settings = _build(tree, source, problems)
     if problems:
-        raise ConfigError(problems.lines, source=source)
+        # A secret's value can reach another key (`batch_size: ${USERFLUX_API_KEY}`), whose
+        # error quotes what it found: mask every secret the file holds.
+        raise ConfigError([_mask(line, _secret_values(tree)) for line in problems.lines], source=source)
     assert settings is not None
     return settings
+
+
+def _secret_values(tree: Any) -> list[str]:
+    """The secrets of a parsed (maybe invalid) tree: the API key, secret Kafka properties."""
+    if not isinstance(tree, dict):
+        return []
+    found = []
+    userflux = tree.get("userflux")
+    if isinstance(userflux, dict):
+        found.append(userflux.get("api_key"))
+    dead_letter = tree.get("dead_letter")
+    producer = dead_letter.get("producer") if isinstance(dead_letter, dict) else None
+    for props in (tree.get("kafka"), producer):
+        if isinstance(props, dict):
+            found += [value for key, value in props.items() if is_secret_property(str(key))]
+    return [str(value).strip() for value in found if isinstance(value, (str, int, float)) and len(str(value).strip()) >= 4]
+
+
+def _mask(line: str, secrets: list[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        line = line.replace(secret, "***")
+    return line
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -114,6 +141,7 @@ def _build(tree: Any, source: str, problems: Problems) -> Settings | None:
     dead_letter = _dead_letter(top.raw("dead_letter", None), on_invalid, problems)
     metrics = _metrics(top.section("metrics"), problems)
     pipeline = _pipeline(top.section("pipeline"), problems)
+    limits = _limits(top.section("limits"))
     mappings = _mappings(top.raw("mappings"), userflux.location_enrichment if userflux else False, problems)
     top.finish()
     if dead_letter and mappings:
@@ -128,7 +156,7 @@ def _build(tree: Any, source: str, problems: Problems) -> Settings | None:
         secrets += [v for k, v in props.items() if is_secret_property(k) and v]
     return Settings(
         source=source, kafka=kafka, userflux=userflux, on_invalid=on_invalid, dead_letter=dead_letter,
-        metrics=metrics, pipeline=pipeline, mappings=tuple(mappings), secrets=tuple(secrets),
+        metrics=metrics, pipeline=pipeline, mappings=tuple(mappings), limits=limits, secrets=tuple(secrets),
     )
 
 
@@ -137,7 +165,8 @@ def _properties(raw: Any, where: str, problems: Problems) -> dict[str, str]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        problems.add(where, f"expected a mapping of librdkafka properties, found {describe(raw)}")
+        problems.add(where, f"expected a mapping of librdkafka properties, found "
+                            f"{describe(raw, secret=isinstance(raw, str))}")  # it may hold a password
         return {}
     props: dict[str, str] = {}
     for key, value in raw.items():
@@ -178,12 +207,19 @@ def _userflux(section: Section, problems: Problems) -> UserFluxSettings | None:
     if not section.ok:
         return None
     base_url = section.get_str("base_url", "https://integration-api.userflux.co")
+    allow_insecure_http = section.get_bool("allow_insecure_http", False)
     if base_url is not None:
         parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            problems.add("userflux.base_url", f"expected an http(s) URL like https://integration-api.userflux.co, found {base_url!r}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.add("userflux.base_url", f"expected an http(s) URL like https://integration-api.userflux.co, "
+                                              f"found {_without_credentials(base_url)!r}")
         elif parts.query or parts.fragment:
             problems.add("userflux.base_url", "expected a URL without query or fragment; the connector adds the path and locationEnrichment")
+        elif parts.username is not None or parts.password is not None:
+            problems.add("userflux.base_url", "expected a URL without user:password@; the write key is userflux.api_key")
+        elif parts.scheme == "http" and not is_loopback(parts.hostname) and allow_insecure_http is False:
+            problems.add("userflux.base_url", f"plain http to {parts.hostname} would send the write key and the events "
+                                              "unencrypted; use https, or set userflux.allow_insecure_http: true")
     api_key = section.get_str("api_key", secret=True)
     if api_key is not None and any(ch.isspace() for ch in api_key.strip()):
         problems.add("userflux.api_key", "contains white space; expected the write key alone (without 'Bearer ')")
@@ -196,6 +232,7 @@ def _userflux(section: Section, problems: Problems) -> UserFluxSettings | None:
     retry_section.finish()
     if retry.initial_backoff_ms and retry.max_backoff_ms and retry.initial_backoff_ms > retry.max_backoff_ms:
         problems.add("userflux.retry", f"initial_backoff_ms ({retry.initial_backoff_ms}) is above max_backoff_ms ({retry.max_backoff_ms})")
+    tls = _tls(section.section("tls"), problems)
     settings = UserFluxSettings(
         base_url=(base_url or "").rstrip("/"),
         api_key=Secret((api_key or "").strip()),
@@ -205,9 +242,35 @@ def _userflux(section: Section, problems: Problems) -> UserFluxSettings | None:
         max_in_flight=section.get_int("max_in_flight", 8, lo=1, hi=256),
         request_timeout_s=section.get_float("request_timeout_s", 10.0, lo=0.1, hi=600),
         retry=retry,
+        tls=tls,
+        allow_insecure_http=bool(allow_insecure_http),
     )
     section.finish()
     return settings
+
+
+def _tls(section: Section, problems: Problems) -> TlsSettings:
+    tls = TlsSettings(
+        ca_file=section.get_str("ca_file", None),
+        client_cert_file=section.get_str("client_cert_file", None),
+        client_key_file=section.get_str("client_key_file", None),
+    )
+    section.finish()
+    if tls.client_key_file and not tls.client_cert_file:
+        problems.add("userflux.tls.client_key_file", "is set without client_cert_file")
+    elif tls.ca_file or tls.client_cert_file:
+        try:
+            ssl_context(tls)  # read the files now: a mistake stops the start, not the first request
+        except TlsFileError as exc:
+            problems.add(f"userflux.tls.{exc.key}", str(exc))
+    return tls
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 def _dead_letter(raw: Any, on_invalid: str | None, problems: Problems) -> DeadLetterSettings | None:
@@ -244,6 +307,18 @@ def _pipeline(section: Section, problems: Problems) -> PipelineSettings:
         shutdown_grace_s=section.get_float("shutdown_grace_s", 30.0, lo=0, hi=3600),
         stall_timeout_s=section.get_float("stall_timeout_s", 300.0, lo=1, hi=86400),
         refused_exit_delay_s=section.get_float("refused_exit_delay_s", 30.0, lo=0, hi=3600),
+    )
+    section.finish()
+    return settings
+
+
+def _limits(section: Section) -> LimitsSettings:
+    defaults = LimitsSettings()
+    settings = LimitsSettings(
+        # Below 1 KiB ordinary events would be refused; above 100 MiB is librdkafka's own ceiling.
+        max_message_bytes=section.get_int("max_message_bytes", defaults.max_message_bytes, lo=1024, hi=100 * 1_048_576),
+        # Python's JSON decoder and encoder recurse: stay well below the interpreter's limit.
+        max_nesting_depth=section.get_int("max_nesting_depth", defaults.max_nesting_depth, lo=1, hi=500),
     )
     section.finish()
     return settings

@@ -42,6 +42,13 @@ class RetrySettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    ca_file: str | None = None  # verify UserFlux against this PEM bundle instead of the default one
+    client_cert_file: str | None = None  # a client certificate (PEM), for mutual TLS
+    client_key_file: str | None = None  # its private key, unless the certificate file holds it
+
+
+@dataclass(frozen=True)
 class UserFluxSettings:
     base_url: str
     api_key: Secret
@@ -51,6 +58,8 @@ class UserFluxSettings:
     max_in_flight: int = 8
     request_timeout_s: float = 10.0
     retry: RetrySettings = field(default_factory=RetrySettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    allow_insecure_http: bool = False  # plain http to a host other than this machine
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,14 @@ class PipelineSettings:
 
 
 @dataclass(frozen=True)
+class LimitsSettings:
+    """What one message may cost before the mapping refuses it (it is then invalid)."""
+
+    max_message_bytes: int = 1_048_576  # the value's size; Kafka's own default limit is about this
+    max_nesting_depth: int = 64  # objects and arrays inside each other
+
+
+@dataclass(frozen=True)
 class Settings:
     source: str
     kafka: dict[str, str] = field(repr=False)  # may hold passwords
@@ -87,4 +104,5 @@ class Settings:
     metrics: MetricsSettings
     pipeline: PipelineSettings
     mappings: tuple["Mapping", ...]
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
     secrets: tuple[str, ...] = field(default=(), repr=False)  # every secret value, for redaction

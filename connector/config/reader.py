@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Iterable
 
-from ..mapping.paths import type_name
+from ..mapping.paths import short_repr, type_name
 
 REQUIRED: Any = object()
 
@@ -40,9 +40,7 @@ def describe(value: Any, secret: bool = False) -> str:
         name = type_name(value)
         article = "an" if name[0] in "aeiou" else "a"
         return f"{article} {name}" + (" (value hidden)" if secret else "")
-    shown = repr(value) if not isinstance(value, bool) else str(value).lower()
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
+    shown = short_repr(value) if not isinstance(value, bool) else str(value).lower()
     return f"{type_name(value)} {shown}"
 
 
@@ -68,7 +66,9 @@ class Section:
             data = {}
             self.ok = True
         if not self.ok:
-            problems.add(path or "(top level)", f"expected {what}, found {describe(data)}")
+            # A section written as a plain string may be a secret put in the wrong place
+            # (`userflux: ${USERFLUX_API_KEY}`): never quote it.
+            problems.add(path or "(top level)", f"expected {what}, found {describe(data, secret=isinstance(data, str))}")
             data = {}
         self.data: dict = data
 

@@ -15,8 +15,8 @@ from typing import Any
 from ..config.reader import Problems, Section, describe, join
 from ..errors import InvalidMessage
 from .fields import Extractor, blank_id, blank_value, compile_field
-from .paths import MISSING, compile_ref, split_path
-from .timestamps import to_epoch_ms
+from .paths import MISSING, compile_ref, short_repr, split_path
+from .timestamps import in_range, to_epoch_ms
 
 _FIELDS = ("name", "userId", "anonymousId", "timestamp", "properties")
 
@@ -143,7 +143,7 @@ class EventBuilder:
         name = found if type(found) is str else _number_text(found)
         if any(ch.isspace() for ch in name):
             raise InvalidMessage(
-                f"name: {name!r} contains white space, which UserFlux event names do not support"
+                f"name: {short_repr(name)} contains white space, which UserFlux event names do not support"
             )
         return name
 
@@ -170,7 +170,10 @@ class EventBuilder:
         # No timestamp in the message: the Kafka record's own time, else now.
         kind, ts = message.timestamp()
         if kind != 0 and ts is not None and ts >= 0:
-            return ts
+            try:
+                return in_range(ts, ts)
+            except ValueError as exc:  # a producer can set any CreateTime
+                raise InvalidMessage(f"timestamp: the Kafka message's own timestamp: {exc}") from None
         return int(time.time() * 1000)
 
 

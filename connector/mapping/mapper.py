@@ -7,15 +7,20 @@ applies the mapping. Raises InvalidMessage for messages that can never become an
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Sequence
 
+from ..config.model import LimitsSettings
 from ..errors import InvalidMessage
 from .event import Mapping
 
+_DEFAULT_LIMITS = LimitsSettings()
+
 
 class MessageMapper:
-    def __init__(self, mappings: Sequence[Mapping]):
+    def __init__(self, mappings: Sequence[Mapping], limits: LimitsSettings | None = None):
         self.mappings = tuple(mappings)
+        self.limits = limits or LimitsSettings()
         self._by_topic: dict[str, Mapping | None] = {}
 
     def subscription(self) -> list[str]:
@@ -41,21 +46,75 @@ class MessageMapper:
         if mapping is None:
             # Only possible when librdkafka's regex dialect matched a topic Python's did not.
             raise InvalidMessage(f"no mapping matches topic {message.topic()!r}", "map")
-        return mapping, mapping.apply(decode_value(message.value()), message)
+        return mapping, mapping.apply(self.decode(message.value()), message)
+
+    def decode(self, raw: bytes | str | None) -> Any:
+        return decode_value(raw, self.limits)
 
 
-def decode_value(raw: bytes | str | None) -> Any:
+def decode_value(raw: bytes | str | None, limits: LimitsSettings = _DEFAULT_LIMITS) -> Any:
+    """The message value as JSON, within ``limits``; InvalidMessage (deserialize) if not."""
     if raw is None:
         raise InvalidMessage("the message has no value (a tombstone)", "deserialize")
+    if len(raw) > limits.max_message_bytes:
+        raise InvalidMessage(f"the value is {len(raw)} bytes, over limits.max_message_bytes "
+                             f"({limits.max_message_bytes})", "deserialize")
     try:
         if not isinstance(raw, str):
-            raw = raw.decode(json.detect_encoding(raw), "surrogatepass")  # as json.loads does
-        return _DECODER.decode(raw)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise InvalidMessage(f"the value is not JSON: {exc}", "deserialize") from None
+            raw = raw.decode(json.detect_encoding(raw))  # strict: an encoded surrogate is not text
+        value = _DECODER.decode(raw)
     except RecursionError:
         # A poison message must not crash the connector into a restart loop.
-        raise InvalidMessage("the value is nested too deeply to decode", "deserialize") from None
+        raise _too_deep(limits) from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, and integers of over 4300 digits
+        raise InvalidMessage(f"the value is not JSON: {_decode_error(exc)}", "deserialize") from None
+    # Counting brackets is cheap and settles ordinary events; only the rest is walked.
+    if raw.count("{") + raw.count("[") > limits.max_nesting_depth and nesting_exceeds(value, limits.max_nesting_depth):
+        raise _too_deep(limits)
+    # "\ud800" decodes to a lone surrogate, which is not text: no event could carry it.
+    if _SURROGATE_ESCAPE.search(raw) and _holds_lone_surrogate(value):
+        raise InvalidMessage("the value is not JSON text: it holds a lone UTF-16 surrogate (\\ud800-\\udfff "
+                             "without its pair)", "deserialize")
+    return value
+
+
+def nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than ``limit`` deep (without recursion)."""
+    stack = [(value, 1)] if type(value) in (dict, list) else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if type(node) is dict else node
+        stack.extend((child, depth + 1) for child in children if type(child) in (dict, list))
+    return False
+
+
+def _holds_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if type(node) is str:
+            if _LONE_SURROGATE.search(node):
+                return True
+        elif type(node) is dict:
+            stack.extend(node)
+            stack.extend(node.values())
+        elif type(node) is list:
+            stack.extend(node)
+    return False
+
+
+def _too_deep(limits: LimitsSettings) -> InvalidMessage:
+    return InvalidMessage(f"the value nests objects and arrays more than limits.max_nesting_depth "
+                          f"({limits.max_nesting_depth}) deep", "deserialize")
+
+
+def _decode_error(exc: ValueError) -> str:
+    text = str(exc)
+    if "integer string conversion" in text:  # Python refuses to read integers of over 4300 digits
+        return "a number has too many digits"
+    return text
 
 
 def _not_json(text: str) -> Any:
@@ -63,4 +122,14 @@ def _not_json(text: str) -> Any:
     raise ValueError(f"{text} is not a JSON value")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_not_json)
+def _finite(text: str) -> float:
+    number = float(text)
+    if number in (_INF, -_INF):  # 1e400: Python reads it as infinity, which JSON cannot carry
+        raise ValueError(f"{text[:40]} is too large for a JSON number")
+    return number
+
+
+_INF = float("inf")
+_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")

@@ -166,6 +166,15 @@ def _compile_metadata(text: str) -> Getter:
     raise ValueError(f"unknown message metadata {text!r}; known: {', '.join(METADATA)}")
 
 
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a reason quotes what it found, but a
+    megabyte-long value must not become a megabyte-long log line or dead-letter header."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**limit:
+        return f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"  # str() refuses huge ones
+    shown = repr(value if not isinstance(value, str) or len(value) <= limit else value[:limit])
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
 def type_name(value: Any) -> str:
     """Name a JSON value's type the way a user reads it in an error."""
     if value is MISSING:

@@ -4,6 +4,10 @@ Numbers are read by magnitude, because producers send every unit: below 10^11 th
 seconds (10^11 s is the year 5138), below 10^14 milliseconds, below 10^17 microseconds,
 below 10^20 nanoseconds; larger numbers are refused. Numeric strings are read the same way. Other strings must be
 ISO-8601; one without a UTC offset is taken as UTC.
+
+The result must lie between 10^11 ms (1973-03-03) and 10^14 ms (the year 5138): a time
+outside is a unit mistake or a placeholder, not when an event happened, and UserFlux
+would file it decades away from the user's other events.
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from .paths import type_name
+from .paths import short_repr, type_name
 
 _SECONDS_BELOW = 10**11
 _MILLIS_BELOW = 10**14
 _MICROS_BELOW = 10**17
 _NANOS_BELOW = 10**20
+EARLIEST_MS = 10**11  # 1973-03-03T09:46:40Z
+LATEST_MS = 10**14  # the year 5138
 
 
 def to_epoch_ms(value: Any) -> int:
@@ -24,24 +30,32 @@ def to_epoch_ms(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"expected a number or an ISO-8601 string, found boolean {str(value).lower()}")
     if isinstance(value, (int, float)):
-        return _from_number(value)
+        return in_range(_from_number(value), value)
     if isinstance(value, str):
         text = value.strip()
         try:
             number = float(text) if any(c in text for c in ".eE") else int(text)
         except ValueError:
-            return _from_iso(text)
-        return _from_number(number)
+            return in_range(_from_iso(text), value)
+        return in_range(_from_number(number), value)
     raise ValueError(f"expected a number or an ISO-8601 string, found {type_name(value)}")
+
+
+def in_range(ms: int, found: object) -> int:
+    """``ms`` if it can be a real event time, else ValueError naming what was ``found``."""
+    if EARLIEST_MS <= ms <= LATEST_MS:
+        return ms
+    when = "before 1973-03-03" if ms < EARLIEST_MS else "after the year 5138"
+    raise ValueError(f"{short_repr(found)} is {when}: not a plausible event time")
 
 
 def _from_number(number: float) -> int:
     if number != number or number in (float("inf"), float("-inf")):
         raise ValueError(f"{number!r} is not a time")
     if number < 0:
-        raise ValueError(f"{number!r} is before 1970")
+        raise ValueError(f"{short_repr(number)} is before 1970")
     if number >= _NANOS_BELOW:  # also keeps huge integers from overflowing the float division below
-        raise ValueError(f"{number!r} is too large for epoch seconds, milliseconds, microseconds or nanoseconds")
+        raise ValueError(f"{short_repr(number)} is too large for epoch seconds, milliseconds, microseconds or nanoseconds")
     if number < _SECONDS_BELOW:
         return round(number * 1000)
     if number < _MILLIS_BELOW:
@@ -56,10 +70,10 @@ def _from_iso(text: str) -> int:
         # Python 3.11 reads ISO-8601 including a trailing 'Z'; older versions need help.
         parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
     except ValueError:
-        raise ValueError(f"{text!r} is neither epoch seconds/milliseconds nor an ISO-8601 time") from None
+        raise ValueError(f"{short_repr(text)} is neither epoch seconds/milliseconds nor an ISO-8601 time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     ms = round(parsed.timestamp() * 1000)
     if ms < 0:
-        raise ValueError(f"{text!r} is before 1970")
+        raise ValueError(f"{short_repr(text)} is before 1970")
     return ms

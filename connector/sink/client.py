@@ -13,15 +13,17 @@ other module knows about HTTP. Nothing here retries or decides about messages.
 
 from __future__ import annotations
 
+import ssl
 import time
 from dataclasses import dataclass
 
 import httpx
 
 from .. import __version__
-from ..config.model import Secret
+from ..config.model import Secret, TlsSettings
 from .request import batch_params, batch_url
 from .retry import parse_retry_after
+from .tls import ssl_context
 
 DELIVERED, RETRY, REJECT, AUTH, FATAL = "delivered", "retry", "rejected", "auth", "fatal"
 
@@ -51,11 +53,22 @@ def classify(status: int) -> str:
     return FATAL
 
 
+def _certificate_refused(exc: BaseException) -> bool:
+    cause: BaseException | None = exc
+    for _ in range(10):  # httpx wraps httpcore's error, which wraps ssl's
+        if cause is None:
+            return False
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 class UserFluxClient:
     """Thread-safe: one connection pool shared by every sender thread."""
 
     def __init__(self, base_url: str, api_key: Secret, timeout_s: float, max_connections: int,
-                 transport: httpx.BaseTransport | None = None):
+                 transport: httpx.BaseTransport | None = None, tls: TlsSettings | None = None):
         self.url = batch_url(base_url)
         self._key = api_key.reveal()  # redacted from error bodies a server might echo it in
         self._client = httpx.Client(
@@ -68,6 +81,7 @@ class UserFluxClient:
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             follow_redirects=False,
             transport=transport,
+            verify=ssl_context(tls) if tls is not None and (tls.ca_file or tls.client_cert_file) else True,
         )
 
     def post_batch(self, body: bytes, location_enrichment: bool) -> Answer:
@@ -78,6 +92,9 @@ class UserFluxClient:
             return Answer(RETRY, "timeout", f"no answer within the timeout ({type(exc).__name__})",
                           duration_s=time.monotonic() - started)
         except httpx.TransportError as exc:
+            if _certificate_refused(exc):  # not transient: the configuration must change
+                return Answer(FATAL, "tls", f"the server's TLS certificate was refused: {exc}",
+                              duration_s=time.monotonic() - started)
             return Answer(RETRY, "connection", f"connection failed: {type(exc).__name__}: {exc}",
                           duration_s=time.monotonic() - started)
         except httpx.RequestError as exc:  # e.g. DecodingError: an answer came but cannot be read

@@ -140,6 +140,11 @@ class BatchSender:
                 f"revoked, not allowed from this IP, or not allowed to send these events ({shown}). "
                 "Nothing was dropped or dead-lettered; offsets stay at the last delivered message."
             )
+        if answer.code == "tls":
+            return DeliveryConfigError(
+                f"{answer.detail} (POST {self.client.url}): set userflux.tls.ca_file to the CA that signed it, "
+                "or check userflux.base_url. Nothing was dropped; offsets stay at the last delivered message."
+            )
         return DeliveryConfigError(
             f"UserFlux answered {answer.detail} to POST {self.client.url}: no retry can fix this; "
             "check userflux.base_url. Nothing was dropped; offsets stay at the last delivered message."

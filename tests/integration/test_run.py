@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import time
-import urllib.request
 
 import pytest
 
 from tests.conftest import API_KEY
-from tests.support.connector_process import ConnectorProcess, base_config, write_config
+from tests.support.connector_process import ConnectorProcess, base_config, free_port, http_get, write_config
 from tests.support.kafka_tools import all_committed, committed, end_offsets, new_topic, produce, read_all, unique, wait_until
 
 pytestmark = pytest.mark.kafka
@@ -35,20 +33,6 @@ def web_mapping(topic: str) -> dict:
 def web_event(i: int, **extra) -> dict:
     return {"event": "page_view", "user": {"id": i}, "sent_at": 1_700_000_000 + i,
             "properties": {"i": i, "path": f"/p/{i}"}, **extra}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def test_two_topics_arrive_mapped_as_configured_in_batches_of_at_most_50(kafka_bootstrap, standin, tmp_path):

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import urllib.error
 
 import httpx
 import pytest
 
 from tests.conftest import API_KEY as KEY
 from tests.support.fakes import TS
-from tests.support.userflux_standin import AcceptedBatch, RequestLog, UserFluxStandIn
+from tests.support.userflux_standin import AcceptedBatch, RequestLog, StandInControl, UserFluxStandIn
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -375,9 +380,140 @@ def test_base_url_before_start_raises():
         UserFluxStandIn().base_url
 
 
-def test_main_runs_as_a_process_until_sigterm():
+# -- times, storms, hangs, resets ----------------------------------------------------------
+
+
+def test_every_request_records_when_it_was_received_and_answered(standin, client):
+    standin.set_delay(0.1)
+    before, before_wall = time.monotonic(), time.time()
+    assert post_batch(client, [ev(0)]).status_code == 204
+    after = time.monotonic()
+    [entry] = standin.requests()
+    assert before <= entry.received_at <= entry.answered_at <= after
+    assert entry.answered_at - entry.received_at >= 0.1  # the delay lies between the two
+    assert before_wall <= entry.received_wall <= time.time()
+
+
+def test_fail_for_is_a_storm_that_heals_by_itself(standin, client):
+    standin.fail_for(0.5, status=429, retry_after=2)
+    started = time.monotonic()
+    answers = []
+    while time.monotonic() - started < 2.0 and (not answers or answers[-1].status_code != 204):
+        answers.append(post_batch(client, [ev(len(answers))]))
+        time.sleep(0.05)
+    assert {r.status_code for r in answers[:-1]} == {429}
+    assert all(r.headers["Retry-After"] == "2" for r in answers[:-1])
+    assert answers[-1].status_code == 204 and len(answers) >= 3
+    assert 0.45 <= standin.requests()[-1].received_at - started < 1.5
+    assert [e["userId"] for e in standin.events()] == [f"u{len(answers) - 1}"]
+
+
+def test_fail_for_loses_to_fail_next_and_heal_ends_it(standin, client):
+    standin.fail_for(60, status=503)
+    standin.fail_next(1, status=500)
+    assert post_batch(client, [ev(0)]).status_code == 500
+    assert post_batch(client, [ev(0)]).status_code == 503
+    standin.heal()
+    assert post_batch(client, [ev(0)]).status_code == 204
+
+
+def test_hang_never_answers_until_healed(standin, client):
+    standin.hang()
+    with pytest.raises(httpx.ReadTimeout):
+        post_batch(client, [ev(0)], timeout=0.3)
+    [entry] = standin.requests()
+    assert entry.status == 0 and entry.answered_at is None and entry.event_count == 1
+    with httpx.Client(base_url=standin.base_url, headers=AUTH, timeout=5) as patient:
+        started = time.monotonic()
+        other = patient.build_request("POST", "/event/ingest/batch", json={"events": [ev(1)]})
+        standin_heals_in(standin, 0.3)
+        with pytest.raises(httpx.RemoteProtocolError):  # closed unanswered once healed
+            patient.send(other)
+        assert 0.25 <= time.monotonic() - started < 3
+    assert all(r.answered_at is not None for r in standin.requests())
+    assert post_batch(client, [ev(2)]).status_code == 204
+    assert standin.events() == [ev(2)]
+
+
+def standin_heals_in(standin: UserFluxStandIn, seconds: float) -> None:
+    import threading
+    threading.Timer(seconds, standin.heal).start()
+
+
+def test_reset_next_sends_a_tcp_reset_not_a_clean_close(standin):
+    host, port = standin.base_url.removeprefix("http://").split(":")
+    body = json.dumps({"events": [ev(0)]}).encode()
+    request = (f"POST /event/ingest/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+    def answer_to_raw_request() -> bytes | type:
+        with socket.create_connection((host, int(port)), timeout=2) as sock:
+            sock.sendall(request)
+            try:
+                return sock.recv(65536)
+            except ConnectionResetError:
+                return ConnectionResetError
+
+    standin.drop_next(1)
+    assert answer_to_raw_request() == b""  # a clean close: end of file
+    standin.reset_next(1)
+    assert answer_to_raw_request() is ConnectionResetError
+    assert answer_to_raw_request().startswith(b"HTTP/1.1 204")
+    assert [(r.status, r.error) for r in standin.requests()] == [
+        (0, "connection dropped (injected fault)"), (0, "connection reset (injected fault)"), (204, None)]
+
+
+def test_fault_arguments_are_checked(standin):
+    with pytest.raises(ValueError):
+        standin.fail_for(-1)
+    with pytest.raises(ValueError):
+        standin.fail_for(1, status=200)
+    with pytest.raises(ValueError):
+        standin.reset_next(-1)
+
+
+# -- HTTPS ---------------------------------------------------------------------------------
+
+
+def test_https_with_a_certificate_made_for_the_test(certs):
+    with UserFluxStandIn(api_key=KEY, tls=(str(certs.server_cert), str(certs.server_key))) as server:
+        assert server.base_url.startswith("https://127.0.0.1:")
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.post(f"{server.base_url}/event/ingest/batch", json={"events": [ev(0)]}, headers=AUTH)
+        r = httpx.post(f"{server.base_url}/event/ingest/batch", json={"events": [ev(0)]}, headers=AUTH,
+                       verify=ssl.create_default_context(cafile=str(certs.ca)))
+        assert r.status_code == 204
+        assert server.events() == [ev(0)]
+
+
+def test_https_can_require_a_client_certificate(certs):
+    tls = (str(certs.server_cert), str(certs.server_key))
+    with UserFluxStandIn(api_key=KEY, tls=tls, client_ca=str(certs.ca)) as server:
+        context = ssl.create_default_context(cafile=str(certs.ca))
+        with pytest.raises(httpx.TransportError):
+            httpx.post(f"{server.base_url}/event/ingest/batch", json={"events": [ev(0)]}, headers=AUTH,
+                       verify=context)
+        context.load_cert_chain(str(certs.client_cert), str(certs.client_key))
+        r = httpx.post(f"{server.base_url}/event/ingest/batch", json={"events": [ev(1)]}, headers=AUTH,
+                       verify=context)
+        assert r.status_code == 204
+        assert server.events() == [ev(1)]
+
+
+def test_a_client_that_never_finishes_the_handshake_does_not_block_others(certs):
+    with UserFluxStandIn(api_key=KEY, tls=(str(certs.server_cert), str(certs.server_key))) as server:
+        host, port = server.base_url.removeprefix("https://").split(":")
+        with socket.create_connection((host, int(port)), timeout=2):  # connected, silent
+            r = httpx.post(f"{server.base_url}/event/ingest/batch", json={"events": [ev(0)]}, headers=AUTH,
+                           verify=ssl.create_default_context(cafile=str(certs.ca)), timeout=2)
+            assert r.status_code == 204
+
+
+@contextlib.contextmanager
+def standin_process(api_key: str, *extra: str):
+    """The stand-in as its own process; yields (process, the line it printed)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.userflux_standin", "--port", "0", "--api-key", "k1"],
+        [sys.executable, "-m", "tests.support.userflux_standin", "--port", "0", "--api-key", api_key, *extra],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -385,7 +521,21 @@ def test_main_runs_as_a_process_until_sigterm():
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        line = proc.stdout.readline().strip()
+        yield proc, proc.stdout.readline().strip()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_main_runs_as_a_process_until_sigterm():
+    with standin_process("k1") as (proc, line):
         assert line.startswith("userflux stand-in listening on http://127.0.0.1:")
         url = line.rsplit(" ", 1)[1]
         r = httpx.post(
@@ -397,9 +547,46 @@ def test_main_runs_as_a_process_until_sigterm():
         assert httpx.get(f"{url}/_standin/events").json() == [ev(0)]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+
+
+def test_faults_can_be_driven_from_another_process():
+    with standin_process("k2") as (_proc, line):
+        url = line.rsplit(" ", 1)[1]
+        control = StandInControl(url)
+        auth = {"Authorization": "Bearer k2"}
+        with httpx.Client(base_url=url, headers=auth, timeout=2) as c:
+            control.fail_for(seconds=30, status=503, retry_after=1)
+            r = post_batch(c, [ev(0)])
+            assert (r.status_code, r.headers["Retry-After"]) == (503, "1")
+            control.heal()
+            control.hang()
+            with pytest.raises(httpx.ReadTimeout):
+                post_batch(c, [ev(1)], timeout=0.3)
+            control.heal()
+            control.reset_next(count=1)
+            with pytest.raises(httpx.TransportError):
+                post_batch(c, [ev(2)])
+            assert post_batch(c, [ev(3)]).status_code == 204
+        requests = control.requests()
+        assert [r.status for r in requests] == [503, 0, 0, 204]
+        now = time.monotonic()  # the same clock as the stand-in process's
+        assert all(now - 30 < r.received_at <= r.answered_at <= now for r in requests)
+        assert control.events() == [ev(3)]
+        with pytest.raises(urllib.error.HTTPError) as info:
+            control.fail_for(seconds=1, status=200)
+        assert info.value.code == 400
+        with pytest.raises(AttributeError):
+            control.no_such_fault()
+        control.reset()
+        assert control.requests() == []
+
+
+def test_the_process_serves_https_when_given_a_certificate(certs):
+    with standin_process("k3", "--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key)) as (_, line):
+        url = line.rsplit(" ", 1)[1]
+        assert url.startswith("https://127.0.0.1:")
+        r = httpx.post(f"{url}/event/ingest/batch", json={"events": [ev(0)]}, headers={"Authorization": "Bearer k3"},
+                       verify=ssl.create_default_context(cafile=str(certs.ca)))
+        assert r.status_code == 204
+        control = StandInControl(url, ssl_context=ssl.create_default_context(cafile=str(certs.ca)))
+        assert control.events() == [ev(0)]

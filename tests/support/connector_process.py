@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import yaml
@@ -61,6 +64,28 @@ def cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,
         [sys.executable, "-m", "connector", *args], input=stdin, capture_output=True, text=True,
         cwd=REPO, env={**os.environ, **(env or {})}, timeout=timeout_s,
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """(status, body) of a GET, e.g. of the connector's /metrics."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def leaks(secrets: list[str], **places: str) -> list[str]:
+    """The places (e.g. stderr=..., metrics=...) where a secret shows, whole or any
+    12-character piece of it (a secret cut short still leaks); [] when none does."""
+    pieces = {secret[i:i + 12] for secret in secrets for i in range(max(1, len(secret) - 11))}
+    return [f"{name}: {piece!r}" for name, text in places.items() for piece in sorted(pieces) if piece in text]
 
 
 class ConnectorProcess:

@@ -29,6 +29,11 @@ Maven Central is one of those registries and publishes the broker itself
 3. ``create_topic()``: creates a topic (idempotently) and waits until every
    partition has a leader.
 
+4. ``SaslSsl``: given to ``KafkaBroker(sasl_ssl=...)``, the broker also listens
+   on a SASL_SSL port (``sasl_bootstrap_servers``) with a SCRAM user created
+   when the storage is formatted, and a PKCS#12 keystore the test made (see
+   ``tests/support/certs.py``). The PLAINTEXT listener stays, for test set-up.
+
 Used from pytest::
 
     lib = ensure_jars()
@@ -65,6 +70,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
 
 KAFKA_VERSION = "4.4.0"
 SCALA_BINARY_VERSION = "2.13"
@@ -316,6 +322,33 @@ def _pdeathsig_preexec(parent_pid: int):
     return preexec
 
 
+@dataclass(frozen=True)
+class SaslSsl:
+    """An extra SASL_SSL listener: one SCRAM user, and the server's PKCS#12 keystore."""
+
+    username: str
+    password: str
+    keystore: pathlib.Path
+    keystore_password: str
+    mechanism: str = "SCRAM-SHA-512"
+
+    def broker_properties(self, port: int) -> dict[str, str]:
+        module = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        return {
+            "sasl.enabled.mechanisms": self.mechanism,
+            f"listener.name.sasl_ssl.{self.mechanism.lower()}.sasl.jaas.config": f"{module} required;",
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(self.keystore),
+            "ssl.keystore.password": self.keystore_password,
+            "ssl.key.password": self.keystore_password,
+        }
+
+    def client_properties(self, ca_file: pathlib.Path) -> dict[str, str]:
+        """What a librdkafka client needs to connect to the SASL_SSL listener."""
+        return {"security.protocol": "SASL_SSL", "sasl.mechanism": self.mechanism, "sasl.username": self.username,
+                "sasl.password": self.password, "ssl.ca.location": str(ca_file)}
+
+
 class KafkaBroker:
     """One combined broker+controller KRaft node listening on 127.0.0.1.
 
@@ -333,8 +366,11 @@ class KafkaBroker:
         heap_mb: int = 512,
         *,
         detached: bool = False,
+        sasl_ssl: SaslSsl | None = None,
     ) -> None:
         self.work_dir = pathlib.Path(work_dir).absolute()
+        self.sasl_ssl = sasl_ssl
+        self.sasl_port: int | None = None
         self.lib_dir = pathlib.Path(lib_dir).absolute() if lib_dir is not None else default_lib_dir()
         self.heap_mb = heap_mb
         self.detached = detached
@@ -351,6 +387,12 @@ class KafkaBroker:
         if self.port is None:
             raise BrokerError("the broker has not been started")
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap_servers(self) -> str:
+        if self.sasl_port is None:
+            raise BrokerError("the broker has no SASL_SSL listener, or has not been started")
+        return f"127.0.0.1:{self.sasl_port}"
 
     @property
     def log_path(self) -> pathlib.Path:
@@ -409,6 +451,12 @@ class KafkaBroker:
             "num.io.threads": "4",
             "num.recovery.threads.per.data.dir": "1",
         }
+        if self.sasl_ssl is not None:
+            sasl = f"SASL_SSL://127.0.0.1:{self.sasl_port}"
+            props["listeners"] += f",{sasl}"
+            props["advertised.listeners"] += f",{sasl}"
+            props["listener.security.protocol.map"] += ",SASL_SSL:SASL_SSL"
+            props.update(self.sasl_ssl.broker_properties(self.sasl_port))
         path = self.work_dir / "server.properties"
         path.write_text(
             "# Written by tests/support/kafka_broker.py\n"
@@ -474,15 +522,20 @@ class KafkaBroker:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
-        self.port, self.controller_port = _free_ports(2)
+        self.port, self.controller_port, sasl_port = _free_ports(3)
+        self.sasl_port = sasl_port if self.sasl_ssl is not None else None
         config = self._write_config()
 
         # Format the storage directory (a short-lived JVM, output into broker.log).
         with open(self.log_path, "w") as logf:
             logf.write(f"### kafka-storage format ({KAFKA_VERSION})\n")
             logf.flush()
+            scram = []
+            if self.sasl_ssl is not None:  # SCRAM users live in the cluster metadata: made at format time
+                user = self.sasl_ssl
+                scram = ["--add-scram", f"{user.mechanism}=[name={user.username},password={user.password}]"]
             fmt = self._java_cmd(
-                "kafka.tools.StorageTool", "format", "-t", _random_cluster_id(), "-c", str(config),
+                "kafka.tools.StorageTool", "format", "-t", _random_cluster_id(), "-c", str(config), *scram,
                 heap_mb=128,
             )
             try:
@@ -525,18 +578,19 @@ class KafkaBroker:
         from confluent_kafka.admin import AdminClient
 
         assert self._proc is not None
-        # Wait for the listener socket first, so librdkafka does not log a
+        # Wait for the listener sockets first, so librdkafka does not log a
         # "Connection refused" per retry while the JVM boots.
-        while True:
-            if self._proc.poll() is not None:
-                raise self._fail("java exited during start-up")
-            if time.monotonic() >= deadline:
-                raise self._fail("timed out waiting for the listener port to open")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    break
-            except OSError:
-                time.sleep(0.1)
+        for port in (self.port, self.sasl_port):
+            while port is not None:
+                if self._proc.poll() is not None:
+                    raise self._fail("java exited during start-up")
+                if time.monotonic() >= deadline:
+                    raise self._fail(f"timed out waiting for the listener port {port} to open")
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                        break
+                except OSError:
+                    time.sleep(0.1)
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
         last_error: Exception | None = None
@@ -600,18 +654,20 @@ class KafkaBroker:
 # --------------------------------------------------------------------------
 
 
-def create_topic(bootstrap: str, name: str, partitions: int = 1, timeout_s: float = 30) -> None:
+def create_topic(bootstrap: str, name: str, partitions: int = 1, timeout_s: float = 30,
+                 config: dict[str, str] | None = None, admin_config: dict[str, str] | None = None) -> None:
     """Create ``name`` (ok if it exists) and wait until all its partitions have a leader.
 
-    If the topic already exists, its partition count is left as it is.
+    ``config`` holds topic settings (e.g. ``max.message.bytes``), ``admin_config`` extra
+    client properties (e.g. SASL/SSL). If the topic already exists, it is left as it is.
     """
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
     deadline = time.monotonic() + timeout_s
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(admin_config or {})})
     future = admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1)],
+        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=dict(config or {}))],
         request_timeout=timeout_s,
         operation_timeout=timeout_s,
     )[name]

@@ -16,18 +16,22 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def new_topic(bootstrap: str, prefix: str, partitions: int = 1) -> str:
+def new_topic(bootstrap: str, prefix: str, partitions: int = 1, config: dict[str, str] | None = None,
+              client: dict[str, str] | None = None) -> str:
+    """A new topic named ``prefix-<random>``; ``config`` are topic settings, ``client``
+    extra client properties (e.g. SASL/SSL)."""
     name = unique(prefix)
-    create_topic(bootstrap, name, partitions=partitions)
+    create_topic(bootstrap, name, partitions=partitions, config=config, admin_config=client)
     return name
 
 
 def produce(bootstrap: str, topic: str, values: Iterable[Any], key=None, headers=None,
-            partition: int | None = None) -> int:
+            partition: int | None = None, client: dict[str, Any] | None = None) -> int:
     """Produce values (dicts/lists are JSON-encoded, bytes sent as they are); wait for acks.
 
-    ``key`` and ``headers`` are a value for every message, or a function of its index."""
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    ``key`` and ``headers`` are a value for every message, or a function of its index;
+    ``client`` adds producer properties (e.g. a larger message.max.bytes, SASL/SSL)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, **(client or {})})
     errors: list = []
     count = 0
     for i, value in enumerate(values):
@@ -45,9 +49,11 @@ def produce(bootstrap: str, topic: str, values: Iterable[Any], key=None, headers
     return count
 
 
-def committed(bootstrap: str, group: str, topic: str, partitions: int = 1) -> dict[int, int]:
+def committed(bootstrap: str, group: str, topic: str, partitions: int = 1,
+              client: dict[str, Any] | None = None) -> dict[int, int]:
     """The group's committed offset per partition (-1001 when none)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+                         **(client or {})})
     try:
         parts = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
         return {tp.partition: tp.offset for tp in parts}
@@ -55,25 +61,27 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int = 1) -> di
         consumer.close()
 
 
-def end_offsets(bootstrap: str, topic: str, partitions: int = 1) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("probe")})
+def end_offsets(bootstrap: str, topic: str, partitions: int = 1, client: dict[str, Any] | None = None) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("probe"), **(client or {})})
     try:
         return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
     finally:
         consumer.close()
 
 
-def all_committed(bootstrap: str, group: str, topic: str, partitions: int = 1) -> bool:
+def all_committed(bootstrap: str, group: str, topic: str, partitions: int = 1,
+                  client: dict[str, Any] | None = None) -> bool:
     """Every partition committed up to its end (an empty partition has nothing to commit)."""
-    done = committed(bootstrap, group, topic, partitions)
-    ends = end_offsets(bootstrap, topic, partitions)
+    done = committed(bootstrap, group, topic, partitions, client)
+    ends = end_offsets(bootstrap, topic, partitions, client)
     return all(done[p] == end or (end == 0 and done[p] < 0) for p, end in ends.items())
 
 
-def read_all(bootstrap: str, topic: str, count: int, timeout_s: float = 30, partitions: int = 1) -> list:
+def read_all(bootstrap: str, topic: str, count: int, timeout_s: float = 30, partitions: int = 1,
+             client: dict[str, Any] | None = None) -> list:
     """Read ``count`` messages from the start of the topic (fails the test on timeout)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("reader"),
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False, **(client or {})})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     found: list = []
     deadline = time.monotonic() + timeout_s

@@ -13,13 +13,20 @@ the contract in ``userflux-api.md``:
 * success is ``204 No Content``, and the accepted batch is recorded.
 
 Tests can inspect what was accepted (``events()``, ``batches()``, ``requests()``,
-``wait_for_events()``) and inject faults (``fail_next``, ``fail_always``,
-``reject_events``, ``set_delay``, ``drop_next``; ``heal``/``reset`` to clear them).
+``wait_for_events()``; every request is logged with when it was received and answered)
+and inject faults (``fail_next``, ``fail_always``, ``fail_for``, ``reject_events``,
+``set_delay``, ``hang``, ``drop_next``, ``reset_next``; ``heal``/``reset`` to clear
+them).
 
 When run as its own process (``python -m tests.support.userflux_standin --port 8080
 --api-key KEY``), the same data is available without authentication on
 ``GET /_standin/events``, ``GET /_standin/batches``, ``GET /_standin/requests`` and
-``POST /_standin/reset``. Control requests bypass faults and are not recorded.
+``POST /_standin/reset``, and every fault is a ``POST /_standin/<fault>`` with the
+method's arguments as a JSON object (``StandInControl`` does that from Python).
+Control requests bypass faults and are not recorded.
+
+With ``tls=(certfile, keyfile)`` it serves HTTPS (``client_ca=`` also requires a
+client certificate signed by that CA), for tests of certificate verification.
 
 Only the standard library is used, so the stand-in runs anywhere the tests do.
 """
@@ -33,15 +40,18 @@ import json
 import signal
 import socket
 import socketserver
+import ssl
+import struct
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["AcceptedBatch", "RequestLog", "UserFluxStandIn", "main", "validate_event"]
+__all__ = ["AcceptedBatch", "RequestLog", "StandInControl", "UserFluxStandIn", "main", "validate_event"]
 
 BATCH_PATH = "/event/ingest/batch"
 SINGLE_PATH = "/event/ingest"
@@ -54,8 +64,11 @@ FORBIDDEN_STRINGS = frozenset({"null", "undefined"})
 MIN_TIMESTAMP_MS = 10**11
 MAX_TIMESTAMP_MS = 10**14
 
-# status 0 in a RequestLog means: the connection was closed without any answer.
+# status 0 in a RequestLog means: the connection was closed (or reset, or left hanging)
+# without any answer.
 STATUS_DROPPED = 0
+# Faults a separate process may set through POST /_standin/<name> (JSON arguments).
+REMOTE_FAULTS = ("fail_next", "fail_always", "fail_for", "heal", "set_delay", "hang", "drop_next", "reset_next")
 
 
 @dataclass
@@ -71,9 +84,16 @@ class AcceptedBatch:
 class RequestLog:
     """One received request (accepted or refused); control requests are not logged.
 
-    ``status`` is the HTTP status answered, or 0 when the connection was dropped.
-    ``event_count`` is the number of events in the body when it could be parsed that
-    far (also for refused requests), else 0. ``error`` is the error message sent.
+    ``status`` is the HTTP status answered, or 0 when the connection was dropped, reset
+    or left hanging. ``event_count`` is the number of events in the body when it could
+    be parsed that far (also for refused requests), else 0. ``error`` is the error
+    message sent, or what happened instead of an answer.
+
+    ``received_at`` is when the whole request had been read, on the monotonic clock
+    (``time.monotonic()``; on Linux the same clock in every process of the machine),
+    ``received_wall`` the same moment as ``time.time()``. ``answered_at`` is when the
+    answer (or the drop, or the reset) went out, monotonic too; None while a hanging
+    request has no answer. The times are not compared by ``==``.
     """
 
     method: str
@@ -83,15 +103,22 @@ class RequestLog:
     event_count: int
     authorization_ok: bool
     error: str | None = None
+    received_at: float = field(default=0.0, compare=False)
+    received_wall: float = field(default=0.0, compare=False)
+    answered_at: float | None = field(default=None, compare=False)
 
 
 @dataclass
 class _Faults:
     drop_next: int = 0
+    reset_next: int = 0
+    hang: bool = False
     fail_next: int = 0
     fail_next_status: int = 500
     fail_next_retry_after: str | None = None
     fail_always: tuple[int, str | None] | None = None
+    fail_until: float = 0.0  # fail_for: the monotonic time it heals by itself
+    fail_for: tuple[int, str | None] | None = None
     delay_s: float = 0.0
 
 
@@ -174,9 +201,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], standin: "UserFluxStandIn") -> None:
+    def __init__(self, address: tuple[str, int], standin: "UserFluxStandIn",
+                 tls: ssl.SSLContext | None = None) -> None:
         self.standin = standin
+        self.tls = tls
         self._connections: set[socket.socket] = set()
+        self._resets: set[int] = set()
         self._connections_lock = threading.Lock()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -192,10 +222,28 @@ class _Server(ThreadingHTTPServer):
             self._connections.add(request)
         super().process_request(request, client_address)
 
+    def finish_request(self, request, client_address) -> None:  # type: ignore[override]
+        # The TLS handshake runs here, in the request's own thread: a client that never
+        # completes it cannot hold up the accept loop.
+        if self.tls is not None:
+            request = self.tls.wrap_socket(request, server_side=True)
+        super().finish_request(request, client_address)
+
     def shutdown_request(self, request) -> None:  # type: ignore[override]
         with self._connections_lock:
             self._connections.discard(request)
+            reset = request.fileno() in self._resets
+            self._resets.discard(request.fileno())
+        if reset:
+            self.close_request(request)  # no shutdown(SHUT_WR) first: its FIN would come before the RST
+            return
         super().shutdown_request(request)
+
+    def reset_on_close(self, request) -> None:
+        """Close this connection with a TCP reset: SO_LINGER with a zero timeout."""
+        request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with self._connections_lock:
+            self._resets.add(request.fileno())  # a TLS connection wraps the raw socket: same descriptor
 
     def close_connections(self) -> None:
         """Cut open (keep-alive) connections, so a stopped stand-in answers nothing."""
@@ -299,10 +347,11 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             return
+        received_at, received_wall = time.monotonic(), time.time()
         split = urlsplit(self.path)
         path = split.path
         if path.startswith(CONTROL_PREFIX) or path == CONTROL_PREFIX.rstrip("/"):
-            self._control(path)
+            self._control(path, body)
             return
 
         pairs = parse_qsl(split.query, keep_blank_values=True)
@@ -313,7 +362,7 @@ class _Handler(BaseHTTPRequestHandler):
         auth_ok = auth_values == [f"Bearer {standin.api_key}"]
         doc, event_count = _count_events(path, body)
 
-        def log(status: int, error: str | None) -> RequestLog:
+        def log(status: int, error: str | None, answered: bool = True) -> RequestLog:
             return RequestLog(
                 method=self.command,
                 path=path,
@@ -322,6 +371,9 @@ class _Handler(BaseHTTPRequestHandler):
                 event_count=event_count,
                 authorization_ok=auth_ok,
                 error=error,
+                received_at=received_at,
+                received_wall=received_wall,
+                answered_at=time.monotonic() if answered else None,
             )
 
         fault, delay_s, gen = standin._take_fault()
@@ -330,6 +382,20 @@ class _Handler(BaseHTTPRequestHandler):
 
         if fault == "drop":
             standin._record(gen, log(STATUS_DROPPED, "connection dropped (injected fault)"))
+            self.close_connection = True
+            return
+        if fault == "reset":
+            standin._record(gen, log(STATUS_DROPPED, "connection reset (injected fault)"))
+            self.server.reset_on_close(self.request)
+            self.close_connection = True
+            return
+        if fault == "hang":
+            entry = log(STATUS_DROPPED, "no answer: the stand-in hangs (injected fault)", answered=False)
+            standin._record(gen, entry)
+            while not standin._hang_released.wait(0.05) and not standin._stopping.is_set():
+                pass  # until heal(), reset() or stop()
+            with standin._lock:
+                entry.answered_at = time.monotonic()  # the connection is closed now, unanswered
             self.close_connection = True
             return
         if fault is not None:
@@ -432,7 +498,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return _Answer(400, f"event {index}: {reason}", index=index), none, None
         return None, events, location
 
-    def _control(self, path: str) -> None:
+    def _control(self, path: str, body: bytes) -> None:
         standin = self.server.standin
         routes: dict[str, tuple[str, Callable[[], Any]]] = {
             "/_standin/events": ("GET", standin.events),
@@ -440,6 +506,8 @@ class _Handler(BaseHTTPRequestHandler):
             "/_standin/requests": ("GET", lambda: [dataclasses.asdict(r) for r in standin.requests()]),
             "/_standin/reset": ("POST", lambda: (standin.reset(), {"reset": True})[1]),
         }
+        for name in REMOTE_FAULTS:
+            routes[CONTROL_PREFIX + name] = ("POST", lambda name=name: self._remote_fault(name, body))
         route = routes.get(path)
         if route is None:
             self._send(_Answer(404, f"no such control endpoint: {path}; known: {sorted(routes)}"))
@@ -448,7 +516,19 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != method and not (method == "GET" and self.command == "HEAD"):
             self._send(_Answer(405, f"use {method} for {path}", headers={"Allow": method}))
             return
-        self._send(_Answer(200), payload=action())
+        try:
+            payload = action()
+        except (TypeError, ValueError) as exc:  # wrong arguments for the fault
+            self._send(_Answer(400, f"{path}: {exc}"))
+            return
+        self._send(_Answer(200), payload=payload)
+
+    def _remote_fault(self, name: str, body: bytes) -> dict:
+        kwargs = json.loads(body.decode("utf-8")) if body.strip() else {}
+        if not isinstance(kwargs, dict):
+            raise ValueError("expected a JSON object of arguments")
+        getattr(self.server.standin, name)(**kwargs)
+        return {name: kwargs}
 
 
 class UserFluxStandIn:
@@ -459,10 +539,15 @@ class UserFluxStandIn:
     data survives that, reset() forgets it.
     """
 
-    def __init__(self, api_key: str = "test-write-key", host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, api_key: str = "test-write-key", host: str = "127.0.0.1", port: int = 0,
+                 tls: tuple[str, str] | None = None, client_ca: str | None = None) -> None:
         self.api_key = api_key
         self.host = host
         self.port = port
+        self._tls = _server_tls(tls, client_ca) if tls is not None else None
+        # Set while no request should hang: hang() clears it, heal()/reset()/stop() set it.
+        self._hang_released = threading.Event()
+        self._hang_released.set()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._batches: list[AcceptedBatch] = []
@@ -485,10 +570,10 @@ class UserFluxStandIn:
         if self._server is not None:
             raise RuntimeError("stand-in already started")
         self._stopping.clear()
-        server = _Server((self.host, self.port), self)
+        server = _Server((self.host, self.port), self, self._tls)
         self.port = server.server_address[1]  # a restart reuses the same port
         host = f"[{self.host}]" if ":" in self.host else self.host
-        self._base_url = f"http://{host}:{self.port}"
+        self._base_url = f"{'https' if self._tls else 'http'}://{host}:{self.port}"
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
@@ -503,7 +588,7 @@ class UserFluxStandIn:
         server, thread = self._server, self._thread
         if server is None:
             return
-        self._stopping.set()  # wake handlers sleeping in set_delay()
+        self._stopping.set()  # wake handlers sleeping in set_delay() or hanging
         server.shutdown()
         server.close_connections()
         server.server_close()
@@ -575,6 +660,7 @@ class UserFluxStandIn:
             self._faults = _Faults()
             self._reject_rules.clear()
             self._generation += 1
+            self._hang_released.set()
             self._changed.notify_all()
 
     # -- faults -----------------------------------------------------------------------------
@@ -599,10 +685,36 @@ class UserFluxStandIn:
         with self._lock:
             self._faults.fail_always = (status, None if retry_after is None else str(retry_after))
 
+    def fail_for(self, seconds: float, status: int = 503, retry_after: str | int | None = None) -> None:
+        """Answer every request with ``status`` (and ``Retry-After``, if given) for the
+        next ``seconds``, then heal by itself: a 429/503 storm. Like fail_always, it
+        comes before any validation; fail_next and the drop/reset/hang faults win over it."""
+        _check_fault_status(status)
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        with self._lock:
+            self._faults.fail_for = (status, None if retry_after is None else str(retry_after))
+            self._faults.fail_until = time.monotonic() + seconds
+
+    def hang(self) -> None:
+        """Read every request and never answer it, until heal(), reset() or stop(); the
+        connection is then closed unanswered. Logged at once, with status 0."""
+        with self._lock:
+            self._faults.hang = True
+            self._hang_released.clear()
+
+    def reset_next(self, count: int) -> None:
+        """Answer the next ``count`` requests with a TCP reset (RST), not a clean close."""
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        with self._lock:
+            self._faults.reset_next = count
+
     def heal(self) -> None:
-        """Clear fail_always / fail_next / delay / drop faults (reject rules stay)."""
+        """Clear every fault (fail_*, delay, hang, drop, reset); reject rules stay."""
         with self._lock:
             self._faults = _Faults()
+            self._hang_released.set()
 
     def reject_events(self, predicate: Callable[[dict], bool]) -> None:
         """Refuse (400) any request holding an event for which ``predicate`` is true.
@@ -631,16 +743,24 @@ class UserFluxStandIn:
     def _take_fault(self) -> tuple[Any, float, int]:
         """Decide (and consume) the fault for one arriving request.
 
-        Returns (fault, delay_s, generation); fault is "drop", (status, retry_after) or None.
+        Returns (fault, delay_s, generation); fault is "hang", "drop", "reset",
+        (status, retry_after) or None.
         """
         with self._lock:
             f, gen = self._faults, self._generation
+            if f.hang:
+                return "hang", 0.0, gen
             if f.drop_next > 0:
                 f.drop_next -= 1
                 return "drop", f.delay_s, gen
+            if f.reset_next > 0:
+                f.reset_next -= 1
+                return "reset", f.delay_s, gen
             if f.fail_next > 0:
                 f.fail_next -= 1
                 return (f.fail_next_status, f.fail_next_retry_after), f.delay_s, gen
+            if f.fail_for is not None and time.monotonic() < f.fail_until:
+                return f.fail_for, f.delay_s, gen
             return f.fail_always, f.delay_s, gen
 
     def _apply_reject_rules(self, events: list[dict]) -> _Answer | None:
@@ -667,6 +787,45 @@ class UserFluxStandIn:
             self._changed.notify_all()
 
 
+def _server_tls(tls: tuple[str, str], client_ca: str | None) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*tls)
+    if client_ca is not None:
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class StandInControl:
+    """Drives a stand-in that runs as its own process, through its control endpoints:
+    ``StandInControl(url).fail_for(5, status=429, retry_after=2)``, ``.requests()``..."""
+
+    def __init__(self, base_url: str, timeout_s: float = 5.0, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.ssl_context = ssl_context  # for an HTTPS stand-in: one that trusts its CA
+
+    def _call(self, method: str, name: str, arguments: dict | None = None) -> Any:
+        data = json.dumps(arguments).encode() if arguments is not None else None
+        request = urllib.request.Request(f"{self.base_url}{CONTROL_PREFIX}{name}", data=data, method=method)
+        with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.ssl_context) as response:  # noqa: S310
+            return json.loads(response.read() or b"null")
+
+    def events(self) -> list[dict]:
+        return self._call("GET", "events")
+
+    def requests(self) -> list[RequestLog]:
+        return [RequestLog(**entry) for entry in self._call("GET", "requests")]
+
+    def reset(self) -> None:
+        self._call("POST", "reset", {})
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name not in REMOTE_FAULTS:
+            raise AttributeError(name)
+        return lambda **arguments: self._call("POST", name, arguments)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.support.userflux_standin",
@@ -675,12 +834,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (0: any free port)")
     parser.add_argument("--api-key", default="test-write-key", help="the accepted bearer key")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (needs --tls-key)")
+    parser.add_argument("--tls-key", help="the certificate's PEM private key")
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
 
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    standin = UserFluxStandIn(api_key=args.api_key, host=args.host, port=args.port).start()
+    standin = UserFluxStandIn(api_key=args.api_key, host=args.host, port=args.port, tls=tls).start()
     print(f"userflux stand-in listening on {standin.base_url}", flush=True)
     try:
         while not done.wait(0.5):

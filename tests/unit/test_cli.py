@@ -216,3 +216,19 @@ def test_map_bad_config_exits_2(tmp_path, monkeypatch, capsys):
     code, results, err = run_map(monkeypatch, capsys, config, "web-events", ["{}"])
     assert code == 2 and results == []
     assert "mappings[0].event.name: unknown message metadata '@nope'" in err
+
+
+def test_map_never_prints_a_secret(tmp_path, monkeypatch, capsys):
+    line = json.dumps({"event": "leak", "user": {"id": 1}, "properties": {"token": API_KEY}})
+    code, results, _ = run_map(monkeypatch, capsys, write(tmp_path), "web-events", [line])
+    assert code == 0 and results[0]["event"]["properties"] == {"token": "***"}
+
+
+def test_map_reads_bytes_so_a_line_that_is_not_utf8_is_just_invalid(tmp_path, monkeypatch, capsys):
+    good = json.dumps({"event": "ok", "user": {"id": 1}}).encode()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b'{"event": "\xff"}\n' + good + b"\n")))
+    code = main(["map", "--config", write(tmp_path), "--topic", "web-events"])
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 1
+    assert results[0]["stage"] == "deserialize" and "utf-8" in results[0]["invalid"]
+    assert results[1]["event"]["name"] == "ok"

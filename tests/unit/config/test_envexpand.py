@@ -98,3 +98,47 @@ def test_every_unset_variable_is_reported():
     _, problems = run({"a": "${A}", "b": "${B}-${C}"}, {})
     assert len(problems) == 3
     assert [p.split(":")[0] for p in problems] == ["a", "b", "b"]
+
+
+def test_a_default_may_itself_be_a_reference():
+    assert run("${A:-${B}}", {"B": "b"}) == ("b", [])
+    assert run("${A:-${B}}", {"A": "a", "B": "b"}) == ("a", [])
+    assert run("x${A:-${B:-${C:-deep}}}y", {}) == ("xdeepy", [])
+    assert run("${A:-pre-${B}-post}", {"B": "b"}) == ("pre-b-post", [])
+
+
+def test_an_unused_default_does_not_need_its_variables():
+    assert run("${A:-${UNSET}}", {"A": "a"}) == ("a", [])
+
+
+def test_a_used_default_reports_its_unset_variable():
+    value, problems = run({"k": "${A:-${UNSET}}"}, {})
+    assert value == {"k": ""}
+    assert len(problems) == 1 and "UNSET is not set" in problems[0]
+
+
+def test_a_literal_inside_a_default_stays_literal():
+    assert run("${A:-$${B}}", {"B": "no"}) == ("${B}", [])
+
+
+@pytest.mark.parametrize("text", ["${A", "${A:-x", "${A:-${B}", "pre ${A:-${B:-c} post"])
+def test_an_unclosed_reference_is_a_problem_not_left_as_text(text):
+    value, problems = run({"k": text}, {"B": "b"})
+    assert len(problems) == 1
+    assert problems[0].startswith("k: ") and "is not closed" in problems[0]
+    assert "${" not in value["k"] and "}" not in value["k"]
+
+
+def test_a_closing_brace_outside_a_reference_is_text():
+    assert run("a}b ${A}}", {"A": "x"}) == ("a}b x}", [])
+
+
+def test_absurdly_deep_defaults_are_refused():
+    text = "${A:-" * 20 + "x" + "}" * 20
+    _, problems = run({"k": text}, {})
+    assert len(problems) == 1 and "nest more than" in problems[0]
+
+
+def test_an_unclosed_reference_inside_an_unused_default_is_still_a_problem():
+    _, problems = run({"k": "${A:-${B"}, {"A": "a"})
+    assert len(problems) == 1 and "is not closed" in problems[0]

@@ -473,3 +473,83 @@ def test_config_error_exit_code():
     with pytest.raises(ConfigError) as info:
         parse_settings("", env={})
     assert info.value.exit_code == 2
+
+
+@pytest.mark.parametrize("section", ["userflux", "kafka", "dead_letter", "metrics", "pipeline"])
+def test_a_section_written_as_a_plain_string_is_not_echoed(section):
+    secret = "sekrit-section-value-42"
+    lines = [line for line in MINIMAL.replace("KEY_PLACEHOLDER", API_KEY).splitlines()
+             if not line.startswith(f"{section}:")]
+    problems = problems_of("\n".join([f"{section}: {secret}", *lines]))
+    assert any(p.startswith(f"{section}: expected a mapping") and p.endswith("a string (value hidden)")
+               for p in problems), problems
+    assert secret not in "\n".join(problems)
+
+
+def minimal(extra: str = "") -> str:
+    return MINIMAL.replace("KEY_PLACEHOLDER", API_KEY) + extra
+
+
+def test_limits_defaults_and_values():
+    from connector.config.model import LimitsSettings
+    assert parse_settings(minimal(), env=ENV).limits == LimitsSettings(1_048_576, 64)
+    limits = parse_settings(minimal("limits: {max_message_bytes: 4096, max_nesting_depth: '${DEPTH}'}\n"),
+                            env={**ENV, "DEPTH": "10"}).limits
+    assert limits == LimitsSettings(max_message_bytes=4096, max_nesting_depth=10)
+
+
+@pytest.mark.parametrize("entry,expected", [
+    ("max_message_bytes: 10", "limits.max_message_bytes: expected an integer from 1024 to 104857600, found number 10"),
+    ("max_nesting_depth: 0", "limits.max_nesting_depth: expected an integer from 1 to 500, found number 0"),
+    ("max_nesting_depth: 5000", "limits.max_nesting_depth: expected an integer from 1 to 500, found number 5000"),
+    ("max_mesage_bytes: 10", "limits.max_mesage_bytes: unknown key (did you mean 'max_message_bytes'?)"),
+])
+def test_limits_are_validated(entry, expected):
+    assert one_problem(minimal(f"limits: {{{entry}}}\n")) == expected
+
+
+def with_userflux(entries: str) -> str:
+    return minimal().replace("userflux: {api_key: " + API_KEY + "}", "userflux: {api_key: " + API_KEY + ", " + entries + "}")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080",
+                                 "https://integration-api.userflux.co"])
+def test_plain_http_is_allowed_to_this_machine(url):
+    assert parse_settings(with_userflux(f"base_url: '{url}'"), env=ENV).userflux.base_url == url
+
+
+def test_plain_http_to_another_host_is_refused_unless_allowed():
+    text = with_userflux("base_url: 'http://userflux-proxy.internal:8080'")
+    assert one_problem(text) == (
+        "userflux.base_url: plain http to userflux-proxy.internal would send the write key and the events "
+        "unencrypted; use https, or set userflux.allow_insecure_http: true")
+    allowed = parse_settings(text.replace("base_url:", "allow_insecure_http: true, base_url:"), env=ENV)
+    assert allowed.userflux.base_url == "http://userflux-proxy.internal:8080" and allowed.userflux.allow_insecure_http
+
+
+def test_credentials_in_the_base_url_are_refused_without_being_echoed():
+    problem = one_problem(with_userflux("base_url: 'https://user:hunter2-pw@example.com'"))
+    assert problem.startswith("userflux.base_url: expected a URL without user:password@")
+    assert "hunter2" not in problem
+
+
+def test_tls_files_are_read_at_start(tmp_path, certs):
+    tls = parse_settings(with_userflux(f"tls: {{ca_file: '{certs.ca}', client_cert_file: '{certs.client_cert}', "
+                                       f"client_key_file: '{certs.client_key}'}}"), env=ENV).userflux.tls
+    assert tls.ca_file == str(certs.ca) and tls.client_key_file == str(certs.client_key)
+    problem = one_problem(with_userflux(f"tls: {{ca_file: '{tmp_path}/missing.pem'}}"))
+    assert problem.startswith(f"userflux.tls.ca_file: cannot read a PEM CA bundle from '{tmp_path}/missing.pem'")
+    assert one_problem(with_userflux(f"tls: {{client_key_file: '{certs.client_key}'}}")) == \
+        "userflux.tls.client_key_file: is set without client_cert_file"
+    assert one_problem(with_userflux("tls: {ca_fiel: x}")) == \
+        "userflux.tls.ca_fiel: unknown key (did you mean 'ca_file'?)"
+
+
+def test_a_secret_reaching_another_key_is_masked_in_its_error():
+    text = edit("batch_size: 50", "batch_size: ${USERFLUX_API_KEY}")
+    text = edit("auto.offset.reset: earliest", "auto.offset.reset: earliest\n  sasl.password: ${PW}", text)
+    text = edit("linger_ms: 200", "linger_ms: ${PW}", text)
+    problems = problems_of(text, env={"USERFLUX_API_KEY": API_KEY, "PW": "hunter2-kafka-pw"})
+    joined = "\n".join(problems)
+    assert "userflux.batch_size: expected an integer from 1 to 50, found string '***'" in joined
+    assert "userflux.linger_ms:" in joined and "hunter2" not in joined and API_KEY not in joined

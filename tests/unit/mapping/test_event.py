@@ -228,6 +228,18 @@ def test_garbage_timestamp_is_invalid(ts, why):
     assert invalid(SPEC, {"name": "n", "uid": "u", "ts": ts}) == f"timestamp: from 'ts': {why}"
 
 
+@pytest.mark.parametrize("kafka_ms", [0, 5, 10**15])
+def test_an_implausible_kafka_timestamp_is_invalid_not_sent(kafka_ms):
+    reason = invalid(SPEC, {"name": "n", "uid": "u"}, kafka_message(timestamp=(1, kafka_ms)))
+    assert reason.startswith(f"timestamp: the Kafka message's own timestamp: {kafka_ms} is ")
+
+
+def test_a_reason_quoting_a_huge_value_stays_short():
+    reason = invalid(SPEC, {"name": "a b" * 500_000, "uid": "u"})
+    assert reason.startswith("name: 'a ba ba b") and "contains white space" in reason
+    assert len(reason) < 200
+
+
 def test_huge_timestamp_is_invalid_not_a_crash():
     reason = invalid(SPEC, {"name": "n", "uid": "u", "ts": 10**40})
     assert reason.startswith("timestamp: from 'ts': ") and "too large" in reason

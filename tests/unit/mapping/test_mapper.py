@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from connector.config.model import LimitsSettings
 from connector.config.reader import Problems
 from connector.errors import InvalidMessage
 from connector.mapping.event import compile_mapping
@@ -121,4 +122,64 @@ def test_a_value_nested_too_deeply_is_invalid_not_a_crash():
     with pytest.raises(InvalidMessage) as caught:
         decode_value(b"[" * 100_000)
     assert caught.value.stage == "deserialize"
-    assert "nested too deeply" in caught.value.reason
+    assert "more than limits.max_nesting_depth (64) deep" in caught.value.reason
+
+
+def nested(depth: int) -> bytes:
+    return b'{"a":' * (depth - 1) + b"[]" + b"}" * (depth - 1)
+
+
+@pytest.mark.parametrize("depth,ok", [(64, True), (65, False), (900, False)])
+def test_nesting_is_limited_by_max_nesting_depth(depth, ok):
+    raw = nested(depth)
+    if ok:
+        assert decode_value(raw) is not None
+    else:
+        with pytest.raises(InvalidMessage) as info:
+            decode_value(raw)
+        assert info.value.stage == "deserialize"
+        assert info.value.reason == ("the value nests objects and arrays more than "
+                                     "limits.max_nesting_depth (64) deep")
+
+
+def test_many_flat_containers_are_not_deep():
+    raw = json.dumps({"items": [{"sku": i} for i in range(1000)]}).encode()
+    assert len(decode_value(raw, LimitsSettings(max_nesting_depth=3))["items"]) == 1000
+    with pytest.raises(InvalidMessage):
+        decode_value(raw, LimitsSettings(max_nesting_depth=2))
+
+
+def test_a_value_over_max_message_bytes_is_invalid_before_decoding():
+    limits = LimitsSettings(max_message_bytes=1024)
+    assert decode_value(b'"' + b"x" * 1022 + b'"', limits) == "x" * 1022
+    with pytest.raises(InvalidMessage) as info:
+        decode_value(b"x" * 1025, limits)  # not JSON either: the size is checked first
+    assert info.value.stage == "deserialize"
+    assert info.value.reason == "the value is 1025 bytes, over limits.max_message_bytes (1024)"
+
+
+def test_the_mapper_applies_its_limits():
+    mapper = MessageMapper(MAPPINGS, LimitsSettings(max_message_bytes=1024))
+    with pytest.raises(InvalidMessage, match="over limits.max_message_bytes"):
+        mapper.map(msg("web", {"u": 1, "e": "x" * 2000}))
+
+
+@pytest.mark.parametrize("raw,found", [
+    (b'{"a": 1e400}', "1e400 is too large for a JSON number"),
+    (b'[-1E999]', "-1E999 is too large for a JSON number"),
+    (b'{"a": "\\\\ud800"}', None),  # an escaped backslash: plain text, valid
+    (b'{"a": "\\\\ud800 \\ud83d\\ude00"}', None),  # a proper surrogate pair is one character
+    (b'{"a": "\\ud800"}', "a lone UTF-16 surrogate"),
+    (b'{"\\udfff": 1}', "a lone UTF-16 surrogate"),
+    (b'["x\\uDBFFy"]', "a lone UTF-16 surrogate"),
+    (b'{"a": "\xed\xa0\x80"}', "can't decode"),  # a surrogate encoded in UTF-8 is not UTF-8
+    (b"1" * 5000, "a number has too many digits"),
+])
+def test_values_json_cannot_carry_are_refused_when_decoded(raw, found):
+    if found is None:
+        decode_value(raw)
+        return
+    with pytest.raises(InvalidMessage) as info:
+        decode_value(raw)
+    assert info.value.stage == "deserialize"
+    assert found in info.value.reason, info.value.reason

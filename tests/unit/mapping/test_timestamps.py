@@ -16,7 +16,6 @@ MS = 1_700_000_000_123  # 2023-11-14T22:13:20.123Z
     (float(MS), MS),
     (1_700_000_000_123_456, MS),                        # microseconds
     (1_700_000_000_123_456_789, MS),                    # nanoseconds
-    (0, 0),
     (99_999_999_999, 99_999_999_999_000),               # just below 10^11: still seconds
     (100_000_000_000, 100_000_000_000),                 # 10^11: milliseconds
 ])
@@ -73,7 +72,23 @@ def test_iso_8601(value, expected):
     (10**20, "too large"),
     pytest.param(10**400, "too large", id="10**400-no-OverflowError"),
     (1e300, "too large"),
+    (0, "0 is before 1973-03-03: not a plausible event time"),
+    (99_999_999, "before 1973-03-03"),                  # seconds: 1973-03-03 is 10^8 s
+    ("1970-01-02T00:00:00Z", "'1970-01-02T00:00:00Z' is before 1973-03-03"),
+    ("9999-12-31T00:00:00Z", "after the year 5138"),
+    ("x" * 10_000, "'xxxxx"),
 ])
 def test_invalid(value, match):
     with pytest.raises(ValueError, match=match):
         to_epoch_ms(value)
+
+
+def test_the_earliest_and_latest_plausible_times():
+    assert to_epoch_ms(100_000_000) == 10**11  # seconds
+    assert to_epoch_ms(10**14 - 1) == 10**14 - 1  # milliseconds
+
+
+def test_a_reason_quotes_a_long_value_shortened():
+    with pytest.raises(ValueError) as info:
+        to_epoch_ms("x" * 10_000)
+    assert len(str(info.value)) < 200
