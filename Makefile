@@ -1,11 +1,17 @@
 # Everything a developer or CI needs, from a fresh clone. Needs python3 (3.11+),
-# Java 17+ and Maven (for the test broker's jars, fetched from Maven Central).
-# `make image` also needs root, for apt-get and buildah.
+# Java 17+ and Maven (for the test broker's jars, fetched from Maven Central), and Go
+# (to build helm once). `make image` also needs root, for apt-get and buildah.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test unit image image-tools demo check-config clean
+# Tools built from source once per machine, outside the clone.
+TOOLS := $(HOME)/.cache/userflux-connector/tools
+HELM_VERSION := v3.22.0
+HELM := $(TOOLS)/helm
+export HELM
+
+.PHONY: install test unit chart-test image image-tools demo check-config clean
 
 install: $(VENV)/.installed
 
@@ -14,16 +20,24 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
-# The whole suite: unit tests, the Dockerfile tests, then the integration tests against
-# a real Kafka broker the tests start themselves (or $KAFKA_BOOTSTRAP_SERVERS) and the
-# UserFlux stand-in.
-test: install
+$(HELM):
+	mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+# The whole suite: unit tests, the Helm chart and Dockerfile tests, then the integration
+# tests against a real Kafka broker the tests start themselves (or
+# $KAFKA_BOOTSTRAP_SERVERS) and the UserFlux stand-in.
+test: install $(HELM)
 	$(BIN)/python -m tests.support.kafka_broker fetch
 	$(BIN)/python -m pytest
 
 # Only the fast tests (no Kafka).
 unit: install
 	$(BIN)/python -m pytest tests/unit
+
+# Only the chart and Dockerfile tests (helm lint/template, schemas, hadolint).
+chart-test: install $(HELM)
+	$(BIN)/python -m pytest tests/helm tests/image
 
 # buildah builds the image without a Docker engine; debootstrap makes its base image.
 image-tools:
