@@ -11,7 +11,7 @@ HELM_VERSION := v3.22.0
 HELM := $(TOOLS)/helm
 export HELM
 
-.PHONY: install test unit chart-test image image-tools demo check-config clean
+.PHONY: install test unit chart-test image image-test image-tools demo check-config clean
 
 install: $(VENV)/.installed
 
@@ -48,6 +48,11 @@ image-tools:
 # (~/.cache/userflux-connector/buildah), on a locally made Debian base (cached).
 image: install image-tools
 	$(BIN)/python -m tests.support.image build
+
+# Build the image, then run it: --version, `check` on the chart's rendered configs, and
+# SIGTERM to PID 1 with a read-only root filesystem.
+image-test: image $(HELM)
+	$(BIN)/python -m pytest -m image tests/image
 
 # A local broker and UserFlux stand-in, sample events, the connector on config/demo.yaml.
 demo: install
