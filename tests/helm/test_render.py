@@ -5,9 +5,11 @@ Operator and KEDA kinds, carries the fields those controllers need."""
 from __future__ import annotations
 
 import pathlib
+import shutil
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from tests.support.helm import CHART, NAMESPACE, RELEASE, SCENARIOS, find, helm, one, render
 
@@ -150,6 +152,21 @@ def test_the_packaged_chart_renders_like_the_directory(tmp_path: pathlib.Path):
 
 
 def _app_version() -> str:
-    import yaml
-
     return yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+
+
+def test_notes_say_how_to_watch_it_and_that_extra_replicas_sit_idle(tmp_path: pathlib.Path):
+    # helm renders NOTES.txt only on install (which needs a cluster): a copy of the chart
+    # renders it with template, wrapped in a YAML document.
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart, symlinks=False)
+    templates = chart / "templates"
+    notes = (templates / "NOTES.txt").read_text()
+    (templates / "_notes.tpl").write_text('{{- define "notes" }}' + notes + "{{- end }}")
+    (templates / "notes.yaml").write_text('notes: {{ include "notes" . | toJson }}')
+    rendered = helm("template", RELEASE, str(chart), "--namespace", NAMESPACE, "--values", str(SCENARIOS["keda"]),
+                    "--show-only", "templates/notes.yaml").stdout
+    notes = " ".join(yaml.safe_load(rendered)["notes"].split())
+    assert f"rollout status deployment/{RELEASE}-userflux-connector" in notes
+    assert "replicas beyond the partition count of the mapped topics get no partition and sit idle" in notes
+    assert "Autoscaling (keda) keeps 2 to 12 replicas" in notes
