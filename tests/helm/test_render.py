@@ -120,6 +120,11 @@ def test_keda_reads_lag_from_where_the_connector_would_start(reset, policy):
     assert one(manifests, "ScaledObject")["spec"]["triggers"][0]["metadata"]["offsetResetPolicy"] == policy
 
 
+def test_keda_may_scale_to_zero_while_there_is_no_lag():
+    manifests = render([SCENARIOS["keda"]], {"autoscaling.minReplicas": 0})
+    assert one(manifests, "ScaledObject")["spec"]["minReplicaCount"] == 0
+
+
 def test_hpa_scales_the_deployment_on_cpu():
     manifests = render([SCENARIOS["hpa"]])
     assert not find(manifests, "ScaledObject")

@@ -37,6 +37,8 @@ REFUSED_BY_TEMPLATES = {
     "KEDA reading ${VAR} servers": ({"autoscaling": {"enabled": True, "mode": "keda"},
                                      "config.kafka.bootstrap\\.servers": "${KAFKA_BOOTSTRAP_SERVERS}"},
                                     "cannot expand ${VAR}"),
+    "an HPA scaling to zero": ({"autoscaling": {"enabled": True, "mode": "hpa", "minReplicas": 0}},
+                               "an HPA needs at least 1"),
     "a ServiceMonitor without its Service": ({"service.enabled": False, "prometheus.monitor.enabled": True},
                                              "enable service.enabled, or use kind: PodMonitor"),
 }
