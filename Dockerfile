@@ -4,9 +4,9 @@
 #
 # BASE_IMAGE is any Debian-based image with python3 (3.11+), its venv module and the CA
 # certificates at /etc/ssl/certs/ca-certificates.crt: by default the official slim Python
-# image, pinned. Both stages use the same base, so the virtual environment built in the
+# image, pinned to a patch release and to its multi-platform index digest. Both stages use the same base, so the virtual environment built in the
 # first one runs unchanged in the second (its interpreter path is the base's).
-ARG BASE_IMAGE=docker.io/library/python:3.11.14-slim-bookworm
+ARG BASE_IMAGE=docker.io/library/python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
 # ---- builder: the wheel, and a virtual environment with it and its dependencies ----------
 FROM ${BASE_IMAGE} AS builder

@@ -27,7 +27,7 @@ def test_hadolint_passes_without_warnings():
 def test_the_base_is_a_pinned_build_argument_used_by_both_stages():
     text = DOCKERFILE.read_text()
     base = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.M)
-    assert base and re.search(r":\d+\.\d+\.\d+-slim-\w+$", base.group(1))  # an exact version
+    assert base and re.search(r":\d+\.\d+\.\d+-slim-\w+@sha256:[0-9a-f]{64}$", base.group(1))  # release and digest
     assert re.findall(r"^FROM (\S+)", text, re.M) == ["${BASE_IMAGE}", "${BASE_IMAGE}"]
 
 
@@ -42,3 +42,5 @@ def test_runs_the_connector_as_pid_1_as_a_fixed_non_root_user():
 def test_the_build_context_holds_only_what_the_wheel_needs():
     copies = re.findall(r"^COPY (?!--from)(.+?) \S+$", DOCKERFILE.read_text(), re.M)
     assert copies == ["pyproject.toml README.md", "connector"]
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert ignored[ignored.index("*"):][1:4] == ["!pyproject.toml", "!README.md", "!connector/"]
