@@ -76,16 +76,12 @@ def ensure_base() -> str:
     if has_image(BASE_REF):
         return BASE_REF
     if BASE_ARCHIVE.exists():
-        buildah("pull", "--quiet", f"oci-archive:{BASE_ARCHIVE}")
-        buildah("tag", _archive_image_id(), BASE_REF)
+        # An OCI archive carries no name: pull prints the image's ID, which gets the name.
+        image_id = buildah("pull", "--quiet", f"oci-archive:{BASE_ARCHIVE}", capture=True).splitlines()[-1]
+        buildah("tag", image_id, BASE_REF)
         return BASE_REF
     _debootstrap_base()
     return BASE_REF
-
-
-def _archive_image_id() -> str:
-    # An OCI archive carries no name; the image just pulled is the newest one stored.
-    return buildah("images", "--quiet", "--noheading", "--sort", "created", capture=True).splitlines()[-1]
 
 
 def _debootstrap_base() -> None:
