@@ -4,8 +4,9 @@
 #
 # BASE_IMAGE is any Debian-based image with python3 (3.11+), its venv module and the CA
 # certificates at /etc/ssl/certs/ca-certificates.crt: by default the official slim Python
-# image, pinned to a patch release and to its multi-platform index digest. Both stages use the same base, so the virtual environment built in the
-# first one runs unchanged in the second (its interpreter path is the base's).
+# image, pinned to a patch release and to its multi-platform index digest. Both stages
+# use the same base, so the virtual environment built in the first one runs unchanged
+# in the second (its interpreter path is the base's).
 ARG BASE_IMAGE=docker.io/library/python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
 # ---- builder: the wheel, and a virtual environment with it and its dependencies ----------
@@ -34,6 +35,8 @@ RUN python3 -m venv /opt/build \
 # ---- runtime: the base plus the virtual environment, nothing else ------------------------
 FROM ${BASE_IMAGE}
 
+# make image passes the project's version and commit; the default version is kept equal
+# to pyproject.toml's by a test, for a plain `docker build .`.
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG SOURCE_URL=https://github.com/userflux/userflux-connector

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from tests.support.connector_process import REPO
+from tests.support.image import project_version
 
 DOCKERFILE = REPO / "Dockerfile"
 
@@ -37,6 +38,10 @@ def test_runs_the_connector_as_pid_1_as_a_fixed_non_root_user():
     assert 'CMD ["run", "--config", "/etc/userflux-connector/config.yaml"]' in text
     uid = re.search(r"^ARG UID=(\d+)$", text, re.M)
     assert uid and int(uid.group(1)) >= 10000 and "USER ${UID}:${UID}" in text
+
+
+def test_the_default_version_label_is_the_project_s():
+    assert f"ARG VERSION={project_version()}\n" in DOCKERFILE.read_text()
 
 
 def test_the_build_context_holds_only_what_the_wheel_needs():
