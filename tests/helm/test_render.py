@@ -76,6 +76,15 @@ def test_service_monitor_selects_the_metrics_service_port():
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
+@pytest.mark.parametrize("release", ["uf", "userflux-connector", "prod-userflux-connector-eu"])
+def test_the_scrape_job_is_named_as_the_alert_rules_and_dashboard_select_it(release):
+    # The Prometheus Operator names the job after the Service a ServiceMonitor selects.
+    text = helm("template", release, str(CHART), "--namespace", NAMESPACE,
+                "--values", str(SCENARIOS["monitoring"])).stdout
+    service = one([m for m in yaml.safe_load_all(text) if m], "Service")
+    assert "userflux-connector" in service["metadata"]["name"]
+
+
 def test_pod_monitor_selects_the_pods_metrics_port():
     manifests = render([SCENARIOS["podmonitor"]])
     assert not find(manifests, "Service") and not find(manifests, "ServiceMonitor")

@@ -39,6 +39,8 @@ REFUSED_BY_TEMPLATES = {
                                     "cannot expand ${VAR}"),
     "an HPA scaling to zero": ({"autoscaling": {"enabled": True, "mode": "hpa", "minReplicas": 0}},
                                "an HPA needs at least 1"),
+    "alert rules that would not find the job": ({"fullnameOverride": "events-to-uf", "prometheus.rules.enabled": True},
+                                                "keep \"userflux-connector\" in fullnameOverride"),
     "a ServiceMonitor without its Service": ({"service.enabled": False, "prometheus.monitor.enabled": True},
                                              "enable service.enabled, or use kind: PodMonitor"),
 }
