@@ -1,16 +1,21 @@
 # Everything a developer or CI needs, from a fresh clone. Needs python3 (3.11+),
 # Java 17+ and Maven (for the test broker's jars, fetched from Maven Central), Go (to
-# build promtool, which checks the alert rules and the dashboard's queries), and openssl
-# (the TLS tests make their own certificates).
+# build helm and promtool once per machine), and openssl (the TLS tests make their own
+# certificates). `make image` also needs root, for apt-get and buildah.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Built tools live outside the clone, shared by every checkout on the machine.
+
+# Tools built from source once per machine, outside the clone, shared by every checkout.
 TOOLS ?= $(HOME)/.cache/userflux-connector/tools
+HELM_VERSION := v3.22.0
+HELM := $(TOOLS)/helm
 PROMTOOL_VERSION := v0.316.0
 PROMTOOL := $(TOOLS)/promtool
+export HELM PROMTOOL
 
-.PHONY: install test unit monitoring dashboard promtool demo check-config clean
+.PHONY: install test unit chart-test monitoring dashboard promtool image image-test image-tools \
+	demo check-config clean
 
 install: $(VENV)/.installed
 
@@ -19,30 +24,54 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
-# The whole suite: unit tests, then the integration tests against a real Kafka broker
-# the tests start themselves (or $KAFKA_BOOTSTRAP_SERVERS) and the UserFlux stand-in.
-test: install $(PROMTOOL)
-	$(BIN)/python -m tests.support.kafka_broker fetch
-	PROMTOOL=$(PROMTOOL) $(BIN)/python -m pytest
-
-# Only the fast tests (no Kafka).
-unit: install
-	$(BIN)/python -m pytest tests/unit
-
-# The dashboard and the alert rules: structure, promtool checks, the rules' unit tests.
-monitoring: install $(PROMTOOL)
-	PROMTOOL=$(PROMTOOL) $(BIN)/python -m pytest tests/dashboards
-
-# Write dashboards/userflux-connector.json from dashboards/build_dashboard.py.
-dashboard: install
-	$(BIN)/python -m dashboards.build_dashboard
-
-promtool: $(PROMTOOL)
+$(HELM):
+	mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 # Prometheus' promtool, built once from the Go module proxy (a few minutes).
 $(PROMTOOL):
 	mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) go install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
+
+promtool: $(PROMTOOL)
+
+# The whole suite: unit tests, the Helm chart, Dockerfile, dashboard and alert tests, then
+# the integration tests (the fault suite's fast versions among them) against a real Kafka
+# broker the tests start themselves (or $KAFKA_BOOTSTRAP_SERVERS) and the UserFlux stand-in.
+test: install $(HELM) $(PROMTOOL)
+	$(BIN)/python -m tests.support.kafka_broker fetch
+	$(BIN)/python -m pytest
+
+# Only the fast tests (no Kafka).
+unit: install
+	$(BIN)/python -m pytest tests/unit
+
+# Only the chart and Dockerfile tests (helm lint/template, schemas, hadolint).
+chart-test: install $(HELM)
+	$(BIN)/python -m pytest tests/helm tests/image
+
+# The dashboard and the alert rules: structure, promtool checks, the rules' unit tests.
+monitoring: install $(PROMTOOL)
+	$(BIN)/python -m pytest tests/dashboards
+
+# Write dashboards/userflux-connector.json from dashboards/build_dashboard.py.
+dashboard: install
+	$(BIN)/python -m dashboards.build_dashboard
+
+# buildah builds the image without a Docker engine; debootstrap makes its base image.
+image-tools:
+	@command -v buildah >/dev/null && command -v debootstrap >/dev/null || { \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y buildah debootstrap; }
+
+# The container image, as localhost/userflux-connector:test in buildah's storage
+# (~/.cache/userflux-connector/buildah), on a locally made Debian base (cached).
+image: install image-tools
+	$(BIN)/python -m tests.support.image build
+
+# Build the image, then run it: --version, `check` on the chart's rendered configs, and
+# SIGTERM to PID 1 with a read-only root filesystem.
+image-test: image $(HELM)
+	$(BIN)/python -m pytest -m image tests/image
 
 # A local broker and UserFlux stand-in, sample events, the connector on config/demo.yaml.
 demo: install

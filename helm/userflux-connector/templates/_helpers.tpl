@@ -1,0 +1,135 @@
+{{/* Names and labels. */}}
+{{- define "userflux-connector.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "userflux-connector.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "userflux-connector.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "userflux-connector.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "userflux-connector.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "userflux-connector.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "userflux-connector.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "userflux-connector.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "userflux-connector.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The metrics port: the connector's own setting, so the two can never disagree. */}}
+{{- define "userflux-connector.metricsPort" -}}
+{{- dig "metrics" "port" 9464 .Values.config | int }}
+{{- end }}
+
+{{/* Seconds Kubernetes waits after SIGTERM: above the connector's shutdown grace. */}}
+{{- define "userflux-connector.terminationGracePeriodSeconds" -}}
+{{- $grace := dig "pipeline" "shutdown_grace_s" 30 .Values.config | float64 }}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
+{{- add (ceil $grace | int) 15 }}
+{{- else if le (float64 .Values.terminationGracePeriodSeconds) $grace }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be longer than config.pipeline.shutdown_grace_s (%v): Kubernetes would kill the connector before it delivered what is in flight" .Values.terminationGracePeriodSeconds $grace) }}
+{{- else }}
+{{- .Values.terminationGracePeriodSeconds }}
+{{- end }}
+{{- end }}
+
+{{/* Secrets: the chart's own Secret, or the operator's. */}}
+{{- define "userflux-connector.secretName" -}}
+{{- include "userflux-connector.fullname" . }}
+{{- end }}
+
+{{- define "userflux-connector.createsSecret" -}}
+{{- if or (not .Values.apiKey.existingSecret) (and .Values.kafkaSasl.enabled (not .Values.kafkaSasl.existingSecret)) }}true{{- end }}
+{{- end }}
+
+{{/* Fails the render, naming the fix, when a secret has no source. */}}
+{{- define "userflux-connector.validateSecrets" -}}
+{{- if and .Values.apiKey.value .Values.apiKey.existingSecret }}
+{{- fail "apiKey: set either value or existingSecret, not both" }}
+{{- end }}
+{{- if not (or .Values.apiKey.value .Values.apiKey.existingSecret) }}
+{{- fail "apiKey: the UserFlux Write Only API Key is required: set apiKey.existingSecret to a Secret holding it (key apiKey.existingSecretKey), or apiKey.value" }}
+{{- end }}
+{{- if and .Values.kafkaSasl.enabled (not .Values.kafkaSasl.existingSecret) (not (and .Values.kafkaSasl.username .Values.kafkaSasl.password)) }}
+{{- fail "kafkaSasl: enabled needs kafkaSasl.existingSecret, or both kafkaSasl.username and kafkaSasl.password" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The connector's configuration: .Values.config with what the chart owns added (the
+API key and SASL credentials as ${VAR} references to Secret-backed variables, the
+static member id). Rendered once here; the ConfigMap and its checksum both use it.
+*/}}
+{{- define "userflux-connector.config" -}}
+{{- $config := deepCopy .Values.config }}
+{{- if not (dig "metrics" "enabled" true $config) }}
+{{- fail "config.metrics.enabled: the chart's probes and monitoring need the metrics endpoint; keep it enabled" }}
+{{- end }}
+{{- $userflux := get $config "userflux" | default dict }}
+{{- $_ := set $userflux "api_key" "${USERFLUX_API_KEY}" }}
+{{- $_ := set $config "userflux" $userflux }}
+{{- $kafka := get $config "kafka" | default dict }}
+{{- if .Values.kafkaSasl.enabled }}
+{{- $_ := set $kafka "sasl.username" "${KAFKA_SASL_USERNAME}" }}
+{{- $_ := set $kafka "sasl.password" "${KAFKA_SASL_PASSWORD}" }}
+{{- end }}
+{{- if .Values.staticMembership.enabled }}
+{{- $_ := set $kafka "group.instance.id" "${POD_NAME}" }}
+{{- end }}
+{{- $_ := set $config "kafka" $kafka }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/* "auto" means: when the cluster serves the Prometheus Operator's CRD. */}}
+{{- define "userflux-connector.wanted" -}}
+{{- $enabled := index . 0 }}
+{{- $context := index . 1 }}
+{{- $api := index . 2 }}
+{{- if eq (toString $enabled) "true" }}true
+{{- else if and (eq (toString $enabled) "auto") ($context.Capabilities.APIVersions.Has $api) }}true
+{{- end }}
+{{- end }}
+
+{{/*
+What the pods' credentials depend on: the chart's Secret data when it creates one,
+else the names and keys of the operator's Secrets (a change of their contents is not
+seen by Helm; restart the pods, or use a reloader).
+*/}}
+{{- define "userflux-connector.secretChecksum" -}}
+{{- $parts := list .Values.apiKey.existingSecret .Values.apiKey.existingSecretKey .Values.kafkaSasl.enabled .Values.kafkaSasl.existingSecret .Values.kafkaSasl.usernameKey .Values.kafkaSasl.passwordKey .Values.kafkaTls.existingSecret }}
+{{- if include "userflux-connector.createsSecret" . }}
+{{- $parts = append $parts (include (print .Template.BasePath "/secret.yaml") .) }}
+{{- end }}
+{{- toJson $parts | sha256sum }}
+{{- end }}

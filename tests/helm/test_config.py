@@ -1,0 +1,126 @@
+"""The connector configuration the chart renders: valid for the connector, free of
+secrets, and rolled out to the pods whenever it (or a credential) changes."""
+
+from __future__ import annotations
+
+import base64
+import pathlib
+import shutil
+
+import certifi
+import pytest
+import yaml
+
+from tests.support.connector_process import cli
+from tests.support.helm import POD_ENV, SCENARIOS, TLS_MOUNT, connector_config, find, one, render, render_text
+
+API_KEY = POD_ENV["USERFLUX_API_KEY"]
+KAFKA_PASSWORD = POD_ENV["KAFKA_SASL_PASSWORD"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_the_rendered_config_passes_check(scenario, tmp_path: pathlib.Path):
+    # librdkafka opens the TLS files check is given: the Secret's mount is played by a
+    # directory holding a real CA bundle.
+    tls = tmp_path / "kafka-tls"
+    tls.mkdir()
+    shutil.copy(certifi.where(), tls / "ca.crt")
+    config = tmp_path / "config.yaml"
+    config.write_text(connector_config(render([SCENARIOS[scenario]])).replace(f"{TLS_MOUNT}/", f"{tls}/"))
+    result = cli("check", "--config", str(config), env=POD_ENV)
+    assert result.returncode == 0, result.stderr
+    assert f"{config}: OK" in result.stdout
+
+
+def test_the_config_is_written_as_in_values_with_the_chart_s_references_added():
+    values = yaml.safe_load(SCENARIOS["sasl"].read_text())["config"]
+    config = yaml.safe_load(connector_config(render([SCENARIOS["sasl"]])))
+    assert config["mappings"] == values["mappings"]
+    assert config["kafka"]["max.poll.interval.ms"] == 3_000_000  # a large number stays a number
+    assert config["userflux"]["api_key"] == "${USERFLUX_API_KEY}"
+    assert config["kafka"]["sasl.username"] == "${KAFKA_SASL_USERNAME}"
+    assert config["kafka"]["sasl.password"] == "${KAFKA_SASL_PASSWORD}"
+    assert "group.instance.id" not in config["kafka"]
+
+
+def test_static_membership_names_each_member_after_its_pod():
+    manifests = render([SCENARIOS["existing-secret"]])
+    assert yaml.safe_load(connector_config(manifests))["kafka"]["group.instance.id"] == "${POD_NAME}"
+    env = _container(manifests)["env"]
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
+
+
+@pytest.mark.parametrize("scenario", ["default", "keda"])
+def test_secrets_never_reach_a_configmap(scenario):
+    sets = {"apiKey.value": API_KEY}
+    if scenario == "keda":
+        sets["kafkaSasl.password"] = KAFKA_PASSWORD
+    manifests = render([SCENARIOS[scenario]], sets)
+    for configmap in find(manifests, "ConfigMap"):
+        text = yaml.safe_dump(configmap)
+        assert API_KEY not in text and KAFKA_PASSWORD not in text
+    secret = one(manifests, "Secret")
+    stored = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert stored["api-key"] == API_KEY
+    env = {e["name"]: e["valueFrom"] for e in _container(manifests)["env"] if "valueFrom" in e}
+    assert env["USERFLUX_API_KEY"] == {"secretKeyRef": {"name": secret["metadata"]["name"], "key": "api-key"}}
+    if scenario == "keda":
+        assert stored["kafka-sasl-password"] == KAFKA_PASSWORD
+        assert env["KAFKA_SASL_PASSWORD"]["secretKeyRef"]["key"] == "kafka-sasl-password"
+    # Only the Secret holds them, nowhere else in the rendered text.
+    assert API_KEY not in render_text([SCENARIOS[scenario]], sets).replace(secret["data"]["api-key"], "")
+
+
+def test_an_existing_secret_is_referenced_and_none_is_created():
+    manifests = render([SCENARIOS["existing-secret"]])
+    assert not find(manifests, "Secret")
+    env = {e["name"]: e.get("valueFrom") for e in _container(manifests)["env"]}
+    assert env["USERFLUX_API_KEY"] == {"secretKeyRef": {"name": "userflux-credentials", "key": "write-key"}}
+
+
+def test_kafka_credentials_and_tls_files_come_from_the_operator_s_secrets():
+    manifests = render([SCENARIOS["sasl"]])
+    container, pod = _container(manifests), one(manifests, "Deployment")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("valueFrom") for e in container["env"]}
+    assert env["KAFKA_SASL_USERNAME"] == {"secretKeyRef": {"name": "kafka-credentials", "key": "username"}}
+    assert env["KAFKA_SASL_PASSWORD"] == {"secretKeyRef": {"name": "kafka-credentials", "key": "password"}}
+    assert env["KAFKA_SSL_KEY_PASSWORD"]["secretKeyRef"]["key"] == "ssl-key-password"  # extraEnv
+    assert {"name": "kafka-tls", "secret": {"secretName": "kafka-ca"}} in pod["volumes"]
+    assert {"name": "kafka-tls", "mountPath": "/etc/kafka/tls", "readOnly": True} in container["volumeMounts"]
+    secret = one(manifests, "Secret")  # the chart's: only the API key
+    assert set(secret["data"]) == {"api-key"}
+
+
+@pytest.mark.parametrize("change, rolls", [
+    ({"config.mappings": [{"topics": ["other"], "event": {"name": "event", "userId": "u"}}]}, {"config"}),
+    ({"config.pipeline.shutdown_grace_s": 20}, {"config"}),
+    ({"apiKey.value": "another-key"}, {"secret"}),
+    ({"kafkaSasl": {"enabled": True, "username": "u", "password": "p"}}, {"config", "secret"}),
+    ({"replicaCount": 3}, set()),
+])
+def test_checksums_change_exactly_when_config_or_credentials_change(change, rolls):
+    before = _checksums(render([SCENARIOS["default"]]))
+    after = _checksums(render([SCENARIOS["default"]], change))
+    assert {name for name in before if before[name] != after[name]} == rolls
+
+
+def test_the_secret_checksum_follows_a_switch_to_another_existing_secret():
+    before = _checksums(render([SCENARIOS["existing-secret"]]))
+    after = _checksums(render([SCENARIOS["existing-secret"]], {"apiKey.existingSecret": "rotated-credentials"}))
+    assert before["secret"] != after["secret"] and before["config"] == after["config"]
+
+
+def test_termination_grace_outlasts_the_connector_s_shutdown_grace():
+    pod = lambda sets: one(render([SCENARIOS["default"]], sets), "Deployment")["spec"]["template"]["spec"]
+    assert pod({})["terminationGracePeriodSeconds"] == 45
+    assert pod({"config.pipeline.shutdown_grace_s": 100.5})["terminationGracePeriodSeconds"] == 116
+    assert pod({"terminationGracePeriodSeconds": 31})["terminationGracePeriodSeconds"] == 31
+
+
+def _container(manifests: list[dict]) -> dict:
+    return one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+
+def _checksums(manifests: list[dict]) -> dict[str, str]:
+    annotations = one(manifests, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    return {"config": annotations["checksum/config"], "secret": annotations["checksum/secret"]}

@@ -1,0 +1,186 @@
+"""The chart lints and renders for its defaults and every ci/ scenario, and every
+manifest it renders is valid Kubernetes (offline schemas) or, for the Prometheus
+Operator and KEDA kinds, carries the fields those controllers need."""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.support.helm import CHART, NAMESPACE, RELEASE, SCENARIOS, find, helm, one, render
+
+# The oldest Kubernetes the chart supports (PDB policy/v1, HPA autoscaling/v2, ...) and
+# the newest the offline schemas know.
+KUBERNETES_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ScaledObject"}
+
+
+def test_every_scenario_the_issue_names_is_there():
+    assert {"default", "existing-secret", "sasl", "monitoring", "keda", "hpa"} <= set(SCENARIOS)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_helm_lint_passes_strictly(scenario):
+    result = helm("lint", str(CHART), "--strict", "--values", str(SCENARIOS[scenario]))
+    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_rendered_manifest_is_valid(scenario):
+    manifests = render([SCENARIOS[scenario]])
+    assert manifests
+    for manifest in manifests:
+        if manifest["kind"] in CRD_KINDS:
+            continue  # no offline schema: checked field by field below
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(manifest, version, strict=True)
+        assert manifest["metadata"]["namespace"] == NAMESPACE or manifest["kind"] == "ConfigMap"
+
+
+def test_the_default_install_renders_what_a_stateless_consumer_needs():
+    manifests = render([SCENARIOS["default"]])
+    kinds = sorted(m["kind"] for m in manifests)
+    assert kinds == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount"]
+    deployment = one(manifests, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "userflux-connector:" + _app_version()
+    assert container["args"][:3] == ["run", "--config", "/etc/userflux-connector/config.yaml"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9464, "protocol": "TCP"}]
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+
+
+def test_the_metrics_port_follows_the_connector_config():
+    manifests = render([SCENARIOS["default"]], {"config.metrics.port": 9100})
+    container = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["ports"][0]["containerPort"] == 9100
+    assert one(manifests, "Service")["spec"]["ports"][0]["port"] == 9100
+
+
+def test_service_monitor_selects_the_metrics_service_port():
+    manifests = render([SCENARIOS["monitoring"]])
+    monitor, service = one(manifests, "ServiceMonitor"), one(manifests, "Service")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    ports = {p["name"] for p in service["spec"]["ports"]}
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["port"] in ports and endpoint["path"] == "/metrics"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+@pytest.mark.parametrize("release", ["uf", "userflux-connector", "prod-userflux-connector-eu"])
+def test_the_scrape_job_is_named_as_the_alert_rules_and_dashboard_select_it(release):
+    # The Prometheus Operator names the job after the Service a ServiceMonitor selects.
+    text = helm("template", release, str(CHART), "--namespace", NAMESPACE,
+                "--values", str(SCENARIOS["monitoring"])).stdout
+    service = one([m for m in yaml.safe_load_all(text) if m], "Service")
+    assert "userflux-connector" in service["metadata"]["name"]
+
+
+def test_pod_monitor_selects_the_pods_metrics_port():
+    manifests = render([SCENARIOS["podmonitor"]])
+    assert not find(manifests, "Service") and not find(manifests, "ServiceMonitor")
+    monitor, deployment = one(manifests, "PodMonitor"), one(manifests, "Deployment")
+    pod = deployment["spec"]["template"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    ports = {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] in ports
+
+
+@pytest.mark.parametrize("kind", ["ServiceMonitor", "PrometheusRule"])
+def test_auto_renders_prometheus_objects_only_when_the_crd_is_served(kind):
+    sets = {"prometheus.rules.enabled": "auto"}
+    assert not find(render([SCENARIOS["default"]], sets), kind)
+    served = render([SCENARIOS["default"]], sets, api_versions=[f"monitoring.coreos.com/v1/{kind}"])
+    assert len(find(served, kind)) == 1
+
+
+def test_keda_scales_the_deployment_on_lag_capped_at_the_partitions():
+    manifests = render([SCENARIOS["keda"]])
+    assert not find(manifests, "HorizontalPodAutoscaler")
+    scaled, deployment = one(manifests, "ScaledObject"), one(manifests, "Deployment")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    assert "replicas" not in deployment["spec"]  # the autoscaler owns it
+    assert scaled["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                "name": deployment["metadata"]["name"]}
+    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (2, 12)
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["bootstrapServers"] == "kafka.kafka:9092"
+    assert trigger["metadata"]["consumerGroup"] == "userflux-prod"
+    assert trigger["metadata"]["lagThreshold"] == "5000"
+    assert trigger["metadata"]["allowIdleConsumers"] == "false"
+    assert trigger["metadata"]["offsetResetPolicy"] == "earliest"  # the chart's default auto.offset.reset
+    assert all(isinstance(v, str) for v in trigger["metadata"].values())  # KEDA wants strings
+    assert trigger["authenticationRef"] == {"name": "kafka-scaler-auth"}
+
+
+@pytest.mark.parametrize("reset, policy", [("smallest", "earliest"), ("largest", "latest"), ("error", "latest")])
+def test_keda_reads_lag_from_where_the_connector_would_start(reset, policy):
+    manifests = render([SCENARIOS["keda"]], {"config.kafka.auto\\.offset\\.reset": reset})
+    assert one(manifests, "ScaledObject")["spec"]["triggers"][0]["metadata"]["offsetResetPolicy"] == policy
+
+
+def test_keda_may_scale_to_zero_while_there_is_no_lag():
+    manifests = render([SCENARIOS["keda"]], {"autoscaling.minReplicas": 0})
+    assert one(manifests, "ScaledObject")["spec"]["minReplicaCount"] == 0
+
+
+def test_hpa_scales_the_deployment_on_cpu():
+    manifests = render([SCENARIOS["hpa"]])
+    assert not find(manifests, "ScaledObject")
+    hpa, deployment = one(manifests, "HorizontalPodAutoscaler"), one(manifests, "Deployment")
+    assert "replicas" not in deployment["spec"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+    assert one(manifests, "PodDisruptionBudget")["spec"] == {
+        "minAvailable": 1, "selector": deployment["spec"]["selector"]}
+
+
+def test_scheduling_values_reach_the_pod():
+    pod = one(render([SCENARIOS["hpa"]]), "Deployment")["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "high-priority"
+    assert pod["tolerations"][0]["key"] == "dedicated"
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert "podAntiAffinity" in pod["affinity"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in pod["containers"][0]["volumeMounts"]
+    spread = one(render([SCENARIOS["keda"]]), "Deployment")["spec"]["template"]["spec"]
+    assert spread["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+
+
+def test_the_packaged_chart_renders_like_the_directory(tmp_path: pathlib.Path):
+    helm("package", str(CHART), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("userflux-connector-*.tgz")
+    values = str(SCENARIOS["monitoring"])
+    packaged = helm("template", RELEASE, str(archive), "--namespace", NAMESPACE, "--values", values).stdout
+    assert packaged == helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--values", values).stdout
+
+
+def _app_version() -> str:
+    return yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+
+
+def test_notes_say_how_to_watch_it_and_that_extra_replicas_sit_idle(tmp_path: pathlib.Path):
+    # helm renders NOTES.txt only on install (which needs a cluster): a copy of the chart
+    # renders it with template, wrapped in a YAML document.
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart, symlinks=False)
+    templates = chart / "templates"
+    notes = (templates / "NOTES.txt").read_text()
+    (templates / "_notes.tpl").write_text('{{- define "notes" }}' + notes + "{{- end }}")
+    (templates / "notes.yaml").write_text('notes: {{ include "notes" . | toJson }}')
+    rendered = helm("template", RELEASE, str(chart), "--namespace", NAMESPACE, "--values", str(SCENARIOS["keda"]),
+                    "--show-only", "templates/notes.yaml").stdout
+    notes = " ".join(yaml.safe_load(rendered)["notes"].split())
+    assert f"rollout status deployment/{RELEASE}-userflux-connector" in notes
+    assert "replicas beyond the partition count of the mapped topics get no partition and sit idle" in notes
+    assert "Autoscaling (keda) keeps 2 to 12 replicas" in notes
