@@ -14,7 +14,7 @@ PROMTOOL_VERSION := v0.316.0
 PROMTOOL := $(TOOLS)/promtool
 export HELM PROMTOOL
 
-.PHONY: install test unit chart-test monitoring dashboard promtool image image-test image-tools \
+.PHONY: install test unit soak chart-test monitoring dashboard promtool image image-test image-tools \
 	demo check-config clean
 
 install: $(VENV)/.installed
@@ -45,6 +45,12 @@ test: install $(HELM) $(PROMTOOL)
 # Only the fast tests (no Kafka).
 unit: install
 	$(BIN)/python -m pytest tests/unit
+
+# The fault suite, bigger and longer (not in CI: about half an hour): more kills, longer
+# outages and storms, larger backlogs. Its figures go to .cache/soak/report.json.
+soak: install
+	$(BIN)/python -m tests.support.kafka_broker fetch
+	USERFLUX_SOAK=1 $(BIN)/python -m pytest tests/integration/test_faults.py
 
 # Only the chart and Dockerfile tests (helm lint/template, schemas, hadolint).
 chart-test: install $(HELM)

@@ -81,3 +81,14 @@ def https_standin(certs: Certs):
     client certificate required); reset before each test that takes it."""
     with UserFluxStandIn(api_key=API_KEY, tls=(str(certs.server_cert), str(certs.server_key))) as server:
         yield server
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The fault suite's figures, one line per scenario (`make soak` also writes them to
+    .cache/soak/report.json)."""
+    from tests.support.faults import results
+
+    if results():
+        terminalreporter.section("fault suite")
+        for row in results():
+            terminalreporter.write_line(", ".join(f"{k}={v}" for k, v in row.items()))

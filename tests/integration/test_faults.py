@@ -11,8 +11,11 @@ import time
 
 import pytest
 
-from tests.integration.test_run import free_port
-from tests.support.faults import Scenario, elapsed, report, scale
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+from tests.support.connector_process import free_port
+from tests.support.faults import EventSource, Scenario, elapsed, report, scale
+from tests.support.kafka_broker import BrokerError, KafkaBroker, create_topic, ensure_jars
 from tests.support.kafka_tools import committed, wait_until
 
 pytestmark = pytest.mark.kafka
@@ -27,11 +30,14 @@ def test_1_kill_9_at_random_moments_loses_nothing(kafka_bootstrap, standin, tmp_
     static = {"kafka": {"group.instance.id": f"{s.group}-member"}}
     s.events.start(per_second=scale(600, 2000), max_events=scale(60_000, 2_000_000))
     started = time.monotonic()
+    killed_at = []
     for k in range(kills):
         before = len(s.standin.events())
         process = s.start(f"run{k}", **static)
         wait_until(lambda: len(s.standin.events()) > before, 60, "deliveries after the restart")
-        time.sleep(rng.uniform(0.05, scale(0.8, 3.0)))  # mid-batch: requests are in flight
+        time.sleep(rng.uniform(0.05, scale(0.8, 3.0)))
+        wait_until(lambda: s.standin.in_progress() > 0, 10, "a request in flight")  # mid-batch
+        killed_at.append(time.monotonic())
         process.process.kill()
         process.wait(10)
     produced = s.events.stop()
@@ -39,7 +45,10 @@ def test_1_kill_9_at_random_moments_loses_nothing(kafka_bootstrap, standin, tmp_
     figures = s.finish(produced, s.duplicate_bound(kills))
     assert final.stop() == 0
     s.check_processes(0)
-    report("1. kill -9 mid-batch", kills=kills, seconds=elapsed(started), **figures)
+    mid_request = s.in_flight_at(killed_at)
+    assert mid_request >= 0.8 * kills, f"only {mid_request} of {kills} kills landed with a request in flight"
+    report("1. kill -9 mid-batch", kills=kills, kills_with_requests_in_flight=mid_request,
+           seconds=elapsed(started), **figures)
 
 
 def test_2_a_long_outage_pauses_reading_bounds_memory_and_drains_after(kafka_bootstrap, standin, tmp_path):
@@ -76,6 +85,55 @@ def test_2_a_long_outage_pauses_reading_bounds_memory_and_drains_after(kafka_boo
     s.check_processes(0)
     report("2. UserFlux 503 for a long stretch", outage_s=outage_s, backlog=len(produced.valid),
            outage_requests=outage_requests, peak_rss_mb=round(peak_rss), **figures)
+
+
+def test_3_a_429_storm_holds_every_sender_until_the_retry_after(kafka_bootstrap, standin, tmp_path):
+    s = Scenario("storm", kafka_bootstrap, standin, tmp_path, latency_s=0.05, userflux={"max_in_flight": 8})
+    s.events.start(per_second=scale(2000, 5000), max_events=scale(20_000, 500_000))
+    process = s.start("c")
+    wait_until(lambda: len(s.standin.events()) >= 500, 60, "deliveries before the storm")
+    retry_after, storm_s = 1.0, scale(4, 30)
+    standin.fail_for(storm_s, 429, retry_after=int(retry_after))
+    time.sleep(storm_s + 1)
+    produced = s.events.stop()
+    figures = s.finish(produced, duplicates_allowed=0)  # a 429 stores nothing
+    assert process.stop() == 0
+    s.check_processes(0)
+    # Requests already on their way when an answer said wait are fine (they arrive within
+    # a moment); none may start after it and before the time the server asked for.
+    requests = standin.requests()
+    told = [r.answered_at for r in requests if r.status == 429]
+    early = [r for r in requests if any(t + 0.25 < r.received_at < t + retry_after for t in told)]
+    assert told and not early, f"{len(early)} of {len(requests)} requests went out before the Retry-After"
+    report("3. 429 storm with Retry-After: 1", storm_s=storm_s, answered_429=len(told), sent_early=len(early),
+           **figures)
+
+
+def test_4_resets_slow_answers_and_a_server_that_never_answers_lose_nothing(kafka_bootstrap, standin, tmp_path):
+    timeout_s, latency_s = 1.0, 0.05
+    s = Scenario("network", kafka_bootstrap, standin, tmp_path, latency_s=latency_s,
+                 userflux={"request_timeout_s": timeout_s})
+    s.events.start(per_second=scale(800, 2000), max_events=scale(20_000, 500_000))
+    process = s.start("c")
+    wait_until(lambda: len(s.standin.events()) >= 300, 60, "deliveries before the faults")
+    stretch = scale(3, 20)
+    resets = scale(10, 100)
+    standin.reset_next(resets)  # connections reset by the peer
+    wait_until(lambda: sum(1 for r in standin.requests() if r.status == 0) >= resets, 30, "the resets")
+    standin.set_delay(timeout_s * 1.5)  # answers slower than the request timeout: accepted, late
+    time.sleep(stretch)
+    standin.set_delay(latency_s)
+    standin.hang()  # accepts the connection, reads the request, never answers
+    time.sleep(stretch)
+    standin.heal()
+    standin.set_delay(latency_s)
+    produced = s.events.stop()
+    late = [r for r in standin.requests() if r.status == 204 and r.answered_at - r.received_at > timeout_s]
+    figures = s.finish(produced, duplicates_allowed=50 * len(late))  # a late answer's batch was sent again
+    assert process.stop() == 0
+    s.check_processes(0)
+    report("4. resets, answers slower than the timeout, no answer at all", stretch_s=stretch, resets=resets,
+           late_answers=len(late), **figures)
 
 
 def test_6_three_instances_churning_commit_only_what_they_own(kafka_bootstrap, standin, tmp_path):
@@ -125,6 +183,76 @@ def assert_commits_only_owned(log: str, topic: str) -> None:
             assert asked <= owned, f"committed {sorted(asked)} while owning {sorted(owned)}: {line}"
             commits += 1
     assert commits or "assigned" not in log
+
+
+@pytest.fixture(scope="module")
+def fault_broker(tmp_path_factory):
+    """A broker of this module's own, which the tests may stop and restart, and which does
+    not create topics on first use (so a dead-letter topic can be missing)."""
+    broker = KafkaBroker(tmp_path_factory.mktemp("fault-broker"), ensure_jars(),
+                         overrides={"auto.create.topics.enable": "false"})
+    try:
+        broker.start()
+    except BrokerError as exc:
+        pytest.fail(f"could not start the fault suite's Kafka broker:\n{exc}", pytrace=False)
+    yield broker
+    broker.stop()
+
+
+def test_5_a_broker_restart_mid_run_is_recovered_from_by_itself(fault_broker, standin, tmp_path):
+    s = Scenario("restart", fault_broker.bootstrap_servers, standin, tmp_path)
+    s.events.start(per_second=scale(600, 2000), max_events=scale(20_000, 500_000))
+    process = s.start("c")
+    wait_until(lambda: len(s.standin.events()) >= 300, 60, "deliveries before the restart")
+    s.events.stop()
+    down_s = scale(3, 30)
+    fault_broker.stop()  # mid-run: batches in flight, commits on their way
+    time.sleep(down_s)
+    assert process.running(), "the connector gave up while the broker was down"
+    fault_broker.restart()  # same port, same data
+    after = EventSource(fault_broker.bootstrap_servers, s.topic, "restart-after", invalid_every=25)
+    after.produce(scale(2000, 50_000))  # produced after the restart
+    produced = s.events.produced
+    produced.valid.update(after.produced.valid)
+    produced.invalid |= after.produced.invalid
+    figures = s.finish(produced, s.duplicate_bound(1))
+    assert process.stop() == 0
+    s.check_processes(0)
+    report("5. broker stopped and restarted mid-run", down_s=down_s, **figures)
+
+
+@pytest.mark.parametrize("why", ["missing", "refused"])
+def test_9_a_dead_letter_topic_that_cannot_be_written_loses_nothing(fault_broker, standin, tmp_path, why):
+    bootstrap = fault_broker.bootstrap_servers
+    s = Scenario(f"dlq-{why}", bootstrap, standin, tmp_path, create_dlq=False,
+                 # librdkafka waits this long for a topic to appear before failing its messages
+                 dead_letter={"producer": {"topic.metadata.propagation.max.ms": 1000}})
+    if why == "refused":  # too small for even the slimmed dead letter: the broker refuses it
+        create_topic(bootstrap, s.dlq, config={"max.message.bytes": "64"})
+    s.events.produce(scale(500, 5000))
+    process = s.start("c")
+    assert process.wait(60) == 5, process.stderr[-3000:]
+    assert "could not write to the dead-letter topic" in process.stderr
+    produced = s.events.produced
+    s.committed_ok(produced, dead_lettered=set())  # not committed past an invalid message
+    if why == "missing":
+        create_topic(bootstrap, s.dlq)
+    else:
+        alter_topic(bootstrap, s.dlq, {"max.message.bytes": "1048588"})
+    again = s.start("after-fix")
+    figures = s.finish(produced, s.duplicate_bound(1))
+    assert again.stop() == 0
+    s.check_processes(0, 5)
+    report(f"9. dead-letter topic {why}", **figures)
+
+
+def alter_topic(bootstrap: str, topic: str, config: dict[str, str]) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic,
+                              incremental_configs=[ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                                                   for k, v in config.items()])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(30)
 
 
 def test_8_a_key_refused_mid_run_commits_nothing_past_it_and_loses_nothing(kafka_bootstrap, standin, tmp_path):

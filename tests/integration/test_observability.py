@@ -258,3 +258,21 @@ def test_a_signal_ends_the_wait_after_a_refusal_at_once(kafka_bootstrap, standin
         assert connector.stop(timeout_s=10) == 3
         assert time.monotonic() - started < 5
     assert re.search(r"refused the write key", connector.stderr)
+
+
+def test_a_replica_beyond_the_partition_count_is_ready_and_idle(kafka_bootstrap, standin, tmp_path):
+    topic = new_topic(kafka_bootstrap, "idle")
+    group = unique("group")
+    ports = free_port(), free_port()
+    configs = [write_config(tmp_path / f"c{i}.yaml", base_config(
+        kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)],
+        metrics={"enabled": True, "port": port})) for i, port in enumerate(ports)]
+    with ConnectorProcess(configs[0]) as first:
+        wait_until(lambda: probe_status(ports[0], "/readyz") == "ready", 30, "the first replica ready")
+        with ConnectorProcess(configs[1]) as second:
+            # Ready once it has joined the group, with no partition: a rollout must not wait on it.
+            wait_until(lambda: probe_status(ports[1], "/readyz") == "ready", 30, "the idle replica ready")
+            counts = sorted(probe(port, "/readyz")[1]["assigned_partitions"] for port in ports)
+            assert counts == [0, 1]
+            assert second.stop() == 0
+        assert first.stop() == 0

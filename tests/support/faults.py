@@ -145,11 +145,12 @@ class Scenario:
     and every connector process started, for the final checks."""
 
     def __init__(self, name: str, bootstrap: str, standin: UserFluxStandIn, tmp_path: pathlib.Path,
-                 partitions: int = 4, latency_s: float = 0.1, invalid_every: int = 25, **sections: Any):
+                 partitions: int = 4, latency_s: float = 0.1, invalid_every: int = 25, create_dlq: bool = True,
+                 **sections: Any):
         self.name, self.bootstrap, self.standin, self.dir = name, bootstrap, standin, tmp_path
         self.partitions = partitions
         self.topic = new_topic(bootstrap, name, partitions=partitions)
-        self.dlq = new_topic(bootstrap, f"{name}-dlq")
+        self.dlq = new_topic(bootstrap, f"{name}-dlq") if create_dlq else unique(f"{name}-dlq")
         self.group = unique(f"{name}-group")
         self.latency_s = latency_s
         standin.set_delay(latency_s)  # requests are in flight when a fault lands
@@ -261,6 +262,12 @@ class Scenario:
         per_second = uf["batch_size"] * uf["max_in_flight"] / self.latency_s
         per_fault = pipe["max_pending_messages"] + math.ceil(per_second * (pipe["commit_interval_ms"] / 1000 + 0.5))
         return faults * per_fault
+
+    def in_flight_at(self, moments: list[float]) -> int:
+        """How many of these moments (monotonic) had a request in flight at the stand-in."""
+        spans = [(r.received_at, r.answered_at if r.answered_at is not None else float("inf"))
+                 for r in self.standin.requests()]
+        return sum(1 for t in moments if any(start <= t <= end for start, end in spans))
 
     def rss_mb(self, process: ConnectorProcess) -> float:
         for line in pathlib.Path(f"/proc/{process.process.pid}/status").read_text().splitlines():

@@ -367,8 +367,10 @@ class KafkaBroker:
         *,
         detached: bool = False,
         sasl_ssl: SaslSsl | None = None,
+        overrides: dict[str, str] | None = None,
     ) -> None:
         self.work_dir = pathlib.Path(work_dir).absolute()
+        self.overrides = dict(overrides or {})  # broker properties over the defaults below
         self.sasl_ssl = sasl_ssl
         self.sasl_port: int | None = None
         self.lib_dir = pathlib.Path(lib_dir).absolute() if lib_dir is not None else default_lib_dir()
@@ -457,6 +459,7 @@ class KafkaBroker:
             props["advertised.listeners"] += f",{sasl}"
             props["listener.security.protocol.map"] += ",SASL_SSL:SASL_SSL"
             props.update(self.sasl_ssl.broker_properties(self.sasl_port))
+        props.update(self.overrides)
         path = self.work_dir / "server.properties"
         path.write_text(
             "# Written by tests/support/kafka_broker.py\n"
@@ -517,53 +520,37 @@ class KafkaBroker:
                     raise
             raise AssertionError("unreachable")
 
-    def _start_once(self, deadline: float) -> None:
+    def restart(self, timeout_s: float = 90) -> "KafkaBroker":
+        """Stop the broker cleanly and start it again on the same ports, with the same
+        data: what a broker restart looks like to its clients."""
+        with self._lock:
+            if self.port is None:
+                raise BrokerError("restart() needs a broker that was started before")
+        self.stop()
+        with self._lock:
+            try:
+                self._start_once(time.monotonic() + timeout_s, keep_data=True)
+            except BaseException:
+                self._kill_now()
+                raise
+        return self
+
+    def _start_once(self, deadline: float, keep_data: bool = False) -> None:
         started = time.monotonic()
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        if self.data_dir.exists():
-            shutil.rmtree(self.data_dir)
-        self.port, self.controller_port, sasl_port = _free_ports(3)
-        self.sasl_port = sasl_port if self.sasl_ssl is not None else None
+        if not keep_data:
+            if self.data_dir.exists():
+                shutil.rmtree(self.data_dir)
+            self.port, self.controller_port, sasl_port = _free_ports(3)
+            self.sasl_port = sasl_port if self.sasl_ssl is not None else None
         config = self._write_config()
 
-        # Format the storage directory (a short-lived JVM, output into broker.log).
-        with open(self.log_path, "w") as logf:
-            logf.write(f"### kafka-storage format ({KAFKA_VERSION})\n")
-            logf.flush()
-            scram = []
-            if self.sasl_ssl is not None:  # SCRAM users live in the cluster metadata: made at format time
-                user = self.sasl_ssl
-                scram = ["--add-scram", f"{user.mechanism}=[name={user.username},password={user.password}]"]
-            fmt = self._java_cmd(
-                "kafka.tools.StorageTool", "format", "-t", _random_cluster_id(), "-c", str(config), *scram,
-                heap_mb=128,
-            )
-            try:
-                rc = subprocess.run(
-                    fmt, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                    timeout=max(1.0, deadline - time.monotonic()),
-                ).returncode
-            except subprocess.TimeoutExpired:
-                raise self._fail("formatting the storage directory timed out") from None
-            if rc != 0:
-                raise self._fail(f"formatting the storage directory failed (exit {rc})")
-            logf.write(f"### kafka.Kafka on 127.0.0.1:{self.port} (controller :{self.controller_port})\n")
-            logf.flush()
-
-            preexec = None
-            if not self.detached and threading.current_thread() is threading.main_thread():
-                # PDEATHSIG fires when the *thread* that forked the child exits, so
-                # only use it from the main thread; atexit covers the rest.
-                preexec = _pdeathsig_preexec(os.getpid())
-            self._proc = subprocess.Popen(
-                self._java_cmd("kafka.Kafka", str(config), heap_mb=self.heap_mb),
-                cwd=self.work_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=preexec,
-            )
+        # Format the storage directory (a short-lived JVM, output into broker.log) unless
+        # the data is kept, then start the broker.
+        with open(self.log_path, "a" if keep_data else "w") as logf:
+            if not keep_data:
+                self._format(config, logf, deadline)
+            self._launch(config, logf)
         if not self.detached and not self._atexit_registered:
             atexit.register(self.stop)
             self._atexit_registered = True
@@ -572,6 +559,45 @@ class KafkaBroker:
         log.info(
             "Kafka %s broker ready at %s (pid %d) in %.1f s",
             KAFKA_VERSION, self.bootstrap_servers, self._proc.pid, time.monotonic() - started,
+        )
+
+    def _format(self, config: pathlib.Path, logf, deadline: float) -> None:
+        logf.write(f"### kafka-storage format ({KAFKA_VERSION})\n")
+        logf.flush()
+        scram = []
+        if self.sasl_ssl is not None:  # SCRAM users live in the cluster metadata: made at format time
+            user = self.sasl_ssl
+            scram = ["--add-scram", f"{user.mechanism}=[name={user.username},password={user.password}]"]
+        fmt = self._java_cmd(
+            "kafka.tools.StorageTool", "format", "-t", _random_cluster_id(), "-c", str(config), *scram,
+            heap_mb=128,
+        )
+        try:
+            rc = subprocess.run(
+                fmt, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                timeout=max(1.0, deadline - time.monotonic()),
+            ).returncode
+        except subprocess.TimeoutExpired:
+            raise self._fail("formatting the storage directory timed out") from None
+        if rc != 0:
+            raise self._fail(f"formatting the storage directory failed (exit {rc})")
+
+    def _launch(self, config: pathlib.Path, logf) -> None:
+        logf.write(f"### kafka.Kafka on 127.0.0.1:{self.port} (controller :{self.controller_port})\n")
+        logf.flush()
+        preexec = None
+        if not self.detached and threading.current_thread() is threading.main_thread():
+            # PDEATHSIG fires when the *thread* that forked the child exits, so
+            # only use it from the main thread; atexit covers the rest.
+            preexec = _pdeathsig_preexec(os.getpid())
+        self._proc = subprocess.Popen(
+            self._java_cmd("kafka.Kafka", str(config), heap_mb=self.heap_mb),
+            cwd=self.work_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=preexec,
         )
 
     def _wait_ready(self, deadline: float) -> None:

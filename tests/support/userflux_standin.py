@@ -353,6 +353,16 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith(CONTROL_PREFIX) or path == CONTROL_PREFIX.rstrip("/"):
             self._control(path, body)
             return
+        with standin._lock:
+            standin._in_progress += 1
+        try:
+            self._answer(standin, path, split, body, received_at, received_wall)
+        finally:
+            with standin._lock:
+                standin._in_progress -= 1
+
+    def _answer(self, standin: "UserFluxStandIn", path: str, split: Any, body: bytes,
+                received_at: float, received_wall: float) -> None:
 
         pairs = parse_qsl(split.query, keep_blank_values=True)
         query: dict[str, str] = {}
@@ -562,6 +572,7 @@ class UserFluxStandIn:
         # set_delay) is still answered but no longer recorded, so it cannot leak into
         # what the next test sees.
         self._generation = 0
+        self._in_progress = 0  # requests received and not yet answered
         self._base_url: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -621,6 +632,11 @@ class UserFluxStandIn:
         """Every accepted request, in arrival order (deep copies)."""
         with self._lock:
             return copy.deepcopy(self._batches)
+
+    def in_progress(self) -> int:
+        """Requests received and not answered yet: in flight, from the client's side."""
+        with self._lock:
+            return self._in_progress
 
     def requests(self) -> list[RequestLog]:
         """Every request received (accepted, refused or dropped), control ones excepted."""
