@@ -21,8 +21,23 @@ from tests.support.kafka_tools import committed, wait_until
 pytestmark = pytest.mark.kafka
 
 
-def test_1_kill_9_at_random_moments_loses_nothing(kafka_bootstrap, standin, tmp_path):
-    s = Scenario("kill9", kafka_bootstrap, standin, tmp_path)
+@pytest.fixture
+def scenario(kafka_bootstrap, standin, tmp_path):
+    """Makes the test's Scenario (on the session broker unless told another); whatever
+    happens, no connector process or producer outlives the test."""
+    made: list[Scenario] = []
+
+    def make(name: str, bootstrap: str | None = None, **options) -> Scenario:
+        made.append(Scenario(name, bootstrap or kafka_bootstrap, standin, tmp_path, **options))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def test_1_kill_9_at_random_moments_loses_nothing(scenario, standin):
+    s = scenario("kill9")
     kills = scale(10, 30)
     rng = random.Random()
     # Static membership: a restarted process takes its partitions back at once, instead of
@@ -51,8 +66,8 @@ def test_1_kill_9_at_random_moments_loses_nothing(kafka_bootstrap, standin, tmp_
            seconds=elapsed(started), **figures)
 
 
-def test_2_a_long_outage_pauses_reading_bounds_memory_and_drains_after(kafka_bootstrap, standin, tmp_path):
-    s = Scenario("outage", kafka_bootstrap, standin, tmp_path, latency_s=0.02,
+def test_2_a_long_outage_pauses_reading_bounds_memory_and_drains_after(scenario, standin):
+    s = scenario("outage", latency_s=0.02,
                  userflux={"max_in_flight": 8})
     port = free_port()
     s.events.produce(2000)
@@ -87,8 +102,8 @@ def test_2_a_long_outage_pauses_reading_bounds_memory_and_drains_after(kafka_boo
            outage_requests=outage_requests, peak_rss_mb=round(peak_rss), **figures)
 
 
-def test_3_a_429_storm_holds_every_sender_until_the_retry_after(kafka_bootstrap, standin, tmp_path):
-    s = Scenario("storm", kafka_bootstrap, standin, tmp_path, latency_s=0.05, userflux={"max_in_flight": 8})
+def test_3_a_429_storm_holds_every_sender_until_the_retry_after(scenario, standin):
+    s = scenario("storm", latency_s=0.05, userflux={"max_in_flight": 8})
     s.events.start(per_second=scale(2000, 5000), max_events=scale(20_000, 500_000))
     process = s.start("c")
     wait_until(lambda: len(s.standin.events()) >= 500, 60, "deliveries before the storm")
@@ -109,9 +124,9 @@ def test_3_a_429_storm_holds_every_sender_until_the_retry_after(kafka_bootstrap,
            **figures)
 
 
-def test_4_resets_slow_answers_and_a_server_that_never_answers_lose_nothing(kafka_bootstrap, standin, tmp_path):
+def test_4_resets_slow_answers_and_a_server_that_never_answers_lose_nothing(scenario, standin):
     timeout_s, latency_s = 1.0, 0.05
-    s = Scenario("network", kafka_bootstrap, standin, tmp_path, latency_s=latency_s,
+    s = scenario("network", latency_s=latency_s,
                  userflux={"request_timeout_s": timeout_s})
     s.events.start(per_second=scale(800, 2000), max_events=scale(20_000, 500_000))
     process = s.start("c")
@@ -136,8 +151,8 @@ def test_4_resets_slow_answers_and_a_server_that_never_answers_lose_nothing(kafk
            late_answers=len(late), **figures)
 
 
-def test_6_three_instances_churning_commit_only_what_they_own(kafka_bootstrap, standin, tmp_path):
-    s = Scenario("churn", kafka_bootstrap, standin, tmp_path, partitions=6)
+def test_6_three_instances_churning_commit_only_what_they_own(scenario, standin):
+    s = scenario("churn", partitions=6)
     s.events.start(per_second=scale(600, 2000), max_events=scale(30_000, 1_000_000))
     started = time.monotonic()
     pause = scale(2.0, 15.0)
@@ -199,8 +214,8 @@ def fault_broker(tmp_path_factory):
     broker.stop()
 
 
-def test_5_a_broker_restart_mid_run_is_recovered_from_by_itself(fault_broker, standin, tmp_path):
-    s = Scenario("restart", fault_broker.bootstrap_servers, standin, tmp_path)
+def test_5_a_broker_restart_mid_run_is_recovered_from_by_itself(scenario, fault_broker, standin):
+    s = scenario("restart", fault_broker.bootstrap_servers)
     s.events.start(per_second=scale(600, 2000), max_events=scale(20_000, 500_000))
     process = s.start("c")
     wait_until(lambda: len(s.standin.events()) >= 300, 60, "deliveries before the restart")
@@ -222,9 +237,9 @@ def test_5_a_broker_restart_mid_run_is_recovered_from_by_itself(fault_broker, st
 
 
 @pytest.mark.parametrize("why", ["missing", "refused"])
-def test_9_a_dead_letter_topic_that_cannot_be_written_loses_nothing(fault_broker, standin, tmp_path, why):
+def test_9_a_dead_letter_topic_that_cannot_be_written_loses_nothing(scenario, fault_broker, standin, why):
     bootstrap = fault_broker.bootstrap_servers
-    s = Scenario(f"dlq-{why}", bootstrap, standin, tmp_path, create_dlq=False,
+    s = scenario(f"dlq-{why}", bootstrap, create_dlq=False,
                  # librdkafka waits this long for a topic to appear before failing its messages
                  dead_letter={"producer": {"topic.metadata.propagation.max.ms": 1000}})
     if why == "refused":  # too small for even the slimmed dead letter: the broker refuses it
@@ -255,8 +270,8 @@ def alter_topic(bootstrap: str, topic: str, config: dict[str, str]) -> None:
         future.result(30)
 
 
-def test_8_a_key_refused_mid_run_commits_nothing_past_it_and_loses_nothing(kafka_bootstrap, standin, tmp_path):
-    s = Scenario("refused", kafka_bootstrap, standin, tmp_path)
+def test_8_a_key_refused_mid_run_commits_nothing_past_it_and_loses_nothing(scenario, standin):
+    s = scenario("refused")
     s.events.start(per_second=scale(600, 2000), max_events=scale(6000, 200_000))
     process = s.start("c")
     wait_until(lambda: len(s.standin.events()) >= 300, 60, "deliveries before the key is revoked")
@@ -265,7 +280,7 @@ def test_8_a_key_refused_mid_run_commits_nothing_past_it_and_loses_nothing(kafka
     assert "refused the write key" in process.stderr
     produced = s.events.stop()
     s.committed_ok(produced)  # nothing committed past a message UserFlux did not accept
-    refused_at = sum(max(0, o) for o in committed(kafka_bootstrap, s.group, s.topic, s.partitions).values())
+    refused_at = sum(max(0, o) for o in committed(s.bootstrap, s.group, s.topic, s.partitions).values())
     standin.heal()  # the key is fixed
     again = s.start("after-fix")
     figures = s.finish(produced, s.duplicate_bound(1))
@@ -274,10 +289,9 @@ def test_8_a_key_refused_mid_run_commits_nothing_past_it_and_loses_nothing(kafka
     report("8. key refused (401) mid-run, then fixed", committed_at_refusal=refused_at, **figures)
 
 
-def test_10_sigterm_during_an_outage_exits_within_its_grace_committing_only_what_was_delivered(
-        kafka_bootstrap, standin, tmp_path):
+def test_10_sigterm_during_an_outage_exits_within_its_grace_committing_only_what_was_delivered(scenario, standin):
     grace = 3
-    s = Scenario("sigterm", kafka_bootstrap, standin, tmp_path, pipeline={"shutdown_grace_s": grace})
+    s = scenario("sigterm", pipeline={"shutdown_grace_s": grace})
     s.events.produce(scale(3000, 100_000))
     process = s.start("c")
     wait_until(lambda: len(s.standin.events()) >= 200, 60, "deliveries before the outage")

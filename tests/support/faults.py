@@ -269,6 +269,12 @@ class Scenario:
                  for r in self.standin.requests()]
         return sum(1 for t in moments if any(start <= t <= end for start, end in spans))
 
+    def close(self) -> None:
+        """Whatever happened: no process or producer outlives the test."""
+        self.events._stop.set()
+        for process in self.processes:
+            process.kill()
+
     def rss_mb(self, process: ConnectorProcess) -> float:
         for line in pathlib.Path(f"/proc/{process.process.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
