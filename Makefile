@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test unit demo check-config clean
+.PHONY: install test unit demo check-config bench clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,17 @@ unit: install
 # A local broker and UserFlux stand-in, sample events, the connector on config/demo.yaml.
 demo: install
 	$(BIN)/python -m tests.support.demo
+
+# The benchmark (not part of `make test`): the real CLI against a local broker and a fast
+# UserFlux sink; see the README's "Benchmark". Flags go in ARGS, for instance
+#   make bench ARGS="--events 100000 --runs 3 --scenario a"
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m tests.benchmark $(ARGS)
+
+# The benchmark's extra tools (py-spy, for --profile).
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	touch $@
 
 # Validate every example configuration.
 check-config: install
