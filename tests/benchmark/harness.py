@@ -20,7 +20,7 @@ from typing import Any
 
 from tests.benchmark import capacity, procstat, report
 from tests.benchmark.events import preload
-from tests.benchmark.profile import format_summary, py_spy, summary
+from tests.benchmark.profile import format_summary, py_spy
 from tests.benchmark.run import API_KEY, BenchError, Setup, as_dict, run_once
 from tests.benchmark.scenarios import SCENARIOS
 from tests.support.kafka_broker import REPO_ROOT, BrokerError, KafkaBroker, create_topic, ensure_jars
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started_at = datetime.datetime.now().astimezone()
     output = args.output or RESULTS_DIR / f"results-{started_at:%Y%m%d-%H%M%S}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
     profile_dir = output.parent if args.profile else None
     if args.profile:
         py_spy()  # fail now, not after the preload
@@ -115,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                 result["load_average"] = procstat.load_average()
                 runs.append(result)
                 print("   " + _run_line(result))
-                if result.get("profile"):
-                    print(format_summary(summary(pathlib.Path(result["profile"]))))
+                if "profile" in result:
+                    print(format_summary(result["profile"]))
             results["scenarios"][key] = {"title": scenario.title, "settings": scenario.userflux,
                                          "sink_delay_ms": scenario.sink_delay_ms,
                                          "summary": report.summarize(runs), "runs": runs}

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from tests.benchmark import procstat
 from tests.benchmark.events import Produced, produce_at_rate
-from tests.benchmark.profile import Profiler
+from tests.benchmark.profile import Profiler, summary
 from tests.benchmark.scenarios import API_KEY_VARIABLE, Scenario
 from tests.benchmark.sink import SinkProcess
 from tests.support.connector_process import ConnectorProcess, write_config
@@ -99,8 +99,10 @@ def run_once(scenario: Scenario, setup: Setup, index: int) -> dict[str, Any]:
                 result.update(_outage(sink, pid, f"http://127.0.0.1:{metrics_port}/metrics", setup.produced.count,
                                       setup.outage_s, deadline, alive))
             profile_path = setup.profile_dir / f"profile-{tag}.txt" if setup.profile_dir else None
-            result["profile"] = str(profile_path) if profile_path else None
-            result.update(_window(_follow(sink, pid, expected, deadline, alive, profile_path), expected))
+            samples, profiled_s = _follow(sink, pid, expected, deadline, alive, profile_path)
+            result.update(_window(samples, expected))
+            if profile_path is not None:
+                result["profile"] = {"path": str(profile_path), **summary(profile_path, profiled_s)}
             all_committed_in(setup.backlog_topic)
             if setup.live_seconds > 0:
                 result["latency_ms"] = _latency(scenario, setup, sink, live_topic, expected, deadline, alive)
@@ -140,8 +142,9 @@ def _wait(predicate: Callable[[], Any], deadline: float, what: str, alive: Calla
 
 
 def _follow(sink: SinkProcess, pid: int, expected: int, deadline: float, alive: Callable[[], None],
-            profile_path: pathlib.Path | None) -> list[Sample]:
-    """Sample until the sink has every expected event; profile the window if asked."""
+            profile_path: pathlib.Path | None) -> tuple[list[Sample], float]:
+    """Sample until the sink has every expected event; profile the window if asked.
+    Returns the samples and the seconds profiled."""
     samples: list[Sample] = []
     profiler: Profiler | None = None
     try:
@@ -159,7 +162,7 @@ def _follow(sink: SinkProcess, pid: int, expected: int, deadline: float, alive: 
             if profiler is not None and profiler.running and events >= WINDOW[1] * expected:
                 profiler.stop()
             if events >= expected:
-                return samples
+                return samples, profiler.seconds if profiler is not None else 0.0
             alive()
             time.sleep(POLL_S)
     finally:

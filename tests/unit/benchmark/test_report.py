@@ -37,8 +37,8 @@ def test_profile_summary_counts_samples_by_function_package_and_connector_stage(
         "acquire (httpcore/_sync/connection_pool.py:3) 6\n"
         "_step (connector/pipeline.py:1);map (connector/mapping/mapper.py:4);decode (json/decoder.py:2) 3\n"
         "_step (connector/pipeline.py:1) 1\n")
-    found = summary(raw)
-    assert found["samples"] == 10
+    found = summary(raw, seconds=0.2)
+    assert found["samples"] == 10 and found["gil_busy"] == 0.5  # 10 of 20 samples taken
     assert found["stages"][0] == ("connector/sink/sender", 0.6)
     assert dict(found["areas"]) == {"httpcore": 0.6, "json": 0.3, "connector/pipeline": 0.1}
     assert found["functions"][1] == ("decode (json/decoder.py:2)", 0.3)
