@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from tests.benchmark import procstat
+from tests.benchmark.errors import BenchError
 from tests.benchmark.events import EventFactory
 from tests.benchmark.sink import SinkProcess
 
@@ -76,7 +77,7 @@ def measure(api_key: str, seconds: float = 3.0, threads: int = 4) -> dict[str, A
         for worker in workers:
             worker.join(15)
     if failures:
-        raise RuntimeError(f"the sink's capacity could not be measured: {failures[:3]}")
+        raise BenchError(f"the sink's capacity could not be measured: {failures[:3]}")
     events = after["events"] - before["events"]
     cpu = cpu_after - cpu_before
     return {

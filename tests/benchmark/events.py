@@ -22,6 +22,8 @@ from datetime import datetime, timedelta, timezone
 
 from confluent_kafka import Producer
 
+from tests.benchmark.errors import BenchError
+
 USERS = 5_000
 ANONYMOUS_SHARE = 0.2  # events from visitors who have not signed in: anonymous_id only
 FILTERED_TYPE = "debug"  # the type scenario (d)'s where: filter leaves out
@@ -170,7 +172,7 @@ class _Sending:
     def finish(self, timeout_s: float) -> Produced:
         remaining = self.producer.flush(timeout_s)
         if remaining or self.errors:
-            raise RuntimeError(f"producing failed: {self.errors} ({remaining} messages not acknowledged)")
+            raise BenchError(f"producing failed: {self.errors} ({remaining} messages not acknowledged)")
         return self.produced
 
 
@@ -186,7 +188,7 @@ def preload(bootstrap: str, topic: str, count: int, seed: int = 8, timeout_s: fl
         if i % 10_000 == 0:
             sending.producer.poll(0)
             if time.monotonic() > deadline:
-                raise RuntimeError(f"preloading {count} events took longer than {timeout_s:.0f} s")
+                raise BenchError(f"preloading {count} events took longer than {timeout_s:.0f} s")
     return sending.finish(max(1.0, deadline - time.monotonic()))
 
 

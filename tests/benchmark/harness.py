@@ -21,7 +21,8 @@ from typing import Any
 from tests.benchmark import capacity, procstat, report
 from tests.benchmark.events import preload
 from tests.benchmark.profile import format_summary, py_spy
-from tests.benchmark.run import API_KEY, BenchError, Setup, as_dict, run_once
+from tests.benchmark.errors import BenchError
+from tests.benchmark.run import API_KEY, Setup, as_dict, run_once
 from tests.benchmark.scenarios import SCENARIOS
 from tests.support.kafka_broker import REPO_ROOT, BrokerError, KafkaBroker, create_topic, ensure_jars
 
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report.table(results))
         print(f"\nall figures: {output}")
         return 0
-    except (BenchError, BrokerError, RuntimeError) as exc:
+    except (BenchError, BrokerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run_line(r: dict[str, Any]) -> str:
     parts = [f"{r['events_per_s']:,.0f} events/s", f"{r['cpu_us_per_event']:.1f} µs CPU/event",
              f"peak RSS {r['peak_rss_mb']:.0f} MB", f"{r['requests_per_s']:,.0f} req/s",
-             f"batch {r['mean_batch']:.1f}", f"sink {r['sink_cores']:.2f} cores"]
+             f"batch {r['mean_batch']:.1f}", f"connector {r['connector_cores']:.2f} cores",
+             f"sink {r['sink_cores']:.2f} cores"]
     latency = r.get("latency_ms")
     if latency and latency.get("count"):
         parts.append(f"latency p50 {latency['p50']} ms, p99 {latency['p99']} ms at {latency['rate']:,}/s")

@@ -23,13 +23,15 @@ import time
 from collections import Counter
 from typing import Any
 
+from tests.benchmark.errors import BenchError
+
 RATE = 100
 
 
 def py_spy() -> str:
     found = shutil.which("py-spy") or shutil.which("py-spy", path=str(pathlib.Path(sys.executable).parent))
     if found is None:
-        raise RuntimeError("py-spy is not installed: `make bench` installs it (pip install py-spy)")
+        raise BenchError("py-spy is not installed: `make bench` installs it (pip install py-spy)")
     return found
 
 

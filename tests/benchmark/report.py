@@ -80,4 +80,15 @@ def table(results: dict[str, Any]) -> str:
 
 def write(results: dict[str, Any], path: pathlib.Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    path.write_text(json.dumps(_rounded(results), indent=2, default=str) + "\n")
+
+
+def _rounded(value: Any) -> Any:
+    """Floats to 4 decimals: the figures vary by far more than that from run to run."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return value

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from tests.benchmark import procstat
+from tests.benchmark.errors import BenchError
 from tests.benchmark.events import Produced, produce_at_rate
 from tests.benchmark.profile import Profiler, summary
 from tests.benchmark.scenarios import API_KEY_VARIABLE, Scenario
@@ -40,10 +41,6 @@ POLL_S = 0.05
 PAUSED = "userflux_connector_consumption_paused"
 PENDING = "userflux_connector_pending_messages"
 CONSUMED = "userflux_connector_messages_consumed_total"
-
-
-class BenchError(RuntimeError):
-    """A run could not be measured: something did not start, finish or add up in time."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +106,10 @@ def run_once(scenario: Scenario, setup: Setup, index: int) -> dict[str, Any]:
                 all_committed_in(live_topic)
             result["peak_rss_mb"] = procstat.memory_mb(pid)["peak"]
             stats = sink.stats()
-            code = connector.stop(timeout_s=60)
+            try:
+                code = connector.stop(timeout_s=60)
+            except AssertionError as exc:  # how the test helper says it did not exit in time
+                raise BenchError(str(exc)) from None
             if code != 0:
                 raise BenchError(f"the connector exited with code {code}:\n{connector.stderr[-3000:]}")
     delivered_expected = expected + result.get("latency_ms", {}).get("produced", 0)

@@ -43,6 +43,7 @@ import time
 from collections import Counter, deque
 from typing import Any
 
+from tests.benchmark.errors import BenchError
 from tests.support.kafka_broker import _pdeathsig_preexec
 
 BATCH_PATH = b"/event/ingest/batch"
@@ -360,11 +361,11 @@ class SinkProcess:
             selector.register(self.process.stdout, selectors.EVENT_READ)
             if not selector.select(timeout_s):
                 self.stop()
-                raise RuntimeError(f"the benchmark sink did not start within {timeout_s:.0f} s")
+                raise BenchError(f"the benchmark sink did not start within {timeout_s:.0f} s")
         line = self.process.stdout.readline().decode().strip()
         if not line:
             code = self.process.wait(5)
-            raise RuntimeError(f"the benchmark sink exited with code {code} before listening")
+            raise BenchError(f"the benchmark sink exited with code {code} before listening")
         return line
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tests.benchmark import report
 from tests.benchmark.profile import summary
 
@@ -42,3 +44,10 @@ def test_profile_summary_counts_samples_by_function_package_and_connector_stage(
     assert found["stages"][0] == ("connector/sink/sender", 0.6)
     assert dict(found["areas"]) == {"httpcore": 0.6, "json": 0.3, "connector/pipeline": 0.1}
     assert found["functions"][1] == ("decode (json/decoder.py:2)", 0.3)
+
+
+def test_the_result_file_holds_every_figure_rounded(tmp_path):
+    path = tmp_path / "results" / "r.json"
+    report.write({"scenarios": {"a": {"runs": [run(12_345.678912, 41.123456)]}}}, path)
+    saved = json.loads(path.read_text())
+    assert saved["scenarios"]["a"]["runs"][0]["events_per_s"] == 12_345.6789
