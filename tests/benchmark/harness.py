@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run_line(r: dict[str, Any]) -> str:
     parts = [f"{r['events_per_s']:,.0f} events/s", f"{r['cpu_us_per_event']:.1f} µs CPU/event",
              f"peak RSS {r['peak_rss_mb']:.0f} MB", f"{r['requests_per_s']:,.0f} req/s",
-             f"batch {r['mean_batch']:.1f}", f"connector {r['connector_cores']:.2f} cores",
+             f"batch {r['mean_batch']:.1f}", f"a request {r['mean_request_ms'] or 0:.1f} ms",
+             f"connector {r['connector_cores']:.2f} cores",
              f"sink {r['sink_cores']:.2f} cores"]
     latency = r.get("latency_ms")
     if latency and latency.get("count"):

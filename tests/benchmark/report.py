@@ -16,6 +16,7 @@ FIGURES: dict[str, Callable[[dict], float | None]] = {
     "latency_p99_ms": lambda r: r.get("latency_ms", {}).get("p99"),
     "requests_per_s": lambda r: r.get("requests_per_s"),
     "mean_batch": lambda r: r.get("mean_batch"),
+    "mean_request_ms": lambda r: r.get("mean_request_ms"),
     "connector_cores": lambda r: r.get("connector_cores"),
     "sink_cores": lambda r: r.get("sink_cores"),
     "share_of_bound": lambda r: r.get("share_of_bound"),

@@ -41,6 +41,7 @@ POLL_S = 0.05
 PAUSED = "userflux_connector_consumption_paused"
 PENDING = "userflux_connector_pending_messages"
 CONSUMED = "userflux_connector_messages_consumed_total"
+REQUEST_SECONDS = "userflux_connector_request_duration_seconds"
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ def run_once(scenario: Scenario, setup: Setup, index: int) -> dict[str, Any]:
             profile_path = setup.profile_dir / f"profile-{tag}.txt" if setup.profile_dir else None
             samples, profiled_s = _follow(sink, pid, expected, deadline, alive, profile_path)
             result.update(_window(samples, expected))
+            result["mean_request_ms"] = _mean_request_ms(f"http://127.0.0.1:{metrics_port}/metrics")
             if profile_path is not None:
                 result["profile"] = {"path": str(profile_path), **summary(profile_path, profiled_s)}
             all_committed_in(setup.backlog_topic)
@@ -115,6 +117,7 @@ def run_once(scenario: Scenario, setup: Setup, index: int) -> dict[str, Any]:
     delivered_expected = expected + result.get("latency_ms", {}).get("produced", 0)
     result["duplicates"] = stats["events"] - delivered_expected
     result["refused"] = stats["refused"]
+    result["sink_connections"] = stats["connections"]
     bound = scenario.pipelining_bound()
     if bound:
         result["bound_events_per_s"] = bound
@@ -223,6 +226,13 @@ def _outage(sink: SinkProcess, pid: int, metrics_url: str, backlog: int, seconds
     sink.up()
     return {"outage": {"seconds": time.monotonic() - started, "pending_when_held": held.get(PENDING),
                        "rss_mb": rss, "refused": sink.stats()["refused"]}}
+
+
+def _mean_request_ms(metrics_url: str) -> float | None:
+    """How long a request took on average, as the connector saw it (its histogram, since start)."""
+    found = _metrics(metrics_url, REQUEST_SECONDS + "_sum", REQUEST_SECONDS + "_count")
+    count = found.get(REQUEST_SECONDS + "_count")
+    return found[REQUEST_SECONDS + "_sum"] / count * 1000 if count else None
 
 
 def _metrics(url: str, *names: str) -> dict[str, float]:

@@ -29,6 +29,7 @@ def test_an_outage_run_delivers_and_commits_every_event_and_reports_its_figures(
     assert result["refused"].keys() == {"503"}
     assert result["events_per_s"] > 0 and result["cpu_us_per_event"] > 0 and result["requests_per_s"] > 0
     assert 1 <= result["mean_batch"] <= 50
+    assert result["mean_request_ms"] > 0 and result["sink_connections"] >= 2  # the control one and the connector's
     assert result["peak_rss_mb"] >= result["outage"]["rss_mb"] > 0
     assert result["latency_ms"]["count"] == result["latency_ms"]["produced"] == 500
     assert 0 <= result["latency_ms"]["p50"] <= result["latency_ms"]["p99"] < 10_000
