@@ -202,7 +202,7 @@ def _latency(scenario: Scenario, setup: Setup, sink: SinkProcess, live_topic: st
     want = before + scenario.expected(produced)
     _wait(lambda: sink.stats()["events"] >= want, min(deadline, time.monotonic() + 60),
           "the live events to arrive", alive, interval_s=0.1)
-    latency = sink.stats()["latency_ms"]
+    latency = sink.latency()
     return {**latency, "rate": setup.live_rate, "seconds": setup.live_seconds, "produced": scenario.expected(produced)}
 
 
