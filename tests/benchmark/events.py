@@ -27,6 +27,7 @@ from tests.benchmark.errors import BenchError
 USERS = 5_000
 ANONYMOUS_SHARE = 0.2  # events from visitors who have not signed in: anonymous_id only
 FILTERED_TYPE = "debug"  # the type scenario (d)'s where: filter leaves out
+FULL_QUEUE_POLLS = 1_200  # 60 s of a full producer queue: the broker is not taking anything
 
 # (name, type, weight): what a shop's tracker sends, in rough proportions.
 KINDS = (
@@ -156,13 +157,16 @@ class _Sending:
         self.produced = Produced()
 
     def send(self, topic: str, key: bytes, value: bytes, kind: str, timestamp_ms: int = 0) -> None:
-        while True:
+        for _ in range(FULL_QUEUE_POLLS):
             try:
                 self.producer.produce(topic, value=value, key=key, timestamp=timestamp_ms,
                                       on_delivery=self._delivered)
                 break
             except BufferError:  # the local queue is full: let it drain
                 self.producer.poll(0.05)
+        else:
+            raise BenchError(f"the broker took nothing for {FULL_QUEUE_POLLS * 0.05:.0f} s: producing failed "
+                             f"({self.errors or 'no error reported'})")
         self.produced.add(value, kind)
 
     def _delivered(self, error, _message) -> None:
