@@ -212,19 +212,20 @@ def _outage(sink: SinkProcess, pid: int, metrics_url: str, backlog: int, seconds
     ``max_pending_messages``), and ``seconds`` more; then bring it up."""
     started = time.monotonic()
 
-    def holding() -> dict[str, float] | None:
-        found = _metrics(metrics_url, PAUSED, PENDING, CONSUMED)
-        return found if found.get(PAUSED) == 1 or found.get(CONSUMED, 0) >= backlog else None
+    def holding() -> bool:
+        found = _metrics(metrics_url, PAUSED, CONSUMED)
+        return found.get(PAUSED) == 1 or found.get(CONSUMED, 0) >= backlog
 
-    held = _wait(holding, deadline, "the connector to pause reading while UserFlux is down", alive)
+    _wait(holding, deadline, "the connector to pause reading while UserFlux is down", alive)
     until = time.monotonic() + seconds
     rss = 0.0
     while time.monotonic() < until:
         alive()
         rss = max(rss, procstat.memory_mb(pid)["rss"])
         time.sleep(0.2)
+    pending = _metrics(metrics_url, PENDING).get(PENDING)  # a gauge refreshed every second: read it late
     sink.up()
-    return {"outage": {"seconds": time.monotonic() - started, "pending_when_held": held.get(PENDING),
+    return {"outage": {"seconds": time.monotonic() - started, "pending_while_down": pending,
                        "rss_mb": rss, "refused": sink.stats()["refused"]}}
 
 

@@ -26,6 +26,7 @@ def test_an_outage_run_delivers_and_commits_every_event_and_reports_its_figures(
 
     assert result["expected_events"] == 6_000 and result["duplicates"] == 0
     assert result["outage"]["refused"]["503"] >= 1  # it was down, and retried
+    assert result["outage"]["pending_while_down"] == 6_000  # all read, none delivered
     assert result["refused"].keys() == {"503"}
     assert result["events_per_s"] > 0 and result["cpu_us_per_event"] > 0 and result["requests_per_s"] > 0
     assert 1 <= result["mean_batch"] <= 50
