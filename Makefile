@@ -15,7 +15,7 @@ PROMTOOL := $(TOOLS)/promtool
 export HELM PROMTOOL
 
 .PHONY: install test unit soak chart-test monitoring dashboard promtool image image-test image-tools \
-	demo check-config clean
+	demo check-config bench clean
 
 install: $(VENV)/.installed
 
@@ -82,6 +82,17 @@ image-test: image $(HELM)
 # A local broker and UserFlux stand-in, sample events, the connector on config/demo.yaml.
 demo: install
 	$(BIN)/python -m tests.support.demo
+
+# The benchmark (not part of `make test`): the real CLI against a local broker and a fast
+# UserFlux sink; see the README's "Benchmark". Flags go in ARGS, for instance
+#   make bench ARGS="--events 100000 --runs 3 --scenario a"
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m tests.benchmark $(ARGS)
+
+# The benchmark's extra tools (py-spy, for --profile).
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	touch $@
 
 # Validate every example configuration.
 check-config: install

@@ -1,0 +1,53 @@
+"""Medians, spreads and the table of the benchmark's report; the profile summary."""
+
+from __future__ import annotations
+
+import json
+
+from tests.benchmark import report
+from tests.benchmark.profile import summary
+
+
+def run(events_per_s: float, cpu: float, **extra) -> dict:
+    return {"events_per_s": events_per_s, "cpu_us_per_event": cpu, "peak_rss_mb": 120.0, "requests_per_s": 300.0,
+            "mean_batch": 50.0, "filtered": 0, **extra}
+
+
+def test_summary_gives_median_lowest_and_highest_of_the_figures_the_runs_have():
+    found = report.summarize([run(10_000, 40), run(14_000, 38), run(11_000, 45, latency_ms={"p50": 80, "p99": 300})])
+    assert found["events_per_s"] == {"median": 11_000, "min": 10_000, "max": 14_000, "runs": 3}
+    assert found["cpu_us_per_event"]["median"] == 40
+    assert found["latency_p99_ms"] == {"median": 300, "min": 300, "max": 300, "runs": 1}
+    assert "share_of_bound" not in found
+
+
+def test_the_table_shows_each_median_with_half_its_range_and_the_scenario_notes():
+    runs = [run(10_000, 40, share_of_bound=0.6, bound_events_per_s=16_000),
+            run(12_000, 44, share_of_bound=0.76, bound_events_per_s=16_000)]
+    results = {"scenarios": {"b": {"title": "50 ms", "runs": runs, "summary": report.summarize(runs)}}}
+    text = report.table(results)
+    header, rule, row = text.splitlines()
+    assert header.startswith("scenario") and set(rule) <= {"-", " "}
+    assert "11,000 ±9%" in row and "42.0 ±5%" in row
+    assert "68% ±12% of the bound 16,000/s" in row
+
+
+def test_profile_summary_counts_samples_by_function_package_and_connector_stage(tmp_path):
+    raw = tmp_path / "profile.txt"
+    raw.write_text(
+        "run (threading.py:1);send (connector/sink/sender.py:5);post (httpx/_client.py:9);"
+        "acquire (httpcore/_sync/connection_pool.py:3) 6\n"
+        "_step (connector/pipeline.py:1);map (connector/mapping/mapper.py:4);decode (json/decoder.py:2) 3\n"
+        "_step (connector/pipeline.py:1) 1\n")
+    found = summary(raw, seconds=0.2)
+    assert found["samples"] == 10 and found["gil_busy"] == 0.5  # 10 of 20 samples taken
+    assert found["stages"][0] == ("connector/sink/sender", 0.6)
+    assert dict(found["areas"]) == {"httpcore": 0.6, "json": 0.3, "connector/pipeline": 0.1}
+    assert found["functions"][1] == ("decode (json/decoder.py:2)", 0.3)
+
+
+def test_the_result_file_holds_every_figure_rounded(tmp_path):
+    path = tmp_path / "results" / "r.json"
+    report.write({"scenarios": {"a": {"runs": [run(12_345.678912, 41.123456)]}}}, path)
+    saved = json.loads(path.read_text())
+    assert saved["scenarios"]["a"]["runs"][0]["events_per_s"] == 12_345.6789
