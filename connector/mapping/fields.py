@@ -106,6 +106,8 @@ def _spec_mapping(raw: dict, where: str, problems: Problems, blank: Blank) -> Ex
     section = Section(raw, where, problems)
     forms = [k for k in ("path", "template", "value") if k in raw]
     default = section.raw("default", MISSING)
+    if default is not MISSING and not _json_constant(default, join(where, "default"), problems):
+        return None
     inner: Extractor | None = None
     if len(forms) != 1:
         section.raw("path", None), section.raw("template", None), section.raw("value", None)
@@ -120,7 +122,8 @@ def _spec_mapping(raw: dict, where: str, problems: Problems, blank: Blank) -> Ex
         inner = _template(section.raw("template"), join(where, "template"), problems)
     else:
         constant = section.raw("value")
-        inner = Extractor(lambda value, message: constant, f"the constant {json.dumps(constant)}")
+        if _json_constant(constant, join(where, "value"), problems):
+            inner = Extractor(lambda value, message: constant, f"the constant {json.dumps(constant)}")
     section.finish()
     if inner is None:
         return None
@@ -133,6 +136,16 @@ def _spec_mapping(raw: dict, where: str, problems: Problems, blank: Blank) -> Ex
         return default if blank(found) else found
 
     return Extractor(with_default, f"{inner.describe} (default {json.dumps(default)})")
+
+
+def _json_constant(value: Any, where: str, problems: Problems) -> bool:
+    """A constant must be JSON: YAML's .nan and .inf are not (UserFlux could not take them)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        problems.add(where, f"expected a JSON value, found {describe(value)} (NaN and infinity are not JSON)")
+        return False
+    return True
 
 
 def parse_template(text: str) -> list[tuple[str, str]]:

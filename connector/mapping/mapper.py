@@ -10,6 +10,8 @@ import json
 import re
 from typing import Any, Sequence
 
+import orjson
+
 from ..config.model import LimitsSettings
 from ..errors import InvalidMessage
 from .event import Mapping
@@ -53,12 +55,33 @@ class MessageMapper:
 
 
 def decode_value(raw: bytes | str | None, limits: LimitsSettings = _DEFAULT_LIMITS) -> Any:
-    """The message value as JSON, within ``limits``; InvalidMessage (deserialize) if not."""
+    """The message value as JSON, within ``limits``; InvalidMessage (deserialize) if not.
+
+    orjson decodes the ordinary value, several times faster than the standard library.
+    Whatever it refuses, and any value with a run of 19 or more digits (orjson reads an
+    integer beyond 64 bits as an inexact float, which would corrupt an id), goes through
+    the exact decoder below, which also says precisely why a value is not JSON.
+    """
     if raw is None:
         raise InvalidMessage("the message has no value (a tombstone)", "deserialize")
     if len(raw) > limits.max_message_bytes:
         raise InvalidMessage(f"the value is {len(raw)} bytes, over limits.max_message_bytes "
                              f"({limits.max_message_bytes})", "deserialize")
+    if type(raw) is bytes:
+        shape = raw.translate(_SHAPE)  # digits become "0", brackets "[", the rest " "
+        if _LONG_NUMBER not in shape:
+            try:
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                pass  # the exact decoder finds the reason
+            else:
+                if shape.count(b"[") > limits.max_nesting_depth and nesting_exceeds(value, limits.max_nesting_depth):
+                    raise _too_deep(limits)
+                return value
+    return _decode_exact(raw, limits)
+
+
+def _decode_exact(raw: bytes | str, limits: LimitsSettings) -> Any:
     try:
         if not isinstance(raw, str):
             raw = raw.decode(json.detect_encoding(raw))  # strict: an encoded surrogate is not text
@@ -130,6 +153,8 @@ def _finite(text: str) -> float:
 
 
 _INF = float("inf")
+_SHAPE = bytes(0x30 if 0x30 <= i <= 0x39 else 0x5B if i in (0x5B, 0x7B) else 0x20 for i in range(256))
+_LONG_NUMBER = b"0" * 19
 _DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")

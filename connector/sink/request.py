@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
+import orjson
+
 BATCH_PATH = "/event/ingest/batch"
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -20,4 +22,13 @@ def batch_params(location_enrichment: bool) -> dict[str, str]:
 
 
 def encode_batch(events: Iterable[dict]) -> bytes:
-    return _encoder.encode({"events": list(events)}).encode("utf-8")
+    """The body: compact UTF-8 JSON. orjson writes it (a tenth of the standard library's
+    time); what it cannot (an integer beyond 64 bits) the standard library writes, and what
+    neither can raises ValueError or TypeError, so the sender refuses that event alone.
+    Events never hold NaN or infinity, which orjson would write as null: values are
+    decoded without them and mapping constants are refused at start if they hold one."""
+    body = {"events": events if type(events) is list else list(events)}
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return _encoder.encode(body).encode("utf-8")

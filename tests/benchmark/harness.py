@@ -18,6 +18,8 @@ import tempfile
 import time
 from typing import Any
 
+import yaml
+
 from tests.benchmark import capacity, procstat, report
 from tests.benchmark.events import preload
 from tests.benchmark.profile import format_summary, py_spy
@@ -63,7 +65,19 @@ def _parser() -> argparse.ArgumentParser:
                         help="sample the connector with py-spy during each run's window (its figures get a little "
                              "worse) and print where the time went; raw profiles go beside the result file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs, broker data)")
+    parser.add_argument("--set", dest="overrides", type=_override, action="append", default=[],
+                        metavar="SECTION.KEY=VALUE",
+                        help="a connector setting for every run, e.g. userflux.max_in_flight=4 or "
+                             "kafka.queued.max.messages.kbytes=8192 (the value is read as YAML); repeatable")
     return parser
+
+
+def _override(text: str) -> tuple[str, str, Any]:
+    name, sep, value = text.partition("=")
+    section, dot, key = name.partition(".")
+    if not sep or not dot or not key:
+        raise argparse.ArgumentTypeError(f"expected SECTION.KEY=VALUE, found {text!r}")
+    return section, key, yaml.safe_load(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                       partitions=args.partitions, produced=produced, dead_letter_topic=DEAD_LETTER_TOPIC,
                       work_dir=work, live_rate=args.live_rate, live_seconds=args.live_seconds,
                       outage_s=args.outage_seconds, timeout_s=args.run_timeout or 120 + args.events / 1000,
-                      profile_dir=profile_dir)
+                      profile_dir=profile_dir, overrides=tuple(args.overrides))
         results: dict[str, Any] = {
             "date": started_at.isoformat(timespec="seconds"), "machine": procstat.machine(),
             "load_average_at_start": procstat.load_average(), "setup": as_dict(setup),

@@ -59,6 +59,7 @@ class Setup:
     outage_s: float = 10.0
     timeout_s: float = 600.0
     profile_dir: pathlib.Path | None = None
+    overrides: tuple[tuple[str, str, Any], ...] = ()  # (section, key, value) set over every scenario's config
 
 
 @dataclass
@@ -85,6 +86,8 @@ def run_once(scenario: Scenario, setup: Setup, index: int) -> dict[str, Any]:
         config = scenario.config(bootstrap=setup.bootstrap, base_url=sink.base_url, group=group,
                                  topics=[setup.backlog_topic, live_topic], metrics_port=metrics_port,
                                  dead_letter_topic=setup.dead_letter_topic)
+        for section, key, value in setup.overrides:
+            config.setdefault(section, {})[key] = value
         path = write_config(setup.work_dir / f"connector-{tag}.yaml", config)
         with ConnectorProcess(path, env={API_KEY_VARIABLE: API_KEY}, log_level="INFO") as connector:
             pid, alive = connector.process.pid, _liveness(connector)

@@ -191,3 +191,12 @@ def test_unknown_key_in_spec_suggests():
     problems = Problems()
     compile_field({"path": "a", "defualt": 1}, "f", problems)
     assert problems.lines == ["f.defualt: unknown key (did you mean 'default'?)"]
+
+
+@pytest.mark.parametrize("spec", [{"value": float("nan")}, {"value": {"a": [float("inf")]}},
+                                  {"path": "a", "default": float("-inf")}])
+def test_a_constant_must_be_json_not_nan_or_infinity(spec):
+    # YAML reads .nan and .inf as floats; UserFlux could not take them, and the encoder
+    # would write them as null.
+    [line] = compile_bad(spec)
+    assert "NaN and infinity are not JSON" in line

@@ -146,6 +146,7 @@ def check(message) -> None:
         return  # skipped by where:
     body = encode_batch([event])  # what the sender posts; it must not fail
     sent = json.loads(body)["events"][0]
+    assert sent == event  # exactly what was built: no number rounded, nothing turned into null
     assert validate_event(sent) is None, (validate_event(sent), sent)
 
 
@@ -171,3 +172,19 @@ def test_nesting_at_the_limit_is_mapped_and_beyond_it_refused(depth):
         assert depth > LIMITS.max_nesting_depth and "max_nesting_depth" in exc.reason
     else:
         assert depth <= LIMITS.max_nesting_depth
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(json_values.flatmap(encoded))
+def test_the_fast_decoder_reads_what_the_exact_one_reads(raw):
+    # orjson does the ordinary work; the standard library is the reference it must match
+    # (an integer beyond 64 bits must not come back as a rounded float).
+    try:
+        exact = json.loads(raw)
+    except ValueError:
+        return
+    try:
+        decoded = MAPPER.decode(raw)
+    except InvalidMessage:
+        return  # over a limit, or a lone surrogate: refused on purpose
+    assert decoded == exact and type(decoded) is type(exact)
