@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from connector.sink.client import AUTH, DELIVERED, FATAL, REJECT, RETRY, classify
+from connector.sink.client import AUTH, DELIVERED, FATAL, REJECT, RETRY, _environment_proxy, classify
 from connector.sink.request import encode_batch
 from tests.conftest import API_KEY
 from tests.support.fakes import sample_event
@@ -234,3 +234,20 @@ def test_an_unreadable_answer_is_retried_not_raised(make_client):
     assert answer.outcome == RETRY
     assert "DecodingError" in answer.detail
     assert no_key_in(answer)
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, None),
+    ({"HTTPS_PROXY": "http://proxy.internal:3128"}, "http://proxy.internal:3128"),
+    ({"https_proxy": "http://lower.internal:3128"}, "http://lower.internal:3128"),
+    ({"ALL_PROXY": "http://all.internal:3128"}, "http://all.internal:3128"),
+    ({"HTTP_PROXY": "http://only-http.internal:3128"}, None),  # the API is https
+    ({"HTTPS_PROXY": "http://proxy.internal:3128", "NO_PROXY": ".userflux.co"}, None),
+])
+def test_the_environment_s_proxy_is_honoured_as_httpx_would(monkeypatch, env, expected):
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy",
+                 "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert _environment_proxy(httpx.URL("https://integration-api.userflux.co/event/ingest/batch")) == expected
