@@ -1,20 +1,29 @@
 """Backpressure: memory stays bounded however long UserFlux is away.
 
 When ``max_pending_messages`` messages are read but not yet committable (buffered, in
-flight, or behind an unfinished one), every owned partition is paused; reading resumes
-once half are done. A partition assigned while paused is paused at once. During an
-outage the connector therefore holds at most that many messages, and Kafka keeps the rest.
+flight, or behind an unfinished one), the connector stops reading: it *holds*, taking
+only completions, until half are done. A short hold is the ordinary rhythm of a
+backlog: the main loop reads faster than UserFlux takes, and librdkafka keeps what it
+has fetched, so reading resumes at once. A hold that lasts ``PAUSE_AFTER_S`` is an
+outage: every owned partition is then paused in Kafka too, which drops librdkafka's
+prefetched messages and lets the loop serve rebalances again while nothing is read
+(a partition assigned meanwhile is paused at once). During an outage the connector holds
+at most that many messages, and Kafka keeps the rest.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Protocol
+import time
+from typing import Callable, Iterable, Protocol
 
 from . import metrics
 from .source import Key
 
 log = logging.getLogger("connector.pipeline")
+
+# A hold this long is not the rhythm of a backlog but an outage: pause in Kafka too.
+PAUSE_AFTER_S = 2.0
 
 
 class Pausable(Protocol):
@@ -24,41 +33,52 @@ class Pausable(Protocol):
 
 
 class Backpressure:
-    def __init__(self, source: Pausable, limit: int):
+    def __init__(self, source: Pausable, limit: int, clock: Callable[[], float] = time.monotonic):
         self.source = source
         self.limit = limit
-        self.paused: set[Key] | None = None  # the paused partitions, while it holds
+        self.clock = clock
+        self.holding_since: float | None = None  # reading stopped, since then
+        self.paused: set[Key] | None = None  # the partitions paused in Kafka, in a long hold
+
+    @property
+    def reading(self) -> bool:
+        """Whether the loop reads now. Paused partitions give nothing, so reading then
+        only serves rebalance callbacks."""
+        return self.holding_since is None or self.paused is not None
 
     def room(self, pending: int) -> int:
         """How many more messages may be read now."""
         return self.limit - pending
 
     def apply(self, pending: int) -> None:
-        if self.paused is None:
+        if self.holding_since is None:
             if pending >= self.limit:
+                self.holding_since = self.clock()
+                metrics.paused.set(1)
+        elif pending <= self.limit // 2:
+            if self.paused is not None:
+                self.source.resume(self.paused & self.source.assignment())
+                log.info("%d messages pending: resuming consumption", pending)
+                self.paused = None
+                metrics.paused_partitions.set(0)
+            self.holding_since = None
+            metrics.paused.set(0)
+        elif self.paused is None:
+            if self.clock() - self.holding_since >= PAUSE_AFTER_S:
                 self.paused = self.source.assignment()
                 self.source.pause(self.paused)
-                self._show()
-                log.info("%d messages pending (limit %d): pausing consumption until half are done",
-                         pending, self.limit)
-        elif pending <= self.limit // 2:
-            self.source.resume(self.paused & self.source.assignment())
-            self.paused = None
-            self._show()
-            log.info("%d messages pending: resuming consumption", pending)
+                metrics.paused_partitions.set(len(self.paused))
+                log.info("%d messages pending (limit %d) for %.0fs: pausing consumption until half are done",
+                         pending, self.limit, PAUSE_AFTER_S)
         else:
             newly_assigned = self.source.assignment() - self.paused
             if newly_assigned:
                 self.source.pause(newly_assigned)
                 self.paused |= newly_assigned
-                self._show()
+                metrics.paused_partitions.set(len(self.paused))
 
     def release(self, keys: Iterable[Key]) -> None:
         """Partitions revoked or lost: no longer ours to resume."""
         if self.paused is not None:
             self.paused -= set(keys)
-            self._show()
-
-    def _show(self) -> None:
-        metrics.paused.set(0 if self.paused is None else 1)
-        metrics.paused_partitions.set(0 if self.paused is None else len(self.paused))
+            metrics.paused_partitions.set(len(self.paused))

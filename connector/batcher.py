@@ -16,15 +16,16 @@ from .offsets import PartitionOffsets
 class Item:
     """One mapped event and where it came from, until it is done."""
 
-    __slots__ = ("event", "message", "offsets")
+    __slots__ = ("event", "message", "offsets", "offset")
 
-    def __init__(self, event: dict, message: Any, offsets: PartitionOffsets):
+    def __init__(self, event: dict, message: Any, offsets: PartitionOffsets, offset: int | None = None):
         self.event = event
         self.message = message  # the Kafka message, kept for the dead-letter topic
         self.offsets = offsets
+        self.offset = message.offset() if offset is None else offset
 
     def done(self) -> None:
-        self.offsets.done(self.message.offset())
+        self.offsets.done(self.offset)
 
 
 class Batch:

@@ -16,7 +16,7 @@ from ..config.reader import Problems, Section, describe, join
 from ..errors import InvalidMessage
 from .fields import Extractor, blank_id, blank_value, compile_field
 from .paths import MISSING, compile_ref, short_repr, split_path
-from .timestamps import in_range, to_epoch_ms
+from .timestamps import EARLIEST_MS, MILLIS_BELOW, in_range, to_epoch_ms
 
 _FIELDS = ("name", "userId", "anonymousId", "timestamp", "properties")
 
@@ -117,9 +117,14 @@ class EventBuilder:
         ]
 
     def build(self, value: Any, message: Any) -> dict:
-        event: dict[str, Any] = {"name": self._name(value, message)}
-        user_id = self._id("userId", self.user_id, value, message)
-        anonymous_id = self._id("anonymousId", self.anonymous_id, value, message)
+        # The per-message path: the common cases (a name already seen, a string id, epoch
+        # milliseconds) are settled inline; everything else goes to the checks below.
+        found = self.name.get(value, message)
+        name = found if type(found) is str and found in _VALID_NAMES else self._name(found, value, message)
+        event: dict[str, Any] = {"name": name}
+        user_id = self._id("userId", self.user_id, value, message) if self.user_id is not None else None
+        anonymous_id = self._id("anonymousId", self.anonymous_id, value, message) \
+            if self.anonymous_id is not None else None
         if user_id is None and anonymous_id is None:
             tried = " and ".join(
                 f"{field} ({spec.describe if spec else 'not mapped'})"
@@ -130,27 +135,31 @@ class EventBuilder:
             event["userId"] = user_id
         if anonymous_id is not None:
             event["anonymousId"] = anonymous_id
-        event["timestamp"] = self._timestamp(value, message)
+        ts = self.timestamp.get(value, message) if self.timestamp is not None else MISSING
+        event["timestamp"] = ts if type(ts) is int and EARLIEST_MS <= ts < MILLIS_BELOW \
+            else self._timestamp(ts, message)
         event["properties"] = self.properties.build(value, message)
         return event
 
-    def _name(self, value: Any, message: Any) -> str:
-        found = self.name(value, message)
+    def _name(self, found: Any, value: Any, message: Any) -> str:
         if blank_id(found):
             raise InvalidMessage(f"name: no value found for {self.name.describe}{self.name.why_missing(value, message)}")
         if isinstance(found, bool) or not isinstance(found, (str, int, float)):
             raise InvalidMessage(f"name: expected a string from {self.name.describe}, found {describe(found)}")
         name = found if type(found) is str else _number_text(found)
-        if any(ch.isspace() for ch in name):
+        if _WHITE_SPACE.search(name):
             raise InvalidMessage(
                 f"name: {short_repr(name)} contains white space, which UserFlux event names do not support"
             )
+        if len(_VALID_NAMES) >= _VALID_NAMES_KEPT:  # event names are few; a flood of odd ones is bounded
+            _VALID_NAMES.clear()
+        _VALID_NAMES[name] = None
         return name
 
-    def _id(self, field: str, spec: Extractor | None, value: Any, message: Any) -> str | None:
-        if spec is None:
-            return None
-        found = spec(value, message)
+    def _id(self, field: str, spec: Extractor, value: Any, message: Any) -> str | None:
+        found = spec.get(value, message)
+        if type(found) is str and found and found not in _ABSENT_IDS and not found.isspace():
+            return found
         if blank_id(found):
             return None
         if type(found) is str:
@@ -159,14 +168,12 @@ class EventBuilder:
             return _number_text(found)
         raise InvalidMessage(f"{field}: expected a string or a number from {spec.describe}, found {describe(found)}")
 
-    def _timestamp(self, value: Any, message: Any) -> int:
-        if self.timestamp is not None:
-            found = self.timestamp(value, message)
-            if not blank_value(found):
-                try:
-                    return to_epoch_ms(found)
-                except ValueError as exc:
-                    raise InvalidMessage(f"timestamp: from {self.timestamp.describe}: {exc}") from None
+    def _timestamp(self, found: Any, message: Any) -> int:
+        if self.timestamp is not None and not blank_value(found):
+            try:
+                return to_epoch_ms(found)
+            except ValueError as exc:
+                raise InvalidMessage(f"timestamp: from {self.timestamp.describe}: {exc}") from None
         # No timestamp in the message: the Kafka record's own time, else now.
         kind, ts = message.timestamp()
         if kind != 0 and ts is not None and ts >= 0:
@@ -175,6 +182,13 @@ class EventBuilder:
             except ValueError as exc:  # a producer can set any CreateTime
                 raise InvalidMessage(f"timestamp: the Kafka message's own timestamp: {exc}") from None
         return int(time.time() * 1000)
+
+
+# Names already found valid (no white space), so the check runs once per name, not per message.
+_VALID_NAMES: dict[str, None] = {}
+_VALID_NAMES_KEPT = 10_000
+_WHITE_SPACE = re.compile(r"\s")
+_ABSENT_IDS = frozenset({"null", "undefined"})
 
 
 def _number_text(number: float) -> str:

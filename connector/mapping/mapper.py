@@ -48,7 +48,7 @@ class MessageMapper:
         if mapping is None:
             # Only possible when librdkafka's regex dialect matched a topic Python's did not.
             raise InvalidMessage(f"no mapping matches topic {message.topic()!r}", "map")
-        return mapping, mapping.apply(self.decode(message.value()), message)
+        return mapping, mapping.apply(decode_value(message.value(), self.limits), message)
 
     def decode(self, raw: bytes | str | None) -> Any:
         return decode_value(raw, self.limits)

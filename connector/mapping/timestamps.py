@@ -18,21 +18,33 @@ from typing import Any
 from .paths import short_repr, type_name
 
 _SECONDS_BELOW = 10**11
-_MILLIS_BELOW = 10**14
+MILLIS_BELOW = _MILLIS_BELOW = 10**14
 _MICROS_BELOW = 10**17
 _NANOS_BELOW = 10**20
 EARLIEST_MS = 10**11  # 1973-03-03T09:46:40Z
+_EARLIEST_S = EARLIEST_MS // 1000
 LATEST_MS = 10**14  # the year 5138
 
 
 def to_epoch_ms(value: Any) -> int:
     """Return integer epoch milliseconds; raise ValueError saying why not."""
+    # The common cases first: epoch milliseconds, or epoch seconds, of this era.
+    kind = type(value)
+    if kind is int:
+        if _SECONDS_BELOW <= value < _MILLIS_BELOW:
+            return value
+        if _EARLIEST_S <= value < _SECONDS_BELOW:
+            return value * 1000
+    elif kind is float and _EARLIEST_S <= value < _SECONDS_BELOW:
+        return round(value * 1000)
     if isinstance(value, bool):
         raise ValueError(f"expected a number or an ISO-8601 string, found boolean {str(value).lower()}")
     if isinstance(value, (int, float)):
         return in_range(_from_number(value), value)
     if isinstance(value, str):
         text = value.strip()
+        if len(text) >= 10 and text[4] == "-" and text[:4].isdigit():  # 2025-11-28...: ISO-8601
+            return in_range(_from_iso(text), value)
         try:
             number = float(text) if any(c in text for c in ".eE") else int(text)
         except ValueError:
@@ -67,8 +79,8 @@ def _from_number(number: float) -> int:
 
 def _from_iso(text: str) -> int:
     try:
-        # Python 3.11 reads ISO-8601 including a trailing 'Z'; older versions need help.
-        parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+        # Python 3.11 reads ISO-8601 with a trailing 'Z', not 'z'.
+        parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("z") else text)
     except ValueError:
         raise ValueError(f"{short_repr(text)} is neither epoch seconds/milliseconds nor an ISO-8601 time") from None
     if parsed.tzinfo is None:

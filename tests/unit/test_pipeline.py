@@ -12,6 +12,7 @@ import pytest
 import yaml
 from confluent_kafka import TopicPartition
 
+from connector import backpressure
 from connector.batcher import Batch
 from connector.config.load import parse_settings
 from connector.errors import AuthError, KafkaFatalError
@@ -275,7 +276,8 @@ def test_lost_partitions_are_never_committed_again():
     assert all(T1 not in c for c in source.commits)
 
 
-def test_reading_pauses_at_max_pending_messages_and_resumes_when_half_are_done():
+def test_reading_holds_at_max_pending_messages_and_a_long_hold_pauses_in_kafka(monkeypatch):
+    monkeypatch.setattr(backpressure, "PAUSE_AFTER_S", 0.1)
     sender = FakeSender()
     sender.hold[0] = threading.Event()
     seen: dict[str, Any] = {}
@@ -296,6 +298,25 @@ def test_reading_pauses_at_max_pending_messages_and_resumes_when_half_are_done()
     assert pipe.run() == 0
     assert seen["pending"] == 30  # read no further than the limit
     assert source.paused == set()
+
+
+def test_a_short_hold_reads_on_without_pausing_in_kafka():
+    # Pausing drops what librdkafka has fetched; the ordinary rhythm of a backlog (the
+    # senders a little slower than reading) must not pay for that.
+    sender = FakeSender()
+    sender.hold[0] = threading.Event()
+    pauses: list = []
+
+    def steps(source, pipe):
+        source.add(*[message(0, o) for o in range(100)])
+        original = source.pause
+        source.pause = lambda keys: pauses.append(set(keys)) or original(keys)
+        threading.Timer(0.2, sender.hold[0].set).start()  # well within PAUSE_AFTER_S
+        return [source.assign([T0]), until(lambda: source.last_commit(T0) == 100), stop(pipe)]
+
+    pipe, source, _ = pipeline_with(steps, sender, max_pending_messages=30)
+    assert pipe.run() == 0
+    assert pauses == []
 
 
 def test_shutdown_waits_the_grace_for_in_flight_batches_then_commits_only_what_was_delivered(caplog):
