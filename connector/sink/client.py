@@ -26,6 +26,7 @@ from ..config.model import Secret, TlsSettings
 from .request import batch_params, batch_url
 from .retry import parse_retry_after
 from .tls import ssl_context
+from .transport import KeepAliveTransport
 
 DELIVERED, RETRY, REJECT, AUTH, FATAL = "delivered", "retry", "rejected", "auth", "fatal"
 
@@ -68,9 +69,9 @@ def _certificate_refused(exc: BaseException) -> bool:
 
 class UserFluxClient:
     """Posts batches; thread-safe. Each sender thread gets a transport of its own (one
-    connection), so the hot path shares no connection-pool lock: with a pool shared by
-    eight threads, a request cost twice the CPU. The parts of a request that never change
-    (URLs, headers, timeouts) are built once, here."""
+    connection, transport.py), so the hot path shares no connection-pool lock: with a
+    pool shared by eight threads, a request cost twice the CPU. The parts of a request
+    that never change (URLs, headers, timeouts) are built once, here."""
 
     def __init__(self, base_url: str, api_key: Secret, timeout_s: float, max_connections: int,
                  transport: httpx.BaseTransport | None = None, tls: TlsSettings | None = None):
@@ -86,7 +87,8 @@ class UserFluxClient:
             "Accept": "*/*",
         })
         self._timeouts = {"timeout": httpx.Timeout(timeout_s).as_dict()}
-        self._verify = ssl_context(tls) if tls is not None and (tls.ca_file or tls.client_cert_file) else True
+        self._ssl = ssl_context(tls) if tls is not None and (tls.ca_file or tls.client_cert_file) \
+            else httpx.create_ssl_context()
         self._proxy = _environment_proxy(url)
         self._shared = transport  # tests hand in one transport for every thread
         self._local = threading.local()
@@ -98,8 +100,7 @@ class UserFluxClient:
             return self._shared
         transport = getattr(self._local, "transport", None)
         if transport is None:
-            transport = httpx.HTTPTransport(verify=self._verify, proxy=self._proxy,
-                                            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
+            transport = KeepAliveTransport(self._ssl, self._proxy)
             self._local.transport = transport
             with self._lock:
                 self._transports.append(transport)
@@ -107,9 +108,7 @@ class UserFluxClient:
 
     def post_batch(self, body: bytes, location_enrichment: bool) -> Answer:
         started = time.monotonic()
-        headers = self._headers.copy()
-        headers["Content-Length"] = str(len(body))
-        request = httpx.Request("POST", self._urls[location_enrichment], headers=headers, content=body,
+        request = httpx.Request("POST", self._urls[location_enrichment], headers=self._headers, content=body,
                                 extensions=self._timeouts)
         try:
             response = self._transport().handle_request(request)
