@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import json
 import logging
 import signal
@@ -100,10 +101,17 @@ def _run(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda s, _frame: pipeline.request_stop(s))
     _tune_gc()
     try:
-        return pipeline.run()
+        code = pipeline.run()
     finally:
         if server is not None:
             server.stop()
+    if not pipeline.closed_cleanly:
+        # librdkafka is still waiting for brokers that do not answer, and would hold the
+        # interpreter's exit as long: leave now (stdout and the logs are flushed first).
+        sys.stdout.flush()
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 def _tune_gc() -> None:

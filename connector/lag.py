@@ -58,7 +58,7 @@ class LagMonitor:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(TIMEOUT_S * 2)
+        self._thread.join(TIMEOUT_S)
         try:
             self.consumer.close()
         except (KafkaException, RuntimeError):

@@ -49,6 +49,8 @@ log = logging.getLogger("connector.pipeline")
 CONSUME_BATCH = 500  # messages per consume() call
 POLL_S = 0.05  # longest wait in consume(); completions are looked at between calls
 REFRESH_S = 1.0  # gauges and the probes' view of what is pending
+CLOSE_TIMEOUT_S = 10.0  # the final commit and leaving the group, at most (after the grace)
+DEAD_LETTER_FLUSH_S = 3.0  # dead letters still on their way at the very end
 
 
 class Pipeline:
@@ -109,6 +111,7 @@ class Pipeline:
         self._closing = False
         self._exit_now = threading.Event()  # a signal during the wait after a refusal
         self._pending = 0  # messages read and not yet committable, as of the last step
+        self.closed_cleanly = True  # False: librdkafka may still hold the process at exit
 
     # -- running ---------------------------------------------------------------------
 
@@ -381,19 +384,22 @@ class Pipeline:
             events = sum(len(b) for b in self.in_flight.values())
             log.warning("%d batches (%d events) were not delivered within the %gs grace; they stay "
                         "uncommitted and are delivered after the restart", len(self.in_flight), events, grace)
-        # 5. Commit what is done.
-        self.checkpoint.commit(asynchronous=False)
-        # 6. Leave the group (on_revoke runs once more: it commits nothing new).
+        # 5. Commit what is done, and 6. leave the group (on_revoke runs once more: it
+        #    commits nothing new). Bounded: with the brokers away librdkafka waits for them
+        #    without end, and a process that does not stop is killed without a word.
         self._closing = True
-        self.source.close()
+        self.closed_cleanly = self._bounded(CLOSE_TIMEOUT_S, self._commit_and_leave)
+        if not self.closed_cleanly:
+            log.warning("Kafka did not answer within %gs: stopping without a final commit or a clean leave; what "
+                        "was not committed is delivered again after the restart", CLOSE_TIMEOUT_S)
         # 7. Release the rest.
         self.pool.close(timeout_s=1.0)
         if self.client is not None:
             self.client.close()
         if self.dead_letters is not None:
-            self.dead_letters.flush(5.0)
-        if self.lag is not None:
-            self.lag.stop()
+            self.dead_letters.flush(DEAD_LETTER_FLUSH_S)
+        if self.lag is not None and not self._bounded(CLOSE_TIMEOUT_S / 2, self.lag.stop):
+            self.closed_cleanly = False
         code = self.fatal.exit_code if self.fatal else 0
         # 8. Refused by UserFlux: stay up a while (not ready) so the refusal is scraped and
         #    seen, and a restart loop does not hammer UserFlux; a signal ends the wait.
@@ -401,6 +407,28 @@ class Pipeline:
             self._linger(self.settings.pipeline.refused_exit_delay_s)
         log.info("stopped (exit code %d)", code)
         return code
+
+    def _commit_and_leave(self) -> None:
+        self.checkpoint.commit(asynchronous=False)
+        self.source.close()
+
+    @staticmethod
+    def _bounded(seconds: float, work: Callable[[], None]) -> bool:
+        """Run ``work`` on a thread of its own; False if it did not finish in ``seconds``."""
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                work()
+            except BaseException as exc:  # reported below, on this thread
+                failure.append(exc)
+
+        thread = threading.Thread(target=run, name="kafka-close", daemon=True)
+        thread.start()
+        thread.join(seconds)
+        if failure:
+            log.warning("leaving the consumer group failed: %s", failure[0])
+        return not thread.is_alive()
 
     def _owned_in_flight(self) -> bool:
         return any(item.offsets.owned for batch in self.in_flight.values() for item in batch.items)

@@ -236,6 +236,31 @@ def test_5_a_broker_restart_mid_run_is_recovered_from_by_itself(scenario, fault_
     report("5. broker stopped and restarted mid-run", down_s=down_s, **figures)
 
 
+def test_5b_sigterm_while_the_broker_is_down_exits_within_a_bound(scenario, fault_broker, standin):
+    grace = 2
+    s = scenario("broker-down-stop", fault_broker.bootstrap_servers, pipeline={"shutdown_grace_s": grace})
+    s.events.start(per_second=scale(600, 2000), max_events=scale(20_000, 200_000))
+    process = s.start("c")
+    wait_until(lambda: len(s.standin.events()) >= 300, 60, "deliveries before the broker stops")
+    produced = s.events.stop()
+    fault_broker.stop()
+    try:
+        time.sleep(1)
+        started = time.monotonic()
+        # librdkafka waits for the brokers without end when leaving the group; the
+        # connector gives it CLOSE_TIMEOUT_S (10 s) after the grace, then exits anyway.
+        assert process.stop(signal.SIGTERM, timeout_s=grace + 30) == 0
+        took = time.monotonic() - started
+    finally:
+        fault_broker.restart()
+    assert took < grace + 10 + 5, f"took {took:.1f}s to stop"
+    again = s.start("after")
+    figures = s.finish(produced, s.duplicate_bound(1))
+    assert again.stop() == 0
+    s.check_processes(0)
+    report("5b. SIGTERM while the broker is down", stop_s=round(took, 1), grace_s=grace, **figures)
+
+
 @pytest.mark.parametrize("why", ["missing", "refused"])
 def test_9_a_dead_letter_topic_that_cannot_be_written_loses_nothing(scenario, fault_broker, standin, why):
     bootstrap = fault_broker.bootstrap_servers
