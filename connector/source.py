@@ -41,6 +41,11 @@ def consumer_config(props: dict[str, str]) -> dict[str, Any]:
     if conf.get("group.protocol", "classic") == "classic":
         conf.setdefault("partition.assignment.strategy", "cooperative-sticky")
     conf.setdefault("client.id", f"userflux-connector-{socket.gethostname()}")
+    # librdkafka prefetches up to 64 MB by default; at most max_pending_messages wait here
+    # anyway, so 8 MB keeps memory bounded without starving the loop, provided a full
+    # queue is refilled promptly (its default backoff is a whole second).
+    conf.setdefault("queued.max.messages.kbytes", "8192")
+    conf.setdefault("fetch.queue.backoff.ms", "20")
     return conf
 
 
