@@ -386,7 +386,8 @@ class Pipeline:
                         "uncommitted and are delivered after the restart", len(self.in_flight), events, grace)
         # 5. Commit what is done, and 6. leave the group (on_revoke runs once more: it
         #    commits nothing new). Bounded: with the brokers away librdkafka waits for them
-        #    without end, and a process that does not stop is killed without a word.
+        #    without end, and a process that does not stop is killed without a word. With
+        #    the rest below, the whole stop takes at most the grace + 14 s.
         self._closing = True
         self.closed_cleanly = self._bounded(CLOSE_TIMEOUT_S, self._commit_and_leave)
         if not self.closed_cleanly:
@@ -398,8 +399,6 @@ class Pipeline:
             self.client.close()
         if self.dead_letters is not None:
             self.dead_letters.flush(DEAD_LETTER_FLUSH_S)
-        if self.lag is not None and not self._bounded(CLOSE_TIMEOUT_S / 2, self.lag.stop):
-            self.closed_cleanly = False
         code = self.fatal.exit_code if self.fatal else 0
         # 8. Refused by UserFlux: stay up a while (not ready) so the refusal is scraped and
         #    seen, and a restart loop does not hammer UserFlux; a signal ends the wait.
@@ -411,6 +410,8 @@ class Pipeline:
     def _commit_and_leave(self) -> None:
         self.checkpoint.commit(asynchronous=False)
         self.source.close()
+        if self.lag is not None:
+            self.lag.stop()
 
     @staticmethod
     def _bounded(seconds: float, work: Callable[[], None]) -> bool:
