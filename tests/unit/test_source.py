@@ -10,6 +10,7 @@ def test_the_connector_owns_offset_storage_and_bounds_the_prefetch():
     assert conf["enable.auto.commit"] == "false" and conf["enable.auto.offset.store"] == "false"
     assert conf["partition.assignment.strategy"] == "cooperative-sticky"
     assert conf["queued.max.messages.kbytes"] == "8192" and conf["fetch.queue.backoff.ms"] == "20"
+    assert conf["fetch.max.bytes"] == "4194304" and conf["max.partition.fetch.bytes"] == "524288"
 
 
 def test_a_user_s_prefetch_settings_win():
