@@ -155,6 +155,9 @@ def test_requests_and_retries_are_counted_by_status_code(kafka_bootstrap, standi
         standin.fail_next(2, status=429, retry_after="0.2")
         produce(kafka_bootstrap, topic, [web_event(i) for i in range(50, 100)])
         standin.wait_for_events(100, timeout_s=30)
+        # The stand-in records a batch before the connector has read its answer.
+        wait_until(lambda: value(scrape(port), "requests_total", outcome="delivered", code="204") == 2, 10,
+                   "the second 204 counted")
         m = scrape(port)
         assert connector.stop() == 0
     assert value(m, "requests_total", outcome="retry", code="500") == 3
