@@ -77,6 +77,19 @@ class Backpressure:
                 self.paused |= newly_assigned
                 metrics.paused_partitions.set(len(self.paused))
 
+    def assigned(self, keys: list[Key]) -> None:
+        """Partitions just assigned: set their pause in Kafka to what the hold says now.
+        librdkafka keeps a partition's pause across losing it and getting it back, so a
+        partition lost while paused would otherwise come back paused for good."""
+        if not keys:
+            return
+        if self.paused is not None:
+            self.source.pause(keys)
+            self.paused |= set(keys)
+            metrics.paused_partitions.set(len(self.paused))
+        else:
+            self.source.resume(keys)
+
     def release(self, keys: Iterable[Key]) -> None:
         """Partitions revoked or lost: no longer ours to resume."""
         if self.paused is not None:

@@ -284,6 +284,7 @@ class Pipeline:
     def on_assign(self, partitions: list[Key]) -> None:
         for topic, partition in partitions:
             self.tracker.assign(topic, partition)
+        self.backpressure.assigned(partitions)
         self.series.add(partitions)
         if partitions:
             metrics.rebalances.labels("assign").inc()

@@ -134,7 +134,8 @@ def test_4_resets_slow_answers_and_a_server_that_never_answers_lose_nothing(scen
     stretch = scale(3, 20)
     resets = scale(10, 100)
     standin.reset_next(resets)  # connections reset by the peer
-    wait_until(lambda: sum(1 for r in standin.requests() if r.status == 0) >= resets, 30, "the resets")
+    # Resets in a row make the senders back off together, one probe at a time: about two a second.
+    wait_until(lambda: sum(1 for r in standin.requests() if r.status == 0) >= resets, 30 + resets, "the resets")
     standin.set_delay(timeout_s * 1.5)  # answers slower than the request timeout: accepted, late
     time.sleep(stretch)
     standin.set_delay(latency_s)

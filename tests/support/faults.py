@@ -225,8 +225,10 @@ class Scenario:
                 headers["userflux.error.reason"].decode()
         return found
 
-    def finish(self, produced: Produced, duplicates_allowed: int, timeout_s: float = 120) -> dict[str, Any]:
+    def finish(self, produced: Produced, duplicates_allowed: int) -> dict[str, Any]:
         """Wait until everything is delivered and committed, then check it all; returns the figures."""
+        # The stand-in takes a few thousand events a second: a soak's backlog needs minutes.
+        timeout_s = 120 + len(produced.valid) / 2000
         wait_until(lambda: self.delivered_all(produced), timeout_s, f"{len(produced.valid)} events accepted")
         ends = end_offsets(self.bootstrap, self.topic, self.partitions)
         wait_until(lambda: committed(self.bootstrap, self.group, self.topic, self.partitions) == ends,
