@@ -47,9 +47,9 @@ def test_1_kill_9_at_random_moments_loses_nothing(scenario, standin):
     started = time.monotonic()
     killed_at = []
     for k in range(kills):
-        before = len(s.standin.events())
+        before = s.standin.event_count()
         process = s.start(f"run{k}", **static)
-        wait_until(lambda: len(s.standin.events()) > before, 60, "deliveries after the restart")
+        wait_until(lambda: s.standin.event_count() > before, 60, "deliveries after the restart")
         time.sleep(rng.uniform(0.05, scale(0.8, 3.0)))
         wait_until(lambda: s.standin.in_progress() > 0, 10, "a request in flight")  # mid-batch
         killed_at.append(time.monotonic())
@@ -72,7 +72,7 @@ def test_2_a_long_outage_pauses_reading_bounds_memory_and_drains_after(scenario,
     port = free_port()
     s.events.produce(2000)
     process = s.start("c", metrics={"enabled": True, "port": port})
-    wait_until(lambda: len(s.standin.events()) >= 500, 60, "deliveries before the outage")
+    wait_until(lambda: s.standin.event_count() >= 500, 60, "deliveries before the outage")
     outage_s = scale(6, 120)
     standin.fail_always(503)  # no Retry-After: the senders' own, shared, backoff
     requests_before = len(standin.requests())
@@ -106,7 +106,7 @@ def test_3_a_429_storm_holds_every_sender_until_the_retry_after(scenario, standi
     s = scenario("storm", latency_s=0.05, userflux={"max_in_flight": 8})
     s.events.start(per_second=scale(2000, 5000), max_events=scale(20_000, 500_000))
     process = s.start("c")
-    wait_until(lambda: len(s.standin.events()) >= 500, 60, "deliveries before the storm")
+    wait_until(lambda: s.standin.event_count() >= 500, 60, "deliveries before the storm")
     retry_after, storm_s = 1.0, scale(4, 30)
     standin.fail_for(storm_s, 429, retry_after=int(retry_after))
     time.sleep(storm_s + 1)
@@ -130,7 +130,7 @@ def test_4_resets_slow_answers_and_a_server_that_never_answers_lose_nothing(scen
                  userflux={"request_timeout_s": timeout_s})
     s.events.start(per_second=scale(800, 2000), max_events=scale(20_000, 500_000))
     process = s.start("c")
-    wait_until(lambda: len(s.standin.events()) >= 300, 60, "deliveries before the faults")
+    wait_until(lambda: s.standin.event_count() >= 300, 60, "deliveries before the faults")
     stretch = scale(3, 20)
     resets = scale(10, 100)
     standin.reset_next(resets)  # connections reset by the peer
@@ -160,8 +160,8 @@ def test_6_three_instances_churning_commit_only_what_they_own(scenario, standin)
 
     def delivering(process) -> None:
         process.wait_for_log("assigned", timeout_s=60)
-        before = len(s.standin.events())
-        wait_until(lambda: len(s.standin.events()) > before, 60, "deliveries")
+        before = s.standin.event_count()
+        wait_until(lambda: s.standin.event_count() > before, 60, "deliveries")
         time.sleep(pause)
 
     a, b = s.start("a"), s.start("b")
@@ -219,7 +219,7 @@ def test_5_a_broker_restart_mid_run_is_recovered_from_by_itself(scenario, fault_
     s = scenario("restart", fault_broker.bootstrap_servers)
     s.events.start(per_second=scale(600, 2000), max_events=scale(20_000, 500_000))
     process = s.start("c")
-    wait_until(lambda: len(s.standin.events()) >= 300, 60, "deliveries before the restart")
+    wait_until(lambda: s.standin.event_count() >= 300, 60, "deliveries before the restart")
     s.events.stop()
     down_s = scale(3, 30)
     fault_broker.stop()  # mid-run: batches in flight, commits on their way
@@ -242,7 +242,7 @@ def test_5b_sigterm_while_the_broker_is_down_exits_within_a_bound(scenario, faul
     s = scenario("broker-down-stop", fault_broker.bootstrap_servers, pipeline={"shutdown_grace_s": grace})
     s.events.start(per_second=scale(600, 2000), max_events=scale(20_000, 200_000))
     process = s.start("c")
-    wait_until(lambda: len(s.standin.events()) >= 300, 60, "deliveries before the broker stops")
+    wait_until(lambda: s.standin.event_count() >= 300, 60, "deliveries before the broker stops")
     produced = s.events.stop()
     fault_broker.stop()
     try:
@@ -300,7 +300,7 @@ def test_8_a_key_refused_mid_run_commits_nothing_past_it_and_loses_nothing(scena
     s = scenario("refused")
     s.events.start(per_second=scale(600, 2000), max_events=scale(6000, 200_000))
     process = s.start("c")
-    wait_until(lambda: len(s.standin.events()) >= 300, 60, "deliveries before the key is revoked")
+    wait_until(lambda: s.standin.event_count() >= 300, 60, "deliveries before the key is revoked")
     standin.fail_always(401)
     assert process.wait(30) == 3
     assert "refused the write key" in process.stderr
@@ -320,7 +320,7 @@ def test_10_sigterm_during_an_outage_exits_within_its_grace_committing_only_what
     s = scenario("sigterm", pipeline={"shutdown_grace_s": grace})
     s.events.produce(scale(3000, 100_000))
     process = s.start("c")
-    wait_until(lambda: len(s.standin.events()) >= 200, 60, "deliveries before the outage")
+    wait_until(lambda: s.standin.event_count() >= 200, 60, "deliveries before the outage")
     standin.fail_always(503)
     time.sleep(1.0)  # batches are in flight and retrying
     started = time.monotonic()

@@ -167,6 +167,8 @@ class Scenario:
         self.events = EventSource(bootstrap, self.topic, name, invalid_every)
         self.processes: list[ConnectorProcess] = []
         self.scrapes: list[str] = []
+        self._read = 0  # stand-in events counted so far
+        self._counts: dict[str, int] = {}
 
     # -- running the CLI ---------------------------------------------------------------
 
@@ -189,13 +191,15 @@ class Scenario:
     # -- what happened -----------------------------------------------------------------
 
     def accepted(self) -> dict[str, int]:
-        """uid -> how many times the stand-in accepted it."""
-        counts: dict[str, int] = {}
-        for e in self.standin.events():
+        """uid -> how many times the stand-in accepted it (read incrementally: a soak's
+        stand-in holds hundreds of thousands of events, and it answers while we read)."""
+        new = self.standin.events_since(self._read)
+        self._read += len(new)
+        for e in new:
             uid = e.get("properties", {}).get("uid")
             if uid is not None:
-                counts[uid] = counts.get(uid, 0) + 1
-        return counts
+                self._counts[uid] = self._counts.get(uid, 0) + 1
+        return self._counts
 
     def delivered_all(self, produced: Produced) -> bool:
         accepted = self.accepted()
@@ -229,7 +233,8 @@ class Scenario:
         """Wait until everything is delivered and committed, then check it all; returns the figures."""
         # The stand-in takes a few thousand events a second: a soak's backlog needs minutes.
         timeout_s = 120 + len(produced.valid) / 2000
-        wait_until(lambda: self.delivered_all(produced), timeout_s, f"{len(produced.valid)} events accepted")
+        wait_until(lambda: self.delivered_all(produced), timeout_s, f"{len(produced.valid)} events accepted",
+                   interval_s=0.1 if len(produced.valid) < 50_000 else 1.0)
         ends = end_offsets(self.bootstrap, self.topic, self.partitions)
         wait_until(lambda: committed(self.bootstrap, self.group, self.topic, self.partitions) == ends,
                    60, "offsets committed to the end")

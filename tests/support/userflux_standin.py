@@ -628,6 +628,17 @@ class UserFluxStandIn:
         with self._lock:
             return copy.deepcopy(self._events)
 
+    def event_count(self) -> int:
+        """How many events were accepted so far (cheap: nothing is copied)."""
+        with self._lock:
+            return len(self._events)
+
+    def events_since(self, start: int) -> list[dict]:
+        """The accepted events from the ``start``-th on (deep copies): a test that follows
+        a large run reads only what is new, instead of copying everything each time."""
+        with self._lock:
+            return copy.deepcopy(self._events[start:])
+
     def batches(self) -> list[AcceptedBatch]:
         """Every accepted request, in arrival order (deep copies)."""
         with self._lock:
