@@ -216,7 +216,6 @@ def test_healthz_reports_a_stall_when_userflux_never_answers(kafka_bootstrap, tm
             connector.wait_for_log("assigned", timeout_s=30)
             status, body = probe(port, "/healthz")
             assert (status, body["status"]) == (200, "ok"), body
-            started = time.monotonic()
             wait_until(lambda: probe(port, "/healthz")[0] == 503, 15, "/healthz failing")
             status, body = probe(port, "/healthz")
             assert body["status"] == "stalled" and body["pending"] == 5, body
