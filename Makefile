@@ -46,7 +46,7 @@ test: install $(HELM) $(PROMTOOL)
 unit: install
 	$(BIN)/python -m pytest tests/unit
 
-# The fault suite, bigger and longer (not in CI: about half an hour): more kills, longer
+# The fault suite, bigger and longer (not in CI: about 10 minutes): more kills, longer
 # outages and storms, larger backlogs. Its figures go to .cache/soak/report.json.
 soak: install
 	$(BIN)/python -m tests.support.kafka_broker fetch
