@@ -61,7 +61,11 @@ def scrape(kafka_bootstrap, standin_server, tmp_path_factory, used) -> str:
         metrics={"enabled": True, "host": "127.0.0.1", "port": port, "lag_interval_s": 1}))
     standin_server.reset()
     standin_server.fail_next(1, 503)  # one retry
-    produce(kafka_bootstrap, topic, [{"event": "page_view", "user": i} for i in range(20)] + [b"{not json"])
+    # Into each partition explicitly: keyless messages may all stick to one, leaving the other
+    # with nothing to commit and no committed-offset series.
+    for partition in (0, 1):
+        produce(kafka_bootstrap, topic, [{"event": "page_view", "user": i} for i in range(10)], partition=partition)
+    produce(kafka_bootstrap, topic, [b"{not json"], partition=1)
     try:
         with ConnectorProcess(config) as connector:
             standin_server.wait_for_events(20, timeout_s=60)
