@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from .threads import daemon_thread
 
 log = logging.getLogger("connector.health")
 
@@ -117,7 +118,7 @@ class HealthServer:
         self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, name="health", daemon=True)
+        self._thread = daemon_thread(self.server.serve_forever, "health")
 
     def start(self) -> "HealthServer":
         self._thread.start()

@@ -24,6 +24,7 @@ from . import metrics
 from .logs import RateLimitedLog, redact
 from .metrics import PartitionSeries
 from .source import Key
+from .threads import daemon_thread
 
 log = logging.getLogger("connector.lag")
 
@@ -50,7 +51,7 @@ class LagMonitor:
         self._stop = threading.Event()
         self._errors = RateLimitedLog(log, burst=1, period_s=300)
         self.consumer = factory({**lag_consumer_config(props), "logger": logging.getLogger("connector.librdkafka")})
-        self._thread = threading.Thread(target=self._run, name="lag-monitor", daemon=True)
+        self._thread = daemon_thread(self._run, "lag-monitor")
 
     def start(self) -> "LagMonitor":
         self._thread.start()

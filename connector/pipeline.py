@@ -43,6 +43,7 @@ from .sink.pool import Sender, SenderPool
 from .sink.retry import RetryPolicy
 from .sink.sender import BatchResult, BatchSender
 from .source import KafkaSource, Key
+from .threads import daemon_thread
 
 log = logging.getLogger("connector.pipeline")
 
@@ -425,7 +426,7 @@ class Pipeline:
             except BaseException as exc:  # reported below, on this thread
                 failure.append(exc)
 
-        thread = threading.Thread(target=run, name="kafka-close", daemon=True)
+        thread = daemon_thread(run, "kafka-close")
         thread.start()
         thread.join(seconds)
         if failure:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
 from typing import Protocol
 
 from ..batcher import Batch
 from ..errors import FatalError
+from ..threads import daemon_thread
 from .sender import BatchResult
 
 log = logging.getLogger("connector.sink")
@@ -32,7 +32,7 @@ class SenderPool:
         # Daemon threads: a request stuck past the shutdown grace must not keep the
         # process alive; its batch is simply not committed.
         self._threads = [
-            threading.Thread(target=self._run, name=f"sender-{i}", daemon=True) for i in range(workers)
+            daemon_thread(self._run, f"sender-{i}") for i in range(workers)
         ]
         for thread in self._threads:
             thread.start()
