@@ -165,6 +165,8 @@ def _run_line(r: dict[str, Any]) -> str:
              f"peak RSS {r['peak_rss_mb']:.0f} MB", f"{r['requests_per_s']:,.0f} req/s",
              f"batch {r['mean_batch']:.1f}", f"a request {r['mean_request_ms'] or 0:.1f} ms",
              f"connector {r['connector_cores']:.2f} cores",
+             "CPU µs/event by thread: " + " ".join(
+                 f"{group} {us:.1f}" for group, us in r.get("cpu_us_per_event_by_thread", {}).items()),
              f"sink {r['sink_cores']:.2f} cores"]
     latency = r.get("latency_ms")
     if latency and latency.get("count"):

@@ -18,6 +18,35 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14, 15)
 
 
+# The connector's threads by their kernel names (connector/threads.py; librdkafka names its own).
+THREAD_GROUPS = (("sender-", "senders"), ("rdk:", "librdkafka"))
+
+
+def thread_group(tid: int, pid: int, name: str) -> str:
+    """Which part of the connector a thread is: main (the pipeline loop), senders, librdkafka or other."""
+    if tid == pid:
+        return "main"
+    for prefix, group in THREAD_GROUPS:
+        if name.startswith(prefix):
+            return group
+    return "other"
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system CPU time per thread group of the process's live threads, in seconds. A
+    thread that has ended is missing: compare two samples of a steady run, not a start and an end."""
+    groups: dict[str, float] = {}
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended in between
+            continue
+        group = thread_group(int(task.name), pid, name)
+        groups[group] = groups.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return groups
+
+
 def memory_mb(pid: int) -> dict[str, float]:
     """The resident set now (``rss``) and its peak so far (``peak``), in MB."""
     found: dict[str, float] = {}

@@ -21,7 +21,12 @@ FIGURES: dict[str, Callable[[dict], float | None]] = {
     "sink_cores": lambda r: r.get("sink_cores"),
     "share_of_bound": lambda r: r.get("share_of_bound"),
     "outage_rss_mb": lambda r: r.get("outage", {}).get("rss_mb"),
+    # Where the CPU goes: the pipeline loop, the senders and librdkafka's threads (procstat.thread_group).
+    "cpu_us_main": lambda r: r.get("cpu_us_per_event_by_thread", {}).get("main"),
+    "cpu_us_senders": lambda r: r.get("cpu_us_per_event_by_thread", {}).get("senders"),
+    "cpu_us_librdkafka": lambda r: r.get("cpu_us_per_event_by_thread", {}).get("librdkafka"),
 }
+THREAD_FIGURES = (("cpu_us_main", "main"), ("cpu_us_senders", "senders"), ("cpu_us_librdkafka", "librdkafka"))
 
 
 def summarize(runs: list[dict]) -> dict[str, dict[str, float]]:
@@ -56,6 +61,9 @@ def _notes(scenario: dict) -> str:
     filtered = scenario["runs"][0]["filtered"]
     if filtered:
         notes.append(f"{filtered:,} filtered out")
+    split = [f"{label} {summary[name]['median']:.1f}" for name, label in THREAD_FIGURES if name in summary]
+    if split:
+        notes.append("CPU µs/event: " + ", ".join(split))
     if "sink_cores" in summary:
         notes.append(f"sink {summary['sink_cores']['median']:.2f} cores")
     return "; ".join(notes)

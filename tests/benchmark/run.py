@@ -69,6 +69,7 @@ class Sample:
     requests: int
     connector_cpu_s: float
     sink_cpu_s: float
+    thread_cpu_s: dict[str, float]  # the connector's, by thread group (procstat.thread_group)
 
 
 def run_once(scenario: Scenario, setup: Setup, index: int) -> dict[str, Any]:
@@ -160,7 +161,8 @@ def _follow(sink: SinkProcess, pid: int, expected: int, deadline: float, alive: 
         while time.monotonic() < deadline:
             stats = sink.stats()
             samples.append(Sample(time.monotonic(), stats["events"], stats["requests"],
-                                  procstat.cpu_seconds(pid), procstat.cpu_seconds(sink.pid)))
+                                  procstat.cpu_seconds(pid), procstat.cpu_seconds(sink.pid),
+                                  procstat.thread_cpu_seconds(pid)))
             events = stats["events"]
             wrong = {status: n for status, n in stats["refused"].items() if status != "503"}
             if wrong:
@@ -193,6 +195,10 @@ def _window(samples: list[Sample], expected: int) -> dict[str, Any]:
         "events_per_s": events / seconds,
         "cpu_us_per_event": (end.connector_cpu_s - start.connector_cpu_s) / events * 1e6,
         "connector_cores": (end.connector_cpu_s - start.connector_cpu_s) / seconds,
+        "cpu_us_per_event_by_thread": {
+            group: (end.thread_cpu_s[group] - start.thread_cpu_s.get(group, 0.0)) / events * 1e6
+            for group in sorted(end.thread_cpu_s)
+        },
         "requests_per_s": requests / seconds,
         "mean_batch": events / requests if requests else 0.0,
         "sink_cores": (end.sink_cpu_s - start.sink_cpu_s) / seconds,

@@ -17,20 +17,24 @@ def test_an_outage_run_delivers_and_commits_every_event_and_reports_its_figures(
     backlog = new_topic(kafka_bootstrap, "bench", partitions=3)
     dead_letters = unique("bench-dead")
     create_topic(kafka_bootstrap, dead_letters, partitions=1)
-    produced = preload(kafka_bootstrap, backlog, 6_000)
+    # More than max_pending_messages (10,000): the connector holds at that bound while UserFlux
+    # is down, and the rest is read after, so the steady window spans many samples.
+    produced = preload(kafka_bootstrap, backlog, 20_000)
     setup = Setup(bootstrap=kafka_bootstrap, backlog_topic=backlog, partitions=3, produced=produced,
                   dead_letter_topic=dead_letters, work_dir=tmp_path, live_rate=500, live_seconds=1.0,
                   outage_s=1.0, timeout_s=90)
 
     result = run_once(SCENARIOS["c"], setup, 1)
 
-    assert result["expected_events"] == 6_000 and result["duplicates"] == 0
+    assert result["expected_events"] == 20_000 and result["duplicates"] == 0
     assert result["outage"]["refused"]["503"] >= 1  # it was down, and retried
-    assert result["outage"]["pending_while_down"] == 6_000  # all read, none delivered
+    assert result["outage"]["pending_while_down"] == 10_000  # read up to the bound, none delivered
     assert result["refused"].keys() == {"503"}
     assert result["events_per_s"] > 0 and result["cpu_us_per_event"] > 0 and result["requests_per_s"] > 0
     assert 1 <= result["mean_batch"] <= 50
     assert result["mean_request_ms"] > 0 and result["sink_connections"] >= 2  # the control one and the connector's
     assert result["peak_rss_mb"] >= result["outage"]["rss_mb"] > 0
+    assert {"main", "senders", "librdkafka"} <= result["cpu_us_per_event_by_thread"].keys()
+    assert result["cpu_us_per_event_by_thread"]["senders"] > 0  # the senders' threads carry their names
     assert result["latency_ms"]["count"] == result["latency_ms"]["produced"] == 500
     assert 0 <= result["latency_ms"]["p50"] <= result["latency_ms"]["p99"] < 10_000

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 
-from tests.benchmark import report
+from tests.benchmark import procstat, report
 from tests.benchmark.profile import summary
 
 
@@ -30,6 +31,28 @@ def test_the_table_shows_each_median_with_half_its_range_and_the_scenario_notes(
     assert header.startswith("scenario") and set(rule) <= {"-", " "}
     assert "11,000 ±9%" in row and "42.0 ±5%" in row
     assert "68% ±12% of the bound 16,000/s" in row
+
+
+def test_the_notes_split_the_cpu_per_event_by_thread_group():
+    by_thread = {"main": 11.0, "senders": 9.0, "librdkafka": 3.0, "other": 0.1}
+    runs = [run(30_000, 23, cpu_us_per_event_by_thread=by_thread)]
+    results = {"scenarios": {"a": {"title": "loopback", "runs": runs, "summary": report.summarize(runs)}}}
+    row = report.table(results).splitlines()[2]
+    assert "CPU µs/event: main 11.0, senders 9.0, librdkafka 3.0" in row
+
+
+def test_the_threads_of_the_connector_are_grouped_by_their_kernel_names():
+    pid = 100
+    assert procstat.thread_group(pid, pid, "python3") == "main"
+    assert procstat.thread_group(101, pid, "sender-7") == "senders"
+    assert procstat.thread_group(102, pid, "rdk:broker1") == "librdkafka"
+    assert procstat.thread_group(103, pid, "rdk:main") == "librdkafka"
+    assert procstat.thread_group(104, pid, "lag-monitor") == "other"
+
+
+def test_the_cpu_of_this_process_is_found_per_thread_group():
+    found = procstat.thread_cpu_seconds(os.getpid())
+    assert "main" in found and all(seconds >= 0 for seconds in found.values())
 
 
 def test_profile_summary_counts_samples_by_function_package_and_connector_stage(tmp_path):
