@@ -55,7 +55,7 @@ class Mapping:
         return self.pattern.search(topic) is not None
 
     def apply(self, value: Any, message: Any) -> dict | None:
-        if self.where is not None and self.where.skip_reason(value, message) is not None:
+        if self.where is not None and not self.where.keeps(value, message):
             return None
         return self.builder.build(value, message)
 
@@ -65,6 +65,14 @@ class Filter:
 
     def __init__(self, conditions: list[tuple[Any, str, str, Any]]):
         self.conditions = conditions  # (getter, path text, op, operand)
+        self._checks = tuple(_compile_condition(get, op, operand) for get, _, op, operand in conditions)
+
+    def keeps(self, value: Any, message: Any) -> bool:
+        """The per-message test: whether every condition holds (``skip_reason`` says why not)."""
+        for holds in self._checks:
+            if not holds(value, message):
+                return False
+        return True
 
     def describe(self) -> str:
         words = {"in": "in", "not_in": "not in"}
@@ -83,6 +91,24 @@ class Filter:
             if op == "exists" and (found is not MISSING and found is not None) != operand:
                 return f"where: {path} {'is missing' if operand else 'is present'}"
         return None
+
+
+def _compile_condition(get: Any, op: str, operand: Any) -> Any:
+    """One condition as ``holds(value, message) -> bool``, the same rule as ``skip_reason``.
+    A list of strings (the common case) becomes a set lookup: only a string equals a string."""
+    if op == "exists":
+        if operand:
+            return lambda value, message: (found := get(value, message)) is not MISSING and found is not None
+        return lambda value, message: (found := get(value, message)) is MISSING or found is None
+    if all(type(item) is str for item in operand):
+        names = frozenset(operand)
+        # The type first: a list or an object found there is not hashable.
+        if op == "in":
+            return lambda value, message: type(found := get(value, message)) is str and found in names
+        return lambda value, message: not (type(found := get(value, message)) is str and found in names)
+    if op == "in":
+        return lambda value, message: (found := get(value, message)) is not MISSING and _member(found, operand)
+    return lambda value, message: (found := get(value, message)) is MISSING or not _member(found, operand)
 
 
 def _member(found: Any, operand: tuple) -> bool:
@@ -206,6 +232,9 @@ class PropertiesBuilder:
         self.include = include
         self.exclude = exclude
         self.assign = assign
+        # The getters themselves, without the Extractor around them: one call less per field.
+        self._source = source.get if source is not None else None
+        self._assign = tuple((key, spec.get) for key, spec in assign)
 
     def describe(self) -> str:
         parts = []
@@ -221,10 +250,10 @@ class PropertiesBuilder:
 
     def build(self, value: Any, message: Any) -> dict:
         props: dict[str, Any]
-        if self.source is None:
+        if self._source is None:
             props = {}
         else:
-            found = self.source(value, message)
+            found = self._source(value, message)
             if found is MISSING or found is None:
                 props = {}
             elif type(found) is dict:
@@ -236,8 +265,8 @@ class PropertiesBuilder:
                 raise InvalidMessage(f"properties: expected an object from {self.source.describe}, found {describe(found)}")
             for path in self.exclude:
                 _remove(props, path)
-        for key, spec in self.assign:
-            found = spec(value, message)
+        for key, get in self._assign:
+            found = get(value, message)
             if found is not MISSING:
                 props[key] = found
         return props

@@ -201,17 +201,22 @@ def _template(text: Any, where: str, problems: Problems) -> Extractor | None:
         problems.add(where, "a template needs at least one {reference}; use {value: ...} for a constant")
         return None
 
+    # Compiled to a format string with one {} per reference: the per-message work is the
+    # lookups and one format call.
+    getters = tuple(item for kind, item in compiled if kind == "ref")
+    layout = "".join("{}" if kind == "ref" else item.replace("{", "{{").replace("}", "}}") for kind, item in compiled)
+
     def render(value: Any, message: Any) -> Any:
-        out = []
-        for kind, item in compiled:
-            if kind == "text":
-                out.append(item)
-                continue
-            found = item(value, message)
-            if blank_value(found):
+        texts = []
+        for get in getters:
+            found = get(value, message)
+            if type(found) is str and found and not found.isspace():
+                texts.append(found)
+            elif blank_value(found):
                 return MISSING  # a template with a hole is absent, so a default applies
-            out.append(_render(found))
-        return "".join(out)
+            else:
+                texts.append(_render(found))
+        return layout.format(*texts)
 
     def holes(value: Any, message: Any) -> str | None:
         missing = [body for (kind, body), (_, item) in zip(parts, compiled)

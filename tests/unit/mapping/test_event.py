@@ -362,6 +362,20 @@ def test_where_compares_json_values_exactly():
     assert keeps({"path": "v", "not_in": [0]}, {"v": False})
 
 
+@pytest.mark.parametrize("where", [
+    {"path": "v", "in": ["track", "page"]}, {"path": "v", "not_in": ["track", "page"]},
+    {"path": "v", "in": [1, "1", None]}, {"path": "v", "not_in": [True, [1], {"a": 1}]},
+    {"path": "v", "exists": True}, {"path": "v", "exists": False},
+])
+def test_the_compiled_where_keeps_exactly_what_skip_reason_lets_through(where):
+    m = mapping(where=where)
+    for found in ("track", "page", "Track", "", " ", "1", 1, 1.0, 0, True, False, None, [1], ["track"], {"a": 1}, {}):
+        value = {"name": "n", "uid": "u", "v": found}
+        assert m.where.keeps(value, MSG) == (m.where.skip_reason(value, MSG) is None), (where, found)
+    value = {"name": "n", "uid": "u"}  # nothing at the path
+    assert m.where.keeps(value, MSG) == (m.where.skip_reason(value, MSG) is None), where
+
+
 def test_where_list_of_conditions_all_must_hold():
     where = [{"path": "type", "in": ["track"]}, {"path": "@headers.env", "not_in": ["test"]}]
     assert keeps(where, {"type": "track"}, kafka_message(headers=[("env", b"prod")]))
