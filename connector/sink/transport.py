@@ -11,8 +11,15 @@ beside a busy thread, a request cost 645 us of CPU through httpx's stream and 30
 through this one, which sends the request in one ``sendall``, sets the timeout only
 when it changes, and polls an idle connection only after it has rested a second.
 
-With a proxy, httpx's own stream is used (the proxy's CONNECT and TLS-in-TLS are its
-business); the connection is still the sender's own.
+Without a proxy the transport holds its one httpcore connection itself rather than
+through httpcore's connection pool, whose request queue, lock and bookkeeping cost
+about a tenth of a request's CPU and buy nothing for a single connection. What the pool
+did that matters is kept: a connection that is closed, has expired or was closed by
+the server is replaced before the request, and one that turns out unavailable
+(``ConnectionNotAvailable``) is replaced and the request tried once more on the new one.
+
+With a proxy, httpcore's proxy pool and httpx's own stream are used (the proxy's CONNECT
+and TLS-in-TLS are their business); the connection is still the sender's own.
 """
 
 from __future__ import annotations
@@ -50,12 +57,13 @@ _EXCEPTIONS: dict[type[Exception], type[Exception]] = {
 
 class KeepAliveTransport(httpx.BaseTransport):
     def __init__(self, ssl_context: ssl.SSLContext, proxy: str | None = None):
-        limits: dict[str, Any] = {"max_connections": 1, "max_keepalive_connections": 1,
-                                  "keepalive_expiry": KEEPALIVE_EXPIRY_S}
-        if proxy is None:
-            self._pool: httpcore.ConnectionPool = httpcore.ConnectionPool(
-                ssl_context=ssl_context, network_backend=LeanBackend(), **limits)
-        else:
+        self._ssl_context = ssl_context
+        self._backend = LeanBackend()
+        self._connection: httpcore.HTTPConnection | None = None
+        self._pool: httpcore.ConnectionPool | None = None
+        if proxy is not None:
+            limits: dict[str, Any] = {"max_connections": 1, "max_keepalive_connections": 1,
+                                      "keepalive_expiry": KEEPALIVE_EXPIRY_S}
             url = httpx.URL(proxy)
             self._pool = httpcore.HTTPProxy(
                 proxy_url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port,
@@ -73,7 +81,7 @@ class KeepAliveTransport(httpx.BaseTransport):
             extensions=request.extensions,
         )
         try:
-            response = self._pool.handle_request(core)
+            response = self._pool.handle_request(core) if self._pool is not None else self._send(core)
             try:
                 content = response.read()  # the answers are small: read at once
             finally:
@@ -86,8 +94,31 @@ class KeepAliveTransport(httpx.BaseTransport):
         return httpx.Response(status_code=response.status, headers=response.headers, content=content,
                               extensions=response.extensions, request=request)
 
+    def _send(self, request: httpcore.Request) -> httpcore.Response:
+        """The request on this sender's one connection, replaced first if it cannot be used."""
+        for attempt in (1, 2):
+            connection = self._connection
+            if connection is None or connection.is_closed() or connection.has_expired() \
+                    or not connection.can_handle_request(request.url.origin):
+                if connection is not None:
+                    connection.close()
+                connection = self._connection = httpcore.HTTPConnection(
+                    request.url.origin, ssl_context=self._ssl_context, keepalive_expiry=KEEPALIVE_EXPIRY_S,
+                    network_backend=self._backend)
+            try:
+                return connection.handle_request(request)
+            except httpcore.ConnectionNotAvailable:
+                # Closed between the check and the request: a new connection, once.
+                connection.close()
+                self._connection = None
+        raise httpcore.ConnectError("no connection to UserFlux could take the request")  # retried
+
     def close(self) -> None:
-        self._pool.close()
+        if self._pool is not None:
+            self._pool.close()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 def _translate(exc: Exception) -> Exception:
