@@ -16,7 +16,7 @@ from ..config.reader import Problems, Section, describe, join
 from ..errors import InvalidMessage
 from .fields import Extractor, blank_id, blank_value, compile_field
 from .paths import MISSING, compile_ref, short_repr, split_path
-from .timestamps import EARLIEST_MS, MILLIS_BELOW, in_range, to_epoch_ms
+from .timestamps import EARLIEST_MS, EARLIEST_S, MILLIS_BELOW, SECONDS_BELOW, in_range, to_epoch_ms
 
 _FIELDS = ("name", "userId", "anonymousId", "timestamp", "properties")
 
@@ -148,9 +148,15 @@ class EventBuilder:
         found = self.name.get(value, message)
         name = found if type(found) is str and found in _VALID_NAMES else self._name(found, value, message)
         event: dict[str, Any] = {"name": name}
-        user_id = self._id("userId", self.user_id, value, message) if self.user_id is not None else None
-        anonymous_id = self._id("anonymousId", self.anonymous_id, value, message) \
-            if self.anonymous_id is not None else None
+        user_id = anonymous_id = None
+        if self.user_id is not None:
+            found = self.user_id.get(value, message)
+            user_id = found if type(found) is str and found and found not in _ABSENT_IDS and not found.isspace() \
+                else self._id("userId", self.user_id, found)
+        if self.anonymous_id is not None:
+            found = self.anonymous_id.get(value, message)
+            anonymous_id = found if type(found) is str and found and found not in _ABSENT_IDS \
+                and not found.isspace() else self._id("anonymousId", self.anonymous_id, found)
         if user_id is None and anonymous_id is None:
             tried = " and ".join(
                 f"{field} ({spec.describe if spec else 'not mapped'})"
@@ -162,8 +168,12 @@ class EventBuilder:
         if anonymous_id is not None:
             event["anonymousId"] = anonymous_id
         ts = self.timestamp.get(value, message) if self.timestamp is not None else MISSING
-        event["timestamp"] = ts if type(ts) is int and EARLIEST_MS <= ts < MILLIS_BELOW \
-            else self._timestamp(ts, message)
+        if type(ts) is int and EARLIEST_MS <= ts < MILLIS_BELOW:  # epoch milliseconds
+            event["timestamp"] = ts
+        elif type(ts) is float and EARLIEST_S <= ts < SECONDS_BELOW:  # epoch seconds, as time.time() gives
+            event["timestamp"] = round(ts * 1000)
+        else:
+            event["timestamp"] = self._timestamp(ts, message)
         event["properties"] = self.properties.build(value, message)
         return event
 
@@ -182,10 +192,8 @@ class EventBuilder:
         _VALID_NAMES[name] = None
         return name
 
-    def _id(self, field: str, spec: Extractor, value: Any, message: Any) -> str | None:
-        found = spec.get(value, message)
-        if type(found) is str and found and found not in _ABSENT_IDS and not found.isspace():
-            return found
+    def _id(self, field: str, spec: Extractor, found: Any) -> str | None:
+        """What ``spec`` found, as an id: None when absent; InvalidMessage when it cannot be one."""
         if blank_id(found):
             return None
         if type(found) is str:
