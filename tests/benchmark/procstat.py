@@ -13,9 +13,13 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of the process (all its threads), in seconds."""
-    stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    return _cpu_of(pathlib.Path(f"/proc/{pid}/stat").read_text())
+
+
+def _cpu_of(stat: str) -> float:
+    """utime + stime (fields 14 and 15) of a /proc stat line, in seconds."""
     fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14, 15)
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 # The connector's threads by their kernel names (connector/threads.py; librdkafka names its own).
@@ -39,11 +43,11 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
         try:
             name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            seconds = _cpu_of((task / "stat").read_text())
         except OSError:  # the thread ended in between
             continue
         group = thread_group(int(task.name), pid, name)
-        groups[group] = groups.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        groups[group] = groups.get(group, 0.0) + seconds
     return groups
 
 
