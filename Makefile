@@ -4,6 +4,7 @@
 # certificates). `make image` also needs root, for apt-get and buildah.
 PYTHON ?= python3
 VENV ?= .venv
+BASELINE_VENV ?= .venv-baseline
 BIN := $(VENV)/bin
 
 # Tools built from source once per machine, outside the clone, shared by every checkout.
@@ -86,12 +87,19 @@ demo: install
 # The benchmark (not part of `make test`): the real CLI against a local broker and a fast
 # UserFlux sink; see the README's "Benchmark". Flags go in ARGS, for instance
 #   make bench ARGS="--events 100000 --runs 3 --scenario a"
-bench: $(VENV)/.bench-installed
+bench: $(VENV)/.bench-installed $(BASELINE_VENV)/.installed
 	$(BIN)/python -m tests.benchmark $(ARGS)
 
 # The benchmark's extra tools (py-spy, for --profile).
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	touch $@
+
+# Scenario (q), the baseline: a quixstreams application (tests/benchmark/baseline.py). It has a
+# virtualenv of its own because quixstreams pins an older confluent-kafka than the connector's.
+$(BASELINE_VENV)/.installed:
+	$(PYTHON) -m venv $(BASELINE_VENV)
+	$(BASELINE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check quixstreams==3.28.1 httpx==0.28.1
 	touch $@
 
 # Validate every example configuration.

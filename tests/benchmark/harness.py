@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from tests.benchmark import capacity, procstat, report
+from tests.benchmark.baseline_process import baseline_python
 from tests.benchmark.events import preload
 from tests.benchmark.profile import format_summary, py_spy
 from tests.benchmark.errors import BenchError
@@ -89,8 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or RESULTS_DIR / f"results-{started_at:%Y%m%d-%H%M%S}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     profile_dir = output.parent if args.profile else None
-    if args.profile:
-        py_spy()  # fail now, not after the preload
+    try:  # fail now, not after the preload
+        if args.profile:
+            py_spy()
+        if any(SCENARIOS[key].baseline_threads for key in args.scenario):
+            baseline_python()
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     work = pathlib.Path(tempfile.mkdtemp(prefix="userflux-bench-"))
     broker: KafkaBroker | None = None
     try:
@@ -135,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(format_summary(result["profile"]))
             results["scenarios"][key] = {"title": scenario.title, "settings": scenario.userflux,
                                          "sink_delay_ms": scenario.sink_delay_ms,
+                                         "baseline_threads": scenario.baseline_threads,
                                          "summary": report.summarize(runs), "runs": runs}
             report.write(results, output)  # a later failure keeps what was measured
         results["load_average_at_end"] = procstat.load_average()
@@ -163,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
 def _run_line(r: dict[str, Any]) -> str:
     parts = [f"{r['events_per_s']:,.0f} events/s", f"{r['cpu_us_per_event']:.1f} µs CPU/event",
              f"peak RSS {r['peak_rss_mb']:.0f} MB", f"{r['requests_per_s']:,.0f} req/s",
-             f"batch {r['mean_batch']:.1f}", f"a request {r['mean_request_ms'] or 0:.1f} ms",
-             f"connector {r['connector_cores']:.2f} cores",
+             f"batch {r['mean_batch']:.1f}",
+             f"a request {r['mean_request_ms']:.1f} ms" if r.get("mean_request_ms") else "a request -",
+             f"process {r['connector_cores']:.2f} cores",
              "CPU µs/event by thread: " + " ".join(
                  f"{group} {us:.1f}" for group, us in r.get("cpu_us_per_event_by_thread", {}).items()),
              f"sink {r['sink_cores']:.2f} cores"]

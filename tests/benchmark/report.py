@@ -61,7 +61,11 @@ def _notes(scenario: dict) -> str:
     filtered = scenario["runs"][0]["filtered"]
     if filtered:
         notes.append(f"{filtered:,} filtered out")
-    split = [f"{label} {summary[name]['median']:.1f}" for name, label in THREAD_FIGURES if name in summary]
+    if scenario.get("baseline_threads"):  # its threads are not the connector's: no split by thread
+        notes.append(f"quixstreams, {scenario['baseline_threads']} posting threads")
+        split = []
+    else:
+        split = [f"{label} {summary[name]['median']:.1f}" for name, label in THREAD_FIGURES if name in summary]
     if split:
         notes.append("CPU µs/event: " + ", ".join(split))
     if "sink_cores" in summary:

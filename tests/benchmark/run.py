@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from tests.benchmark import procstat
+from tests.benchmark.baseline_process import BaselineProcess
 from tests.benchmark.errors import BenchError
 from tests.benchmark.events import Produced, produce_at_rate
 from tests.benchmark.profile import Profiler, summary
@@ -90,7 +91,14 @@ def run_once(scenario: Scenario, setup: Setup, index: int) -> dict[str, Any]:
         for section, key, value in setup.overrides:
             config.setdefault(section, {})[key] = value
         path = write_config(setup.work_dir / f"connector-{tag}.yaml", config)
-        with ConnectorProcess(path, env={API_KEY_VARIABLE: API_KEY}, log_level="INFO") as connector:
+        if scenario.baseline_threads:
+            process: ConnectorProcess | BaselineProcess = BaselineProcess(
+                bootstrap=setup.bootstrap, group=group, topics=[setup.backlog_topic, live_topic],
+                base_url=sink.base_url, api_key=API_KEY, threads=scenario.baseline_threads,
+                log_path=setup.work_dir / f"baseline-{tag}.log")
+        else:
+            process = ConnectorProcess(path, env={API_KEY_VARIABLE: API_KEY}, log_level="INFO")
+        with process as connector:
             pid, alive = connector.process.pid, _liveness(connector)
 
             def all_committed_in(topic: str) -> None:
@@ -103,7 +111,8 @@ def run_once(scenario: Scenario, setup: Setup, index: int) -> dict[str, Any]:
             profile_path = setup.profile_dir / f"profile-{tag}.txt" if setup.profile_dir else None
             samples, profiled_s = _follow(sink, pid, expected, deadline, alive, profile_path)
             result.update(_window(samples, expected))
-            result["mean_request_ms"] = _mean_request_ms(f"http://127.0.0.1:{metrics_port}/metrics")
+            if not scenario.baseline_threads:  # the baseline has no metrics
+                result["mean_request_ms"] = _mean_request_ms(f"http://127.0.0.1:{metrics_port}/metrics")
             if profile_path is not None:
                 result["profile"] = {"path": str(profile_path), **summary(profile_path, profiled_s)}
             all_committed_in(setup.backlog_topic)
@@ -120,7 +129,7 @@ def run_once(scenario: Scenario, setup: Setup, index: int) -> dict[str, Any]:
             except AssertionError as exc:  # how the test helper says it did not exit in time
                 raise BenchError(str(exc)) from None
             if code != 0:
-                raise BenchError(f"the connector exited with code {code}:\n{connector.stderr[-3000:]}")
+                raise BenchError(f"the process measured exited with code {code}:\n{connector.stderr[-3000:]}")
     delivered_expected = expected + result.get("latency_ms", {}).get("produced", 0)
     result["duplicates"] = stats["events"] - delivered_expected
     result["refused"] = stats["refused"]
@@ -132,10 +141,10 @@ def run_once(scenario: Scenario, setup: Setup, index: int) -> dict[str, Any]:
     return result
 
 
-def _liveness(connector: ConnectorProcess) -> Callable[[], None]:
+def _liveness(connector: ConnectorProcess | BaselineProcess) -> Callable[[], None]:
     def check() -> None:
         if not connector.running():
-            raise BenchError(f"the connector exited with code {connector.process.poll()}:\n"
+            raise BenchError(f"the process measured exited with code {connector.process.poll()}:\n"
                              f"{connector.stderr[-3000:]}")
     return check
 

@@ -1,8 +1,10 @@
-"""The four scenarios of the benchmark, and the connector configuration each one runs with.
+"""The scenarios of the benchmark, and the connector configuration each one runs with.
 
 The configuration is the production one: every setting the README gives a default keeps
 it (read from the connector's own settings model), and only what a scenario is about
 differs: (b) ``max_in_flight: 16`` against a 50 ms round trip, (d) a richer mapping.
+(q) runs the baseline instead of the connector: a quixstreams application doing (a)'s job
+(baseline.py), measured the same way.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Scenario:
     where: dict[str, Any] | None = None
     sink_delay_ms: float = 0.0
     outage: bool = False  # the sink starts down and comes up once the connector has paused reading
+    baseline_threads: int = 0  # not the connector: the quixstreams application (baseline.py), posting threads
 
     def setting(self, name: str) -> Any:
         return self.userflux.get(name, _default(name))
@@ -81,4 +84,6 @@ SCENARIOS = {s.key: s for s in (
     Scenario("b", "50 ms round trip, max_in_flight 16", userflux={"max_in_flight": 16}, sink_delay_ms=50),
     Scenario("c", "backlog while UserFlux is down, then up", outage=True),
     Scenario("d", "template, where filter, properties.set", event=FEATURES_EVENT, where=FEATURES_WHERE),
+    # What a user could write instead: (a)'s job and sink, a quixstreams application.
+    Scenario("q", "quixstreams application (baseline)", baseline_threads=8),
 )}

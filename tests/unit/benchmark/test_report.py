@@ -41,6 +41,15 @@ def test_the_notes_split_the_cpu_per_event_by_thread_group():
     assert "CPU µs/event: main 11.0, senders 9.0, librdkafka 3.0" in row
 
 
+def test_the_baseline_row_names_it_and_has_no_split_by_the_connectors_threads():
+    by_thread = {"main": 22.0, "other": 23.0, "librdkafka": 0.1}
+    runs = [run(22_000, 45, cpu_us_per_event_by_thread=by_thread)]
+    results = {"scenarios": {"q": {"title": "quixstreams", "baseline_threads": 8, "runs": runs,
+                                   "summary": report.summarize(runs)}}}
+    row = report.table(results).splitlines()[2]
+    assert "quixstreams, 8 posting threads" in row and "CPU µs/event:" not in row
+
+
 def test_the_threads_of_the_connector_are_grouped_by_their_kernel_names():
     pid = 100
     assert procstat.thread_group(pid, pid, "python3") == "main"
