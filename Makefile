@@ -16,7 +16,7 @@ PROMTOOL := $(TOOLS)/promtool
 export HELM PROMTOOL
 
 .PHONY: install test unit soak chart-test monitoring dashboard promtool image image-test image-tools \
-	demo check-config bench clean
+	demo check-config bench bench-floor clean
 
 install: $(VENV)/.installed
 
@@ -89,6 +89,11 @@ demo: install
 #   make bench ARGS="--events 100000 --runs 3 --scenario a"
 bench: $(VENV)/.bench-installed $(BASELINE_VENV)/.installed
 	$(BIN)/python -m tests.benchmark $(ARGS)
+
+# Where the CPU per event goes: the pipeline in-process without HTTP, with HTTP on its own
+# thread, and with the sender threads (tests/benchmark/floor.py; README, "Benchmark").
+bench-floor: $(VENV)/.bench-installed
+	$(BIN)/python -m tests.benchmark.floor $(ARGS)
 
 # The benchmark's extra tools (py-spy, for --profile).
 $(VENV)/.bench-installed: $(VENV)/.installed
