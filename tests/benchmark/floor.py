@@ -51,6 +51,7 @@ def child(mode: str, bootstrap: str, base_url: str, events: int, topic: str = TO
     """One run, in this process: the pipeline until ``events`` are delivered."""
     import yaml
 
+    from connector.cli import _tune_gc
     from connector.config.load import parse_settings
     from connector.pipeline import Pipeline
     from connector.sink.sender import BatchResult
@@ -60,6 +61,7 @@ def child(mode: str, bootstrap: str, base_url: str, events: int, topic: str = TO
     config["userflux"]["api_key"] = API_KEY
     config["metrics"] = {"enabled": False}
     pipeline = Pipeline(parse_settings(yaml.safe_dump(config)))
+    _tune_gc()  # as `userflux-connector run` does
     send = pipeline.pool.sender.send
     if mode == "loop":
         def send(batch: Any) -> BatchResult:
