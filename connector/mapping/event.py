@@ -16,7 +16,7 @@ from ..config.reader import Problems, Section, describe, join
 from ..errors import InvalidMessage
 from .fields import Extractor, blank_id, blank_value, compile_field
 from .paths import MISSING, compile_ref, short_repr, split_path
-from .timestamps import EARLIEST_MS, EARLIEST_S, MILLIS_BELOW, SECONDS_BELOW, in_range, to_epoch_ms
+from .timestamps import EARLIEST_MS, EARLIEST_S, MILLIS_BELOW, SECONDS_BELOW, in_range, iso_ms, to_epoch_ms
 
 _FIELDS = ("name", "userId", "anonymousId", "timestamp", "properties")
 
@@ -172,6 +172,8 @@ class EventBuilder:
             event["timestamp"] = ts
         elif type(ts) is float and EARLIEST_S <= ts < SECONDS_BELOW:  # epoch seconds, as time.time() gives
             event["timestamp"] = round(ts * 1000)
+        elif type(ts) is str and ts[4:5] == "-" and (ms := iso_ms(ts)) is not None:  # ISO-8601 with an offset
+            event["timestamp"] = ms
         else:
             event["timestamp"] = self._timestamp(ts, message)
         event["properties"] = self.properties.build(value, message)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from connector.mapping.timestamps import to_epoch_ms
+from connector.mapping.timestamps import iso_ms, to_epoch_ms
 
 MS = 1_700_000_000_123  # 2023-11-14T22:13:20.123Z
 
@@ -92,3 +94,49 @@ def test_a_reason_quotes_a_long_value_shortened():
     with pytest.raises(ValueError) as info:
         to_epoch_ms("x" * 10_000)
     assert len(str(info.value)) < 200
+
+
+# -- the short path for ISO-8601 with an offset (iso_ms) ---------------------------------
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("2023-11-14T22:13:20.123Z", MS),
+    ("2023-11-15T00:13:20.123+02:00", MS),
+    ("2023-11-14T17:13:20.123-05:00", MS),
+    ("2023-11-14T22:13:20.123456Z", MS),          # microseconds: rounded to the millisecond
+    ("2023-11-14T22:13:20Z", MS - 123),
+])
+def test_iso_ms_reads_times_with_an_offset(text, expected):
+    assert iso_ms(text) == expected == to_epoch_ms(text)
+
+
+@pytest.mark.parametrize("text", [
+    "2023-11-14T22:13:20.123",        # no offset: UTC for to_epoch_ms, local time for timestamp()
+    "2023-11-14",                     # a date alone is naive too
+    "2023-11-14T22:13:20.123z",       # lower-case z: Python 3.11 does not read it
+    " 2023-11-14T22:13:20.123Z",      # white space: to_epoch_ms strips it
+    "20231114",                       # a number for to_epoch_ms, a date for fromisoformat
+    "1700000000123",
+    "1960-01-01T00:00:00Z",           # outside the plausible range: to_epoch_ms says why
+    "2023-13-14T22:13:20Z",
+    "not a time",
+])
+def test_iso_ms_leaves_everything_else_to_to_epoch_ms(text):
+    assert iso_ms(text) is None
+
+
+_YEARS = st.integers(1971, 2200)
+_OFFSETS = st.sampled_from(["Z", "z", "+00:00", "+02:00", "-05:00", "+05:30", "-23:59", "+14:00", ""])
+_FRACTIONS = st.sampled_from(["", ".1", ".12", ".123", ".1234", ".12345", ".123456", ".999999", ".0005"])
+
+
+@given(year=_YEARS, month=st.integers(1, 12), day=st.integers(1, 28), hour=st.integers(0, 23),
+       minute=st.integers(0, 59), second=st.integers(0, 59), fraction=_FRACTIONS, offset=_OFFSETS,
+       pad=st.sampled_from(["", " ", "\n"]), separator=st.sampled_from(["T", " ", "t"]))
+def test_where_iso_ms_answers_it_agrees_with_to_epoch_ms(year, month, day, hour, minute, second, fraction, offset,
+                                                          pad, separator):
+    text = f"{pad}{year:04d}-{month:02d}-{day:02d}{separator}{hour:02d}:{minute:02d}:{second:02d}{fraction}{offset}"
+    found = iso_ms(text)
+    if found is not None:
+        assert found == to_epoch_ms(text)
+        assert offset and offset != "z" and not pad  # only times with a readable offset, as they came
