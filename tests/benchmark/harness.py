@@ -129,22 +129,25 @@ def main(argv: list[str] | None = None) -> int:
             "load_average_at_start": procstat.load_average(), "setup": as_dict(setup),
             "sink_capacity": sink_capacity, "scenarios": {},
         }
-        for key in args.scenario:
-            scenario = SCENARIOS[key]
-            runs = []
-            for index in range(1, args.runs + 1):
+        # Rounds, each running every scenario once: the machine's speed drifts by 10 to 20% over
+        # minutes, and interleaving spreads that drift over every scenario alike, so that their
+        # medians (the connector's and the baseline's, say) compare fairly.
+        runs: dict[str, list[dict[str, Any]]] = {key: [] for key in args.scenario}
+        for index in range(1, args.runs + 1):
+            for key in args.scenario:
+                scenario = SCENARIOS[key]
                 step(f"({key}) {scenario.title}: run {index} of {args.runs}")
                 result = run_once(scenario, setup, index)
                 result["load_average"] = procstat.load_average()
-                runs.append(result)
+                runs[key].append(result)
                 print("   " + _run_line(result))
                 if "profile" in result:
                     print(format_summary(result["profile"]))
-            results["scenarios"][key] = {"title": scenario.title, "settings": scenario.userflux,
-                                         "sink_delay_ms": scenario.sink_delay_ms,
-                                         "baseline_threads": scenario.baseline_threads,
-                                         "summary": report.summarize(runs), "runs": runs}
-            report.write(results, output)  # a later failure keeps what was measured
+                results["scenarios"][key] = {"title": scenario.title, "settings": scenario.userflux,
+                                             "sink_delay_ms": scenario.sink_delay_ms,
+                                             "baseline_threads": scenario.baseline_threads,
+                                             "summary": report.summarize(runs[key]), "runs": runs[key]}
+                report.write(results, output)  # a later failure keeps what was measured
         results["load_average_at_end"] = procstat.load_average()
         report.write(results, output)
         step(f"results (median ±half the range over {args.runs} runs; {results['machine']['cores']} cores, "
