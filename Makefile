@@ -16,7 +16,7 @@ PROMTOOL := $(TOOLS)/promtool
 export HELM PROMTOOL
 
 .PHONY: install test unit soak chart-test monitoring dashboard promtool image image-test image-tools \
-	demo check-config bench bench-floor clean
+	demo check-config bench bench-floor bench-senders clean
 
 install: $(VENV)/.installed
 
@@ -94,6 +94,10 @@ bench: $(VENV)/.bench-installed $(BASELINE_VENV)/.installed
 # thread, and with the sender threads (tests/benchmark/floor.py; README, "Benchmark").
 bench-floor: $(VENV)/.bench-installed
 	$(BIN)/python -m tests.benchmark.floor $(ARGS)
+
+# The sender's concurrency models side by side: CPU per request (tests/benchmark/senders.py).
+bench-senders: $(VENV)/.bench-installed
+	$(BIN)/python -m tests.benchmark.senders $(ARGS)
 
 # The benchmark's extra tools (py-spy, for --profile).
 $(VENV)/.bench-installed: $(VENV)/.installed
