@@ -12,6 +12,10 @@ in a process of its own over a preloaded backlog, three ways, interleaved run by
   to the benchmark's sink, called on the loop's thread: HTTP's cost without a hand-off. One
   request at a time, so only a loopback sink keeps it busy.
 - ``pool``: as the CLI runs it, ``max_in_flight`` (8) sender threads.
+- ``evented``: a prototype of another design, not the connector's: the loop's own thread
+  keeps 8 requests open on an asyncio event loop (httpcore's async HTTP/1.1 on the minimal
+  backend of senders.py), run for a moment at every step of the pipeline. It sends plain
+  HTTP and expects 204 (no retry, no gate, no TLS): what that design would cost per event.
 
 ``inline`` minus ``loop`` is what sending costs; ``pool`` minus ``inline`` is what running the
 senders on threads costs. CPU is the process's (user + system) between 10% and 90% of the
@@ -22,6 +26,7 @@ events, as in the main benchmark; scenario (a) of ``make bench`` measures the sa
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import pathlib
@@ -32,7 +37,11 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Any
+from collections import deque
+from typing import Any, Callable
+
+import httpcore
+import httpx
 
 from tests.benchmark.errors import BenchError
 from tests.benchmark.events import preload
@@ -41,7 +50,7 @@ from tests.benchmark.scenarios import SCENARIOS
 from tests.benchmark.sink import SinkProcess
 from tests.support.kafka_broker import REPO_ROOT, KafkaBroker, create_topic, ensure_jars
 
-MODES = ("loop", "inline", "pool")
+MODES = ("loop", "inline", "pool", "evented")
 TOPIC = "floor-events"
 DEAD_LETTER_TOPIC = "floor-dead-letters"
 
@@ -71,9 +80,8 @@ def child(mode: str, bootstrap: str, base_url: str, events: int, topic: str = TO
     marks: dict[float, tuple[float, float, int]] = {}
     delivered = 0
 
-    def counted(batch: Any) -> BatchResult:
+    def count(result: BatchResult) -> BatchResult:
         nonlocal delivered
-        result = send(batch)
         delivered += len(result.delivered)
         for share in WINDOW:
             if share not in marks and delivered >= share * events:
@@ -82,7 +90,21 @@ def child(mode: str, bootstrap: str, base_url: str, events: int, topic: str = TO
             pipeline.request_stop()
         return result
 
-    if mode == "pool":
+    def counted(batch: Any) -> BatchResult:
+        return count(send(batch))
+
+    if mode == "evented":
+        evented = EventedPool(base_url, pipeline.completions, count, 8)
+        pipeline.pool.close()
+        pipeline.pool = evented  # type: ignore[assignment]
+        drain = pipeline._drain
+
+        def pumped(wait_s: float = 0.0) -> None:  # the requests move on at every step
+            evented.pump(wait_s if pipeline.completions.empty() else 0.0)
+            drain(0.0)
+
+        pipeline._drain = pumped  # type: ignore[method-assign]
+    elif mode == "pool":
         class Counted:  # the sender the pool's threads call
             def send(self, batch: Any) -> BatchResult:
                 return counted(batch)
@@ -104,6 +126,68 @@ def child(mode: str, bootstrap: str, base_url: str, events: int, topic: str = TO
     (start_at, start_cpu, start_n), (end_at, end_cpu, end_n) = marks[WINDOW[0]], marks[WINDOW[1]]
     return {"mode": mode, "cpu_us_per_event": (end_cpu - start_cpu) / (end_n - start_n) * 1e6,
             "events_per_s": (end_n - start_n) / (end_at - start_at)}
+
+
+class EventedPool:
+    """The prototype behind ``evented``: the pool's interface, its requests on an event loop that
+    the pipeline's thread runs briefly at every step (``pump``)."""
+
+    def __init__(self, base_url: str, completions: Any, count: Callable[[Any], Any], in_flight: int):
+        from connector.sink.request import encode_batch
+        from tests.benchmark.senders import _AioBackend
+
+        self._encode = encode_batch
+        self._completions, self._count = completions, count
+        self._loop = asyncio.new_event_loop()
+        url = httpx.URL(base_url + "/event/ingest/batch?locationEnrichment=false")
+        self._url = httpcore.URL(scheme=b"http", host=url.raw_host, port=url.port, target=url.raw_path)
+        self._headers = [(b"Host", url.netloc), (b"Authorization", f"Bearer {API_KEY}".encode()),
+                         (b"Content-Type", b"application/json")]
+        self._free = [httpcore.AsyncHTTPConnection(self._url.origin, network_backend=_AioBackend())
+                      for _ in range(in_flight)]
+        self._connections = list(self._free)
+        self._waiting: deque[Any] = deque()
+        self._answered = asyncio.Event()
+
+    def submit(self, batch: Any) -> None:
+        self._waiting.append(batch)
+        self._start()
+
+    def _start(self) -> None:
+        while self._free and self._waiting:
+            self._loop.create_task(self._send(self._free.pop(), self._waiting.popleft()))
+
+    async def _send(self, connection: Any, batch: Any) -> None:
+        from connector.sink.sender import BatchResult
+
+        body = self._encode([item.event for item in batch.items])
+        response = await connection.handle_async_request(httpcore.Request(
+            b"POST", self._url, headers=[*self._headers, (b"Content-Length", str(len(body)).encode())], content=body))
+        await response.aread()
+        await response.aclose()
+        if response.status != 204:
+            raise RuntimeError(f"the sink answered {response.status}")
+        self._completions.put(self._count(BatchResult(batch, delivered=list(batch.items), delivered_at=time.time())))
+        self._answered.set()
+        self._free.append(connection)
+        self._start()
+
+    def pump(self, wait_s: float) -> None:
+        """Run the event loop once without waiting, or until an answer comes (at most ``wait_s``)."""
+        if wait_s > 0 and len(self._free) < len(self._connections):
+            self._answered.clear()
+            try:
+                self._loop.run_until_complete(asyncio.wait_for(self._answered.wait(), wait_s))
+            except asyncio.TimeoutError:
+                pass
+        else:
+            self._loop.call_soon(self._loop.stop)
+            self._loop.run_forever()
+
+    def close(self, timeout_s: float = 0.0) -> None:
+        for connection in self._connections:
+            self._loop.run_until_complete(connection.aclose())
+        self._loop.close()
 
 
 def main(argv: list[str] | None = None) -> int:
