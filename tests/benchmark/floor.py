@@ -135,7 +135,7 @@ class EventedPool:
 
     def __init__(self, base_url: str, completions: Any, count: Callable[[Any], Any], in_flight: int):
         from connector.sink.request import encode_batch
-        from tests.benchmark.senders import _AioBackend
+        from tests.benchmark.senders import AioBackend
 
         self._encode = encode_batch
         self._completions, self._count = completions, count
@@ -144,7 +144,7 @@ class EventedPool:
         self._url = httpcore.URL(scheme=b"http", host=url.raw_host, port=url.port, target=url.raw_path)
         self._headers = [(b"Host", url.netloc), (b"Authorization", f"Bearer {API_KEY}".encode()),
                          (b"Content-Type", b"application/json")]
-        self._free = [httpcore.AsyncHTTPConnection(self._url.origin, network_backend=_AioBackend())
+        self._free = [httpcore.AsyncHTTPConnection(self._url.origin, network_backend=AioBackend())
                       for _ in range(in_flight)]
         self._connections = list(self._free)
         self._waiting: deque[Any] = deque()

@@ -118,7 +118,7 @@ class _AioStream(httpcore.AsyncNetworkStream):
         return False if info == "is_readable" else None
 
 
-class _AioBackend(httpcore.AsyncNetworkBackend):
+class AioBackend(httpcore.AsyncNetworkBackend):
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                           local_address: str | None = None, socket_options: Any = None) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
@@ -162,7 +162,7 @@ def run_asyncio(base_url: str, body: bytes, requests: int, in_flight: int) -> fl
 
     async def main() -> None:
         async def work(count: int) -> None:
-            async with httpcore.AsyncHTTPConnection(core_url.origin, network_backend=_AioBackend()) as connection:
+            async with httpcore.AsyncHTTPConnection(core_url.origin, network_backend=AioBackend()) as connection:
                 for _ in range(count):
                     response = await connection.handle_async_request(
                         httpcore.Request(b"POST", core_url, headers=headers, content=body))
