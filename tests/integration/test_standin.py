@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import API_KEY as KEY
 from tests.support.fakes import TS
+from tests.support.kafka_tools import wait_until
 from tests.support.userflux_standin import AcceptedBatch, RequestLog, StandInControl, UserFluxStandIn
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -430,7 +431,9 @@ def test_hang_never_answers_until_healed(standin, client):
         with pytest.raises(httpx.RemoteProtocolError):  # closed unanswered once healed
             patient.send(other)
         assert 0.25 <= time.monotonic() - started < 3
-    assert all(r.answered_at is not None for r in standin.requests())
+    # The first request's handler wakes at the heal too, on its own thread: give it a moment.
+    wait_until(lambda: all(r.answered_at is not None for r in standin.requests()), 2.0,
+               "every hanging request to be closed once healed", interval_s=0.01)
     assert post_batch(client, [ev(2)]).status_code == 204
     assert standin.events() == [ev(2)]
 
