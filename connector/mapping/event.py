@@ -172,7 +172,7 @@ class EventBuilder:
             event["timestamp"] = ts
         elif type(ts) is float and EARLIEST_S <= ts < SECONDS_BELOW:  # epoch seconds, as time.time() gives
             event["timestamp"] = round(ts * 1000)
-        elif type(ts) is str and ts[4:5] == "-" and (ms := iso_ms(ts)) is not None:  # ISO-8601 with an offset
+        elif type(ts) is str and (ms := iso_ms(ts)) is not None:  # ISO-8601
             event["timestamp"] = ms
         else:
             event["timestamp"] = self._timestamp(ts, message)

@@ -56,17 +56,24 @@ def to_epoch_ms(value: Any) -> int:
 
 
 def iso_ms(text: str) -> int | None:
-    """The common ISO-8601 case on its own short path: a time with its UTC offset (``Z`` or
-    ``±HH:MM``) in this era. None for anything else, which ``to_epoch_ms`` reads (or refuses,
-    saying why); where this returns a number, ``to_epoch_ms`` returns the same one."""
+    """The common ISO-8601 case on its own short path: ``YYYY-...`` as datetime reads it, in
+    this era; without an offset it is UTC, as for ``to_epoch_ms``. None for anything else,
+    which ``to_epoch_ms`` reads (or refuses, saying why); where this returns a number,
+    ``to_epoch_ms`` returns the same one."""
+    if text[4:5] != "-":  # "20251128" is a number to to_epoch_ms, a date to datetime
+        return None
     try:
         parsed = _fromisoformat(text)
     except ValueError:
         return None
-    if parsed.tzinfo is None:
-        return None  # read as UTC by to_epoch_ms; timestamp() would take local time
-    ms = round(parsed.timestamp() * 1000)
+    ms = _epoch_ms(parsed)
     return ms if EARLIEST_MS <= ms <= LATEST_MS else None
+
+
+def _epoch_ms(parsed: datetime) -> int:
+    if parsed.tzinfo is None:  # UTC; timestamp() would take the machine's local time
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return round(parsed.timestamp() * 1000)
 
 
 def in_range(ms: int, found: object) -> int:
@@ -99,9 +106,7 @@ def _from_iso(text: str) -> int:
         parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("z") else text)
     except ValueError:
         raise ValueError(f"{short_repr(text)} is neither epoch seconds/milliseconds nor an ISO-8601 time") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    ms = round(parsed.timestamp() * 1000)
+    ms = _epoch_ms(parsed)
     if ms < 0:
         raise ValueError(f"{short_repr(text)} is before 1970")
     return ms
