@@ -1,23 +1,22 @@
-"""Each sender's HTTP transport: one keep-alive connection, as few trips through the GIL
-as one request can take.
+"""Each sender's HTTP transport: one keep-alive connection, and as little work per request
+as HTTP/1.1 allows.
 
-It is an ``httpx.BaseTransport`` (httpx's extension point for transports) on httpcore
-(httpx's own engine), so the client speaks httpx: requests, responses and exceptions
-are httpx's. What differs is the network stream under the connection. httpx's stream
-sets the socket timeout before every call, polls the socket before reusing it, and
-writes the headers and the body apart; each of those system calls releases the GIL and
-takes it back, and with the main loop busy mapping messages every take waits. Measured
-beside a busy thread, a request cost 645 us of CPU through httpx's stream and 300 us
-through this one, which sends the request in one ``sendall``, sets the timeout only
-when it changes, and polls an idle connection only after it has rested a second.
+It is an ``httpx.BaseTransport`` (httpx's extension point for transports), so the client
+speaks httpx: requests, responses and exceptions are httpx's, and httpx decodes the
+answer's content. Under it, without a proxy, the connection is a plain socket and the
+protocol is http11.py: the request leaves in one ``sendall``, the answer is read with as
+few ``recv`` calls as it arrives in. Measured posting the benchmark's 50-event body to its
+sink on loopback (CPU of the posting thread per request, medians of 5): httpcore's HTTP/1.1
+(h11) on the connector's own network stream 203 us, http.client's parser 121 us, this 85
+us. Much of the difference is h11's and the email package's pure-Python parsing of a
+two-line answer, and the GIL round trips of its separate writes and reads.
 
-Without a proxy the transport holds its one httpcore connection itself rather than
-through httpcore's connection pool, whose request queue, lock and bookkeeping cost
-about a sixth of a request's CPU (343 against 284 us, one thread posting to the
-benchmark's sink) and buy nothing for a single connection. What the pool did that
-matters is kept: a connection that is closed, has expired or was closed by the server
-is replaced before the request, and one that turns out unavailable
-(``ConnectionNotAvailable``) is replaced and the request tried once more on the new one.
+What a connection pool did that matters is kept: a connection that has rested longer than
+the keep-alive expiry, that the server closed while it rested, or that the server said
+it would close, is replaced before the next request. A request that fails is not tried
+again here (a reset after the body went out may have been delivered): it fails with
+httpx's exception, the sender retries it after its backoff, and the next request goes out
+on a new connection.
 
 With a proxy, httpcore's proxy pool and httpx's own stream are used (the proxy's CONNECT
 and TLS-in-TLS are their business); the connection is still the sender's own.
@@ -29,15 +28,17 @@ import select
 import socket
 import ssl
 import time
-from typing import Any, Iterable
+from typing import Any
 
 import httpcore
 import httpx
 
+from . import http11
+
 KEEPALIVE_EXPIRY_S = 5.0  # as httpx's default: an idle connection is replaced after this
 _REST_S = 1.0  # an idle connection is polled for a close by the server after this long
 
-# httpcore's exceptions as httpx raises them (the most specific match wins).
+# httpcore's exceptions as httpx raises them (the most specific match wins); the proxy path.
 _EXCEPTIONS: dict[type[Exception], type[Exception]] = {
     httpcore.ConnectTimeout: httpx.ConnectTimeout,
     httpcore.ReadTimeout: httpx.ReadTimeout,
@@ -59,8 +60,7 @@ _EXCEPTIONS: dict[type[Exception], type[Exception]] = {
 class KeepAliveTransport(httpx.BaseTransport):
     def __init__(self, ssl_context: ssl.SSLContext, proxy: str | None = None):
         self._ssl_context = ssl_context
-        self._backend = LeanBackend()
-        self._connection: httpcore.HTTPConnection | None = None
+        self._connection: _Connection | None = None
         self._pool: httpcore.ConnectionPool | None = None
         if proxy is not None:
             limits: dict[str, Any] = {"max_connections": 1, "max_keepalive_connections": 1,
@@ -73,6 +73,36 @@ class KeepAliveTransport(httpx.BaseTransport):
                 ssl_context=ssl_context, **limits)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self._pool is not None:
+            return self._via_proxy(request)
+        url = request.url
+        if url.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"the connector does not speak {url.scheme!r}")
+        timeouts = request.extensions.get("timeout", {})
+        data = http11.request_bytes(request.method.encode("ascii"), url.raw_path, request.headers.raw,
+                                    request.read())
+        connection = self._connect(url, timeouts.get("connect"))
+        try:
+            answer = connection.exchange(data, timeouts.get("write"), timeouts.get("read"))
+        finally:
+            if not connection.reusable:
+                connection.close()
+                self._connection = None
+        return httpx.Response(answer.status, headers=answer.headers, content=answer.body, request=request,
+                              extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason})
+
+    def _connect(self, url: httpx.URL, timeout: float | None) -> "_Connection":
+        """This sender's connection to ``url``'s origin, replaced first if it cannot be used."""
+        origin = (url.scheme, url.host, url.port)
+        connection = self._connection
+        if connection is not None and (connection.origin != origin or not connection.usable()):
+            connection.close()
+            connection = self._connection = None
+        if connection is None:
+            connection = self._connection = _Connection.open(origin, self._ssl_context, timeout)
+        return connection
+
+    def _via_proxy(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         core = httpcore.Request(
             method=request.method,
@@ -81,38 +111,18 @@ class KeepAliveTransport(httpx.BaseTransport):
             content=request.stream,
             extensions=request.extensions,
         )
+        assert self._pool is not None
         try:
-            response = self._pool.handle_request(core) if self._pool is not None else self._send(core)
+            response = self._pool.handle_request(core)
             try:
                 content = response.read()  # the answers are small: read at once
             finally:
                 response.close()
-        except httpcore.TimeoutException as exc:
-            raise _translate(exc) from exc
-        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.ProxyError,
+        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, httpcore.ProxyError,
                 httpcore.UnsupportedProtocol) as exc:
             raise _translate(exc) from exc
         return httpx.Response(status_code=response.status, headers=response.headers, content=content,
                               extensions=response.extensions, request=request)
-
-    def _send(self, request: httpcore.Request) -> httpcore.Response:
-        """The request on this sender's one connection, replaced first if it cannot be used."""
-        for attempt in (1, 2):
-            connection = self._connection
-            if connection is None or connection.is_closed() or connection.has_expired() \
-                    or not connection.can_handle_request(request.url.origin):
-                if connection is not None:
-                    connection.close()
-                connection = self._connection = httpcore.HTTPConnection(
-                    request.url.origin, ssl_context=self._ssl_context, keepalive_expiry=KEEPALIVE_EXPIRY_S,
-                    network_backend=self._backend)
-            try:
-                return connection.handle_request(request)
-            except httpcore.ConnectionNotAvailable:
-                # Closed between the check and the request: a new connection, once.
-                connection.close()
-                self._connection = None
-        raise httpcore.ConnectError("no connection to UserFlux could take the request")  # retried
 
     def close(self) -> None:
         if self._pool is not None:
@@ -130,95 +140,78 @@ def _translate(exc: Exception) -> Exception:
     return httpx.TransportError(str(exc))
 
 
-class LeanBackend(httpcore.NetworkBackend):
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
-        source = None if local_address is None else (local_address, 0)
-        try:
-            sock = socket.create_connection((host, port), timeout, source_address=source)
-        except socket.timeout as exc:
-            raise httpcore.ConnectTimeout(exc) from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(exc) from exc
-        for option in socket_options or ():
-            sock.setsockopt(*option)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return LeanStream(sock, timeout)
+class _Connection:
+    """One socket (TLS or not) to one origin, with the timeout it is set to remembered: setting
+    it is a system call, and a trip through the GIL, that most requests need not make."""
 
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
-        raise httpcore.UnsupportedProtocol("the connector does not connect to unix sockets")
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-
-class LeanStream(httpcore.NetworkStream):
-    """A socket whose writes wait for the next read: a request leaves in one sendall."""
-
-    def __init__(self, sock: socket.socket, timeout: float | None):
+    def __init__(self, origin: tuple[str, str, int | None], sock: socket.socket, timeout: float | None):
+        self.origin = origin
+        self.reusable = True
         self._sock = sock
-        self._timeout = timeout  # what the socket is set to now
-        self._unsent: list[bytes] = []
+        self._timeout = timeout
         self._used_at = time.monotonic()
 
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if buffer:
-            self._unsent.append(buffer)
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        if self._unsent:
-            data = b"".join(self._unsent)
-            self._unsent.clear()
-            self._settimeout(timeout)
-            try:
-                self._sock.sendall(data)
-            except socket.timeout as exc:
-                raise httpcore.WriteTimeout(exc) from exc
-            except OSError as exc:
-                raise httpcore.WriteError(exc) from exc
-        self._settimeout(timeout)
+    @classmethod
+    def open(cls, origin: tuple[str, str, int | None], ssl_context: ssl.SSLContext,
+             timeout: float | None) -> "_Connection":
+        scheme, host, port = origin
+        address = (host, port or (443 if scheme == "https" else 80))
         try:
-            data = self._sock.recv(max_bytes)
+            sock = socket.create_connection(address, timeout)
         except socket.timeout as exc:
-            raise httpcore.ReadTimeout(exc) from exc
+            raise httpx.ConnectTimeout(f"connecting to {host}:{address[1]} took longer than {timeout} s") from exc
         except OSError as exc:
-            raise httpcore.ReadError(exc) from exc
+            raise httpx.ConnectError(str(exc)) from exc
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if scheme == "https":
+                sock = ssl_context.wrap_socket(sock, server_hostname=host)
+        except socket.timeout as exc:
+            sock.close()
+            raise httpx.ConnectTimeout(f"the TLS handshake with {host} took longer than {timeout} s") from exc
+        except OSError as exc:  # ssl.SSLError included: a refused certificate among them (client.py)
+            sock.close()
+            raise httpx.ConnectError(str(exc)) from exc
+        return cls(origin, sock, timeout)
+
+    def usable(self) -> bool:
+        """Not rested past the keep-alive expiry, and not closed by the server while it rested
+        (only polled after a rest: a server does not close a connection it just answered on)."""
+        rested = time.monotonic() - self._used_at
+        if rested > KEEPALIVE_EXPIRY_S:
+            return False
+        if rested < _REST_S:
+            return True
+        readable, _, _ = select.select([self._sock], [], [], 0)
+        return not readable
+
+    def exchange(self, data: bytes, write_timeout: float | None, read_timeout: float | None) -> http11.Answer:
+        sock = self._sock
+        self.reusable = False  # until an answer says otherwise
+        self._settimeout(write_timeout)
+        try:
+            sock.sendall(data)
+        except socket.timeout as exc:
+            raise httpx.WriteTimeout(f"sending the request took longer than {write_timeout} s") from exc
+        except OSError as exc:
+            raise httpx.WriteError(str(exc)) from exc
+        self._settimeout(read_timeout)
+        try:
+            answer = http11.read_answer(sock.recv)
+        except socket.timeout as exc:
+            raise httpx.ReadTimeout(f"no answer within {read_timeout} s") from exc
+        except OSError as exc:
+            raise httpx.ReadError(str(exc)) from exc
+        except http11.ProtocolError as exc:
+            raise httpx.RemoteProtocolError(str(exc)) from exc
+        self.reusable = answer.reusable
         self._used_at = time.monotonic()
-        return data
+        return answer
 
     def _settimeout(self, timeout: float | None) -> None:
-        if timeout != self._timeout:  # a system call (and a trip through the GIL) otherwise
+        if timeout != self._timeout:
             self._sock.settimeout(timeout)
             self._timeout = timeout
 
     def close(self) -> None:
         self._sock.close()
-
-    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
-        self._settimeout(timeout)
-        try:
-            wrapped = ssl_context.wrap_socket(self._sock, server_hostname=server_hostname)
-        except socket.timeout as exc:
-            raise httpcore.ConnectTimeout(exc) from exc
-        except OSError as exc:  # ssl.SSLError included: a refused certificate among them
-            self._sock.close()
-            raise httpcore.ConnectError(exc) from exc
-        return LeanStream(wrapped, self._timeout)
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "ssl_object":
-            return self._sock if isinstance(self._sock, ssl.SSLSocket) else None
-        if info == "socket":
-            return self._sock
-        if info == "client_addr":
-            return self._sock.getsockname()
-        if info == "server_addr":
-            return self._sock.getpeername()
-        if info == "is_readable":  # only readable when idle if the server closed it
-            if time.monotonic() - self._used_at < _REST_S:
-                return False
-            readable, _, _ = select.select([self._sock], [], [], 0)
-            return bool(readable)
-        return None
