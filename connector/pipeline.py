@@ -38,6 +38,7 @@ from .lag import LagMonitor
 from .mapping.mapper import MessageMapper
 from .offsets import OffsetTracker
 from .sink.client import UserFluxClient
+from .sink.direct import DirectSender
 from .sink.dryrun import PrintingSender
 from .sink.pool import Sender, SenderPool
 from .sink.retry import RetryPolicy
@@ -49,6 +50,7 @@ log = logging.getLogger("connector.pipeline")
 
 CONSUME_BATCH = 500  # messages per consume() call
 POLL_S = 0.05  # longest wait in consume(); completions are looked at between calls
+DIRECT_POLL_S = 0.002  # the same while requests are open on this thread: answers are read between calls
 REFRESH_S = 1.0  # gauges and the probes' view of what is pending
 CLOSE_TIMEOUT_S = 10.0  # the final commit and leaving the group, at most (after the grace)
 DEAD_LETTER_FLUSH_S = 3.0  # dead letters still on their way at the very end
@@ -82,6 +84,13 @@ class Pipeline:
                                      uf.retry.max_attempts)
                 sender = BatchSender(self.client, policy, self.stop_sending, health=self.status)
         self.pool = SenderPool(sender, 1 if dry_run else uf.max_in_flight, self.completions)
+        # The first request of each batch goes out from this thread (sink/direct.py); the
+        # pool's threads take the rest: retries, splits, and everything through a proxy.
+        self.direct: DirectSender | None = None
+        route = self.client.route() if self.client is not None else None
+        if route is not None and isinstance(sender, BatchSender):
+            self.direct = DirectSender(self.client, route, sender.gate, self.pool, self.completions,
+                                       uf.max_in_flight)
 
         kafka = dict(settings.kafka)
         if dry_run:
@@ -155,7 +164,7 @@ class Pipeline:
             log.warning("%s again: skipping the rest of the grace period", name)
 
     def _step(self) -> None:
-        timeout = POLL_S
+        timeout = DIRECT_POLL_S if self.direct is not None and self.direct.active else POLL_S
         due_in = self.batcher.next_due_in()
         if due_in is not None:
             timeout = min(timeout, due_in)
@@ -216,12 +225,24 @@ class Pipeline:
     def _send(self, batch: Batch) -> None:
         self.in_flight[batch.id] = batch
         self._in_flight_events += len(batch)
-        self.pool.submit(batch)
+        if self.direct is not None:
+            self.direct.submit(batch)
+        else:
+            self.pool.submit(batch)
 
     # -- mark done -------------------------------------------------------------------------
 
     def _drain(self, wait_s: float = 0.0) -> None:
         """Take finished batches off the completion queue; wait up to wait_s for the first."""
+        direct = self.direct
+        if direct is not None and direct.active:
+            if wait_s > 0 and direct.open and self.completions.empty():
+                # Wait on the open requests' sockets; in slices while the pool's threads work too.
+                direct.pump(min(wait_s, DIRECT_POLL_S) if self.pool.busy else wait_s)
+                wait_s = 0.0
+            else:
+                direct.pump(0.0)
+                wait_s = min(wait_s, DIRECT_POLL_S)  # batches wait for room or a connection
         try:
             result = self.completions.get(timeout=wait_s) if wait_s > 0 else self.completions.get_nowait()
         except queue.Empty:
@@ -382,6 +403,8 @@ class Pipeline:
             self.status.beat()
         # 4. Give up on the rest: it stays uncommitted and is read again after a restart.
         self.stop_sending.set()
+        if self.direct is not None:
+            self.direct.close()
         if self.in_flight:
             events = sum(len(b) for b in self.in_flight.values())
             log.warning("%d batches (%d events) were not delivered within the %gs grace; they stay "

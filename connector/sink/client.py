@@ -44,6 +44,15 @@ class Answer:
     duration_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class Route:
+    origin: tuple[str, str, int | None]  # scheme, host, port
+    targets: dict[bool, bytes]  # the request target, by location enrichment
+    headers: list[tuple[bytes, bytes]]  # every header but Content-Length
+    ssl_context: ssl.SSLContext
+    timeout_s: float
+
+
 def classify(status: int) -> str:
     if 200 <= status < 300:
         return DELIVERED
@@ -87,6 +96,7 @@ class UserFluxClient:
             "Accept": "*/*",
         })
         self._timeouts = {"timeout": httpx.Timeout(timeout_s).as_dict()}
+        self._timeout_s = timeout_s
         self._ssl = ssl_context(tls) if tls is not None and (tls.ca_file or tls.client_cert_file) \
             else httpx.create_ssl_context()
         self._proxy = _environment_proxy(url)
@@ -94,6 +104,17 @@ class UserFluxClient:
         self._local = threading.local()
         self._transports: list[httpx.BaseTransport] = []
         self._lock = threading.Lock()  # only taken when a thread makes its transport
+
+    def route(self) -> "Route | None":
+        """Where and how a batch is posted, for a sender that writes requests itself
+        (direct.py); None when requests must go through a transport: a proxy's, or the
+        one a test handed in."""
+        if self._proxy is not None or self._shared is not None:
+            return None
+        url = self._urls[False]
+        return Route(origin=(url.scheme, url.host, url.port),
+                     targets={flag: u.raw_path for flag, u in self._urls.items()},
+                     headers=list(self._headers.raw), ssl_context=self._ssl, timeout_s=self._timeout_s)
 
     def _transport(self) -> httpx.BaseTransport:
         if self._shared is not None:
@@ -116,19 +137,12 @@ class UserFluxClient:
                 response.read()
             finally:
                 response.close()
-        except httpx.TimeoutException as exc:
-            return Answer(RETRY, "timeout", f"no answer within the timeout ({type(exc).__name__})",
-                          duration_s=time.monotonic() - started)
-        except httpx.TransportError as exc:
-            if _certificate_refused(exc):  # not transient: the configuration must change
-                return Answer(FATAL, "tls", f"the server's TLS certificate was refused: {exc}",
-                              duration_s=time.monotonic() - started)
-            return Answer(RETRY, "connection", f"connection failed: {type(exc).__name__}: {exc}",
-                          duration_s=time.monotonic() - started)
-        except httpx.RequestError as exc:  # e.g. DecodingError: an answer came but cannot be read
-            return Answer(RETRY, "connection", f"unreadable answer: {type(exc).__name__}: {exc}",
-                          duration_s=time.monotonic() - started)
-        duration = time.monotonic() - started
+        except httpx.RequestError as exc:
+            return self.failed(exc, time.monotonic() - started)
+        return self.answered(response, time.monotonic() - started)
+
+    def answered(self, response: httpx.Response, duration: float) -> Answer:
+        """What an answer means (its content read)."""
         status = response.status_code
         outcome = classify(status)
         if outcome == DELIVERED:
@@ -140,6 +154,19 @@ class UserFluxClient:
         if outcome == FATAL and 300 <= status < 400 and "location" in response.headers:
             detail += f" (redirect to {self._redact(response.headers['location'])})"
         return Answer(outcome, str(status), detail, parse_retry_after(response.headers.get("retry-after")), duration)
+
+    @staticmethod
+    def failed(exc: httpx.RequestError, duration: float) -> Answer:
+        """What a request that got no usable answer means."""
+        if isinstance(exc, httpx.TimeoutException):
+            return Answer(RETRY, "timeout", f"no answer within the timeout ({type(exc).__name__})",
+                          duration_s=duration)
+        if isinstance(exc, httpx.TransportError):
+            if _certificate_refused(exc):  # not transient: the configuration must change
+                return Answer(FATAL, "tls", f"the server's TLS certificate was refused: {exc}", duration_s=duration)
+            return Answer(RETRY, "connection", f"connection failed: {type(exc).__name__}: {exc}", duration_s=duration)
+        # e.g. DecodingError: an answer came but cannot be read
+        return Answer(RETRY, "connection", f"unreadable answer: {type(exc).__name__}: {exc}", duration_s=duration)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..batcher import Batch
 from ..errors import FatalError
@@ -21,14 +22,17 @@ log = logging.getLogger("connector.sink")
 
 
 class Sender(Protocol):
-    def send(self, batch: Batch) -> BatchResult: ...
+    def send(self, batch: Batch, tried: Any = None) -> BatchResult: ...
 
 
 class SenderPool:
     def __init__(self, sender: Sender, workers: int, completions: "queue.SimpleQueue[BatchResult]"):
         self.sender = sender
         self.completions = completions
-        self._work: "queue.SimpleQueue[Batch | None]" = queue.SimpleQueue()
+        self._work: "queue.SimpleQueue[tuple[Batch, Any] | None]" = queue.SimpleQueue()
+        self._submitted = 0  # only the pipeline's thread submits
+        self._finished = 0
+        self._count_lock = threading.Lock()
         # Daemon threads: a request stuck past the shutdown grace must not keep the
         # process alive; its batch is simply not committed.
         self._threads = [
@@ -37,20 +41,30 @@ class SenderPool:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, batch: Batch) -> None:
-        self._work.put(batch)
+    def submit(self, batch: Batch, tried: Any = None) -> None:
+        """``tried``: the answer to the batch's first request, sent elsewhere (direct.py)."""
+        self._submitted += 1
+        self._work.put((batch, tried))
+
+    @property
+    def busy(self) -> int:
+        """Batches submitted and not yet finished."""
+        return self._submitted - self._finished
 
     def _run(self) -> None:
         while True:
-            batch = self._work.get()
-            if batch is None:
+            work = self._work.get()
+            if work is None:
                 return
+            batch, tried = work
             try:
-                result = self.sender.send(batch)
+                result = self.sender.send(batch, tried) if tried is not None else self.sender.send(batch)
             except Exception as exc:  # a bug must stop the run, not lose the batch silently
                 log.exception("sender failed on batch #%d", batch.id)
                 result = BatchResult(batch, abandoned=list(batch.items),
                                      failure=FatalError(f"internal error while sending batch #{batch.id}: {exc!r}"))
+            with self._count_lock:
+                self._finished += 1
             self.completions.put(result)
 
     def close(self, timeout_s: float = 0.0) -> None:

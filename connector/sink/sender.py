@@ -35,6 +35,9 @@ class BatchResult:
     delivered_at: float = 0.0  # unix time of the (last) 2xx
 
 
+Tried = tuple[Answer, float]  # a request's answer, and how long the gate holds after it
+
+
 class Health(Protocol):
     def error_answered(self, wait_s: float) -> None: ...
 
@@ -50,13 +53,15 @@ class BatchSender:
         self.health = health  # told when UserFlux answers errors: an outage, not a stall
         self.gate = gate or Gate(policy)  # shared by every sender of the pipeline
 
-    def send(self, batch: Batch) -> BatchResult:
+    def send(self, batch: Batch, tried: Tried | None = None) -> BatchResult:
+        """``tried``: the first request's answer, when it was sent elsewhere (direct.py)."""
         result = BatchResult(batch)
-        metrics.batch_events.observe(len(batch.items))
-        self._deliver(batch, batch.items, result)
+        if tried is None:
+            metrics.batch_events.observe(len(batch.items))
+        self._deliver(batch, batch.items, result, tried)
         return result
 
-    def _deliver(self, batch: Batch, items: list[Item], result: BatchResult) -> None:
+    def _deliver(self, batch: Batch, items: list[Item], result: BatchResult, tried: Tried | None = None) -> None:
         try:
             body = self.encode([item.event for item in items])
         except (ValueError, TypeError, RecursionError) as exc:
@@ -65,28 +70,33 @@ class BatchSender:
             return
         attempts = 0
         while True:
-            # 1. Wait at the gate: another sender's Retry-After, or UserFlux failing, holds all.
-            ticket = None
-            if result.failure is None and any(i.offsets.owned for i in items):
-                ticket, waited, cause = self.gate.wait(self.stop)
-                if waited > 0:
-                    metrics.retry_wait.labels(cause).inc(waited)
-            # 2. Still ours to send? (stopped, failed, or revoked while waiting)
-            if ticket is None or result.failure is not None or not any(i.offsets.owned for i in items):
-                if ticket is not None:
+            if tried is not None:
+                # 1-3 were done where the request was sent; the batch goes on from its answer.
+                answer, held = tried
+                tried = None
+            else:
+                # 1. Wait at the gate: another sender's Retry-After, or UserFlux failing, holds all.
+                ticket = None
+                if result.failure is None and any(i.offsets.owned for i in items):
+                    ticket, waited, cause = self.gate.wait(self.stop)
+                    if waited > 0:
+                        metrics.retry_wait.labels(cause).inc(waited)
+                # 2. Still ours to send? (stopped, failed, or revoked while waiting)
+                if ticket is None or result.failure is not None or not any(i.offsets.owned for i in items):
+                    if ticket is not None:
+                        self.gate.cancel(ticket)
+                    result.abandoned.extend(items)
+                    return
+                # 3. Send, and tell the gate what UserFlux said.
+                try:
+                    answer = self.client.post_batch(body, batch.location_enrichment)
+                except BaseException:
                     self.gate.cancel(ticket)
-                result.abandoned.extend(items)
-                return
-            # 3. Send, and tell the gate what UserFlux said.
-            try:
-                answer = self.client.post_batch(body, batch.location_enrichment)
-            except BaseException:
-                self.gate.cancel(ticket)
-                raise
-            held = self.gate.report(ticket, answer.outcome == RETRY, answer.retry_after_s)
+                    raise
+                held = self.gate.report(ticket, answer.outcome == RETRY, answer.retry_after_s)
+                metrics.requests.labels(answer.outcome, answer.code).inc()
+                metrics.request_duration.observe(answer.duration_s)
             attempts += 1
-            metrics.requests.labels(answer.outcome, answer.code).inc()
-            metrics.request_duration.observe(answer.duration_s)
             if answer.outcome == DELIVERED:
                 result.delivered.extend(items)
                 result.delivered_at = time.time()

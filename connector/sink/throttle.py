@@ -8,7 +8,8 @@
   probes whether it is back; the first success opens the gate for all.
 * An isolated failure does not close the gate: only its own batch waits (sender.py).
 
-Every sender calls ``wait`` before each request and ``report`` with the answer.
+Every sender calls ``wait`` (or, on the pipeline's thread, ``try_pass``) before each
+request and ``report`` with the answer.
 """
 
 from __future__ import annotations
@@ -65,6 +66,15 @@ class Gate:
                     self._probing = self._probing or self.failing
                     return Ticket(now, self.failing), now - started, cause
         return None, self.clock() - started, cause
+
+    def try_pass(self) -> Ticket | None:
+        """A ticket if ``wait`` would give one now, else None (without waiting)."""
+        with self._cond:
+            now = self.clock()
+            if now < self.until or (self.failing and self._probing):
+                return None
+            self._probing = self._probing or self.failing
+            return Ticket(now, self.failing)
 
     def report(self, ticket: Ticket, retryable: bool, retry_after_s: float | None = None) -> float:
         """The answer to a ticket's request; returns how long the gate now holds (0: open)."""

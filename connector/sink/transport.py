@@ -147,7 +147,7 @@ class _Connection:
     def __init__(self, origin: tuple[str, str, int | None], sock: socket.socket, timeout: float | None):
         self.origin = origin
         self.reusable = True
-        self._sock = sock
+        self.sock = sock
         self._timeout = timeout
         self._used_at = time.monotonic()
 
@@ -182,11 +182,11 @@ class _Connection:
             return False
         if rested < _REST_S:
             return True
-        readable, _, _ = select.select([self._sock], [], [], 0)
+        readable, _, _ = select.select([self.sock], [], [], 0)
         return not readable
 
     def exchange(self, data: bytes, write_timeout: float | None, read_timeout: float | None) -> http11.Answer:
-        sock = self._sock
+        sock = self.sock
         self.reusable = False  # until an answer says otherwise
         self._settimeout(write_timeout)
         try:
@@ -205,13 +205,17 @@ class _Connection:
         except http11.ProtocolError as exc:
             raise httpx.RemoteProtocolError(str(exc)) from exc
         self.reusable = answer.reusable
-        self._used_at = time.monotonic()
+        self.used()
         return answer
+
+    def used(self) -> None:
+        """An answer came in full: the connection's rest starts now."""
+        self._used_at = time.monotonic()
 
     def _settimeout(self, timeout: float | None) -> None:
         if timeout != self._timeout:
-            self._sock.settimeout(timeout)
+            self.sock.settimeout(timeout)
             self._timeout = timeout
 
     def close(self) -> None:
-        self._sock.close()
+        self.sock.close()

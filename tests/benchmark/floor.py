@@ -3,7 +3,7 @@
     python -m tests.benchmark.floor [--events N] [--runs R]      (make bench-floor)
 
 The real pipeline (connector/pipeline.py: source, mapping, batching, offsets, commits) runs
-in a process of its own over a preloaded backlog, three ways, interleaved run by run:
+in a process of its own over a preloaded backlog, four ways, interleaved run by run:
 
 - ``loop``: a sender that answers every batch at once, on the loop's own thread. No HTTP,
   no thread hand-off: what consuming, mapping, batching, marking done and committing cost.
@@ -11,22 +11,21 @@ in a process of its own over a preloaded backlog, three ways, interleaved run by
 - ``inline``: the real sender (the request, httpx on the lean transport, the retry policy)
   to the benchmark's sink, called on the loop's thread: HTTP's cost without a hand-off. One
   request at a time, so only a loopback sink keeps it busy.
-- ``pool``: as the CLI runs it, ``max_in_flight`` (8) sender threads.
-- ``evented``: a prototype of another design, not the connector's: the loop's own thread
-  keeps 8 requests open on an asyncio event loop (httpcore's async HTTP/1.1 on the minimal
-  backend of senders.py), run for a moment at every step of the pipeline. It sends plain
-  HTTP and expects 204 (no retry, no gate, no TLS): what that design would cost per event.
+- ``threads``: every request on the ``max_in_flight`` (8) sender threads, as the connector
+  sent before connector/sink/direct.py: what the hand-offs between threads cost.
+- ``direct``: as the CLI runs it: the first request of each batch sent from the loop's own
+  thread without blocking it (direct.py), the sender threads only for retries and splits
+  (none on loopback).
 
-``inline`` minus ``loop`` is what sending costs; ``pool`` minus ``inline`` is what running the
-senders on threads costs. CPU is the process's (user + system) between 10% and 90% of the
+``inline`` minus ``loop`` is what sending costs; ``threads`` minus ``inline`` is what running
+the senders on threads costs. CPU is the process's (user + system) between 10% and 90% of the
 events, as in the main benchmark; scenario (a) of ``make bench`` measures the same as
-``pool`` through the CLI.
+``direct`` through the CLI.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import pathlib
@@ -37,11 +36,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import deque
-from typing import Any, Callable
+from typing import Any
 
-import httpcore
-import httpx
 
 from tests.benchmark.errors import BenchError
 from tests.benchmark.events import preload
@@ -50,7 +46,7 @@ from tests.benchmark.scenarios import SCENARIOS
 from tests.benchmark.sink import SinkProcess
 from tests.support.kafka_broker import REPO_ROOT, KafkaBroker, create_topic, ensure_jars
 
-MODES = ("loop", "inline", "pool", "evented")
+MODES = ("loop", "inline", "threads", "direct")
 TOPIC = "floor-events"
 DEAD_LETTER_TOPIC = "floor-dead-letters"
 
@@ -94,22 +90,19 @@ def child(mode: str, bootstrap: str, base_url: str, events: int, topic: str = TO
     def counted(batch: Any) -> BatchResult:
         return count(send(batch))
 
-    if mode == "evented":
-        evented = EventedPool(base_url, pipeline.completions, count, in_flight)
-        pipeline.pool.close()
-        pipeline.pool = evented  # type: ignore[assignment]
-        drain = pipeline._drain
+    if mode == "direct":  # counted as the pipeline takes each result
+        complete = pipeline._complete
 
-        def pumped(wait_s: float = 0.0) -> None:  # the requests move on at every step
-            evented.pump(wait_s if pipeline.completions.empty() else 0.0)
-            drain(0.0)
+        def completed(result: BatchResult) -> None:
+            complete(count(result))
 
-        pipeline._drain = pumped  # type: ignore[method-assign]
-    elif mode == "pool":
+        pipeline._complete = completed  # type: ignore[method-assign]
+    elif mode == "threads":
         class Counted:  # the sender the pool's threads call
-            def send(self, batch: Any) -> BatchResult:
+            def send(self, batch: Any, tried: Any = None) -> BatchResult:
                 return counted(batch)
 
+        pipeline.direct = None
         pipeline.pool.sender = Counted()
     else:
         class Inline:  # the pool's interface, on the loop's thread
@@ -119,6 +112,7 @@ def child(mode: str, bootstrap: str, base_url: str, events: int, topic: str = TO
             def close(self, timeout_s: float = 0.0) -> None:
                 pass
 
+        pipeline.direct = None
         pipeline.pool.close()
         pipeline.pool = Inline()  # type: ignore[assignment]
     code = pipeline.run()
@@ -129,68 +123,6 @@ def child(mode: str, bootstrap: str, base_url: str, events: int, topic: str = TO
             "events_per_s": (end_n - start_n) / (end_at - start_at)}
 
 
-class EventedPool:
-    """The prototype behind ``evented``: the pool's interface, its requests on an event loop that
-    the pipeline's thread runs briefly at every step (``pump``)."""
-
-    def __init__(self, base_url: str, completions: Any, count: Callable[[Any], Any], in_flight: int):
-        from connector.sink.request import encode_batch
-        from tests.benchmark.senders import AioBackend
-
-        self._encode = encode_batch
-        self._completions, self._count = completions, count
-        self._loop = asyncio.new_event_loop()
-        url = httpx.URL(base_url + "/event/ingest/batch?locationEnrichment=false")
-        self._url = httpcore.URL(scheme=b"http", host=url.raw_host, port=url.port, target=url.raw_path)
-        self._headers = [(b"Host", url.netloc), (b"Authorization", f"Bearer {API_KEY}".encode()),
-                         (b"Content-Type", b"application/json")]
-        self._free = [httpcore.AsyncHTTPConnection(self._url.origin, network_backend=AioBackend())
-                      for _ in range(in_flight)]
-        self._connections = list(self._free)
-        self._waiting: deque[Any] = deque()
-        self._answered = asyncio.Event()
-
-    def submit(self, batch: Any) -> None:
-        self._waiting.append(batch)
-        self._start()
-
-    def _start(self) -> None:
-        while self._free and self._waiting:
-            self._loop.create_task(self._send(self._free.pop(), self._waiting.popleft()))
-
-    async def _send(self, connection: Any, batch: Any) -> None:
-        from connector.sink.sender import BatchResult
-
-        body = self._encode([item.event for item in batch.items])
-        response = await connection.handle_async_request(httpcore.Request(
-            b"POST", self._url, headers=[*self._headers, (b"Content-Length", str(len(body)).encode())], content=body))
-        await response.aread()
-        await response.aclose()
-        if response.status != 204:
-            raise RuntimeError(f"the sink answered {response.status}")
-        self._completions.put(self._count(BatchResult(batch, delivered=list(batch.items), delivered_at=time.time())))
-        self._answered.set()
-        self._free.append(connection)
-        self._start()
-
-    def pump(self, wait_s: float) -> None:
-        """Run the event loop once without waiting, or until an answer comes (at most ``wait_s``)."""
-        if wait_s > 0 and len(self._free) < len(self._connections):
-            self._answered.clear()
-            try:
-                self._loop.run_until_complete(asyncio.wait_for(self._answered.wait(), wait_s))
-            except asyncio.TimeoutError:
-                pass
-        else:
-            self._loop.call_soon(self._loop.stop)
-            self._loop.run_forever()
-
-    def close(self, timeout_s: float = 0.0) -> None:
-        for connection in self._connections:
-            self._loop.run_until_complete(connection.aclose())
-        self._loop.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmark.floor", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=300_000, help="events preloaded (default %(default)s)")
@@ -198,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sink-delay-ms", type=float, default=0.0,
                         help="the sink answers this long after each request (default %(default)s)")
     parser.add_argument("--in-flight", type=int, default=8,
-                        help="requests open at once: max_in_flight, and evented's connections (default %(default)s)")
+                        help="requests open at once: max_in_flight (default %(default)s)")
     parser.add_argument("--modes", default=",".join(MODES), help="which modes (default %(default)s)")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "BOOTSTRAP", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

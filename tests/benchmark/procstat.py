@@ -23,7 +23,7 @@ def _cpu_of(stat: str) -> float:
 
 
 # The connector's threads by their kernel names (connector/threads.py; librdkafka names its own).
-THREAD_GROUPS = (("sender-", "senders"), ("rdk:", "librdkafka"))
+THREAD_GROUPS = (("sender-", "senders"), ("dialer", "senders"), ("rdk:", "librdkafka"))
 
 
 def thread_group(tid: int, pid: int, name: str) -> str:

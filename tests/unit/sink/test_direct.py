@@ -1,0 +1,238 @@
+"""connector/sink/direct.py: first requests from the pipeline's thread, against the stand-in."""
+
+from __future__ import annotations
+
+import queue
+import socket
+import time
+
+import pytest
+
+from connector.batcher import Batch, Item
+from connector.config.model import Secret
+from connector.sink import direct as direct_module
+from connector.sink.client import REJECT, RETRY, UserFluxClient
+from connector.sink.direct import DirectSender
+from connector.sink.retry import RetryPolicy
+from connector.sink.throttle import Gate
+from tests.conftest import API_KEY
+from tests.support.fakes import make_items
+
+FAST = RetryPolicy(initial_backoff_s=0.002, max_backoff_s=0.01)
+
+
+class FakePool:
+    """The sender pool's side of the hand-over: what reached it, and with which answer."""
+
+    def __init__(self) -> None:
+        self.submitted: list[tuple[Batch, object]] = []
+        self.busy = 0
+
+    def submit(self, batch: Batch, tried: object = None) -> None:
+        self.submitted.append((batch, tried))
+
+
+def make_batch(n: int = 3, enrich: bool = False) -> Batch:
+    return Batch(enrich, time.monotonic(), make_items(n))
+
+
+@pytest.fixture
+def pool():
+    return FakePool()
+
+
+@pytest.fixture
+def make_direct(pool):
+    made: list[tuple[DirectSender, UserFluxClient]] = []
+
+    def make(base_url: str, slots: int = 4, timeout_s: float = 2.0, gate: Gate | None = None) -> DirectSender:
+        client = UserFluxClient(base_url, Secret(API_KEY), timeout_s=timeout_s, max_connections=slots)
+        route = client.route()
+        assert route is not None
+        direct = DirectSender(client, route, gate or Gate(FAST), pool, queue.SimpleQueue(), slots)
+        made.append((direct, client))
+        return direct
+
+    yield make
+    for direct, client in made:
+        direct.close()
+        client.close()
+
+
+def run_until(direct: DirectSender, done, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        direct.pump(0.01)
+
+
+def results(direct: DirectSender) -> list:
+    found = []
+    while True:
+        try:
+            found.append(direct.completions.get_nowait())
+        except queue.Empty:
+            return found
+
+
+# -- delivered -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("enrich", [True, False])
+def test_a_batch_is_delivered_as_the_sdks_send_it(standin, make_direct, pool, enrich):
+    direct = make_direct(standin.base_url)
+    batch = make_batch(5, enrich)
+    direct.submit(batch)
+    run_until(direct, lambda: not direct.active)
+    [result] = results(direct)
+    assert result.batch is batch and result.delivered == batch.items and result.delivered_at > 0
+    [accepted] = standin.batches()
+    assert accepted.location_enrichment is enrich
+    assert accepted.events == [item.event for item in batch.items]
+    assert pool.submitted == []
+
+
+def test_requests_open_at_once_stay_within_the_slots_and_share_keep_alive_connections(standin, make_direct):
+    standin.set_delay(0.05)
+    direct = make_direct(standin.base_url, slots=2)
+    batches = [make_batch(2) for _ in range(6)]
+    most = 0
+    for batch in batches:
+        direct.submit(batch)
+        most = max(most, direct.open)
+    while direct.active:
+        direct.pump(0.01)
+        most = max(most, direct.open)
+    assert most == 2
+    assert sorted(r.batch.id for r in results(direct)) == sorted(b.id for b in batches)
+    assert len(standin.events()) == 12
+
+
+def test_the_pool_s_busy_threads_count_against_the_slots(standin, make_direct, pool):
+    pool.busy = 2
+    direct = make_direct(standin.base_url, slots=2)
+    direct.submit(make_batch())
+    direct.pump(0.05)
+    assert direct.open == 0 and direct.active  # waiting for room
+    pool.busy = 0
+    run_until(direct, lambda: not direct.active)
+    assert len(results(direct)) == 1
+
+
+# -- handed to the pool with the answer ------------------------------------------------------------
+
+
+def test_a_refusal_goes_to_the_pool_with_its_answer(standin, make_direct, pool):
+    standin.fail_next(1, 400)
+    direct = make_direct(standin.base_url)
+    batch = make_batch()
+    direct.submit(batch)
+    run_until(direct, lambda: not direct.active)
+    assert results(direct) == []
+    [(handed, (answer, held))] = pool.submitted
+    assert handed is batch and answer.outcome == REJECT and answer.code == "400" and held == 0
+    assert API_KEY not in answer.detail
+
+
+def test_a_retry_after_is_reported_to_the_gate(standin, make_direct, pool):
+    standin.fail_next(1, 429, retry_after="2")
+    gate = Gate(FAST)
+    direct = make_direct(standin.base_url, gate=gate)
+    direct.submit(make_batch())
+    run_until(direct, lambda: not direct.active)
+    [(_batch, (answer, held))] = pool.submitted
+    assert answer.outcome == RETRY and answer.retry_after_s == 2.0
+    assert held > 1.0 and gate.until > time.monotonic()
+
+
+def test_a_slow_answer_times_out(standin, make_direct, pool):
+    standin.set_delay(1.0)
+    direct = make_direct(standin.base_url, timeout_s=0.2)
+    started = time.monotonic()
+    direct.submit(make_batch())
+    run_until(direct, lambda: not direct.active)
+    assert time.monotonic() - started < 0.8
+    [(_batch, (answer, _held))] = pool.submitted
+    assert answer.outcome == RETRY and answer.code == "timeout"
+
+
+def test_a_dropped_connection_is_retried_by_the_pool_and_the_next_request_reconnects(standin, make_direct, pool):
+    standin.drop_next(1)
+    direct = make_direct(standin.base_url)
+    direct.submit(make_batch())
+    run_until(direct, lambda: not direct.active)
+    [(_batch, (answer, _held))] = pool.submitted
+    assert answer.outcome == RETRY and answer.code == "connection"
+    direct.submit(make_batch())
+    run_until(direct, lambda: not direct.active)
+    assert [r.delivered != [] for r in results(direct)] == [True]
+
+
+# -- straight to the pool --------------------------------------------------------------------------
+
+
+def test_while_the_gate_holds_batches_go_to_the_pool_unsent(standin, make_direct, pool):
+    gate = Gate(FAST)
+    gate.until = time.monotonic() + 60
+    direct = make_direct(standin.base_url, gate=gate)
+    direct.submit(make_batch())  # the connection is opened first
+    run_until(direct, lambda: not direct.active)
+    assert [tried for _batch, tried in pool.submitted] == [None]
+    assert standin.requests() == []
+
+
+def test_when_no_connection_can_be_opened_batches_go_to_the_pool(make_direct, pool, monkeypatch):
+    monkeypatch.setattr(direct_module, "REDIAL_AFTER_S", 60.0)
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    direct = make_direct(f"http://127.0.0.1:{port}")
+    direct.submit(make_batch())
+    run_until(direct, lambda: not direct.active)
+    direct.submit(make_batch())  # within REDIAL_AFTER_S: not tried again
+    assert not direct.active
+    assert [tried for _batch, tried in pool.submitted] == [None, None]
+
+
+def test_a_batch_whose_partition_was_revoked_while_it_waited_is_abandoned(standin, make_direct, pool):
+    direct = make_direct(standin.base_url)
+    batch = make_batch()
+    direct.submit(batch)  # waits for its connection
+    for item in batch.items:
+        item.offsets.owned = False
+    run_until(direct, lambda: not direct.active)
+    [result] = results(direct)
+    assert result.abandoned == batch.items and result.delivered == []
+    assert standin.requests() == []
+
+
+def test_close_abandons_open_requests_without_an_answer(standin, make_direct, pool):
+    standin.set_delay(0.5)
+    direct = make_direct(standin.base_url)
+    direct.submit(make_batch())
+    run_until(direct, lambda: direct.open == 1)
+    direct.close()
+    assert not direct.active and results(direct) == [] and pool.submitted == []
+    direct.submit(make_batch())  # after close: the pool's, which the stop tells to give up
+    assert len(pool.submitted) == 1
+
+
+def test_an_idle_connection_past_the_keep_alive_expiry_is_replaced(standin, make_direct, monkeypatch):
+    from connector.sink import transport
+
+    opened = []
+    real_open = transport._Connection.open.__func__
+
+    def counting_open(cls, *args):
+        opened.append(args[0])
+        return real_open(cls, *args)
+
+    monkeypatch.setattr(transport._Connection, "open", classmethod(counting_open))
+    monkeypatch.setattr(transport, "KEEPALIVE_EXPIRY_S", 0.2)
+    direct = make_direct(standin.base_url)
+    for pause in (0.0, 0.05, 0.3):  # the second reuses the connection, the third does not
+        time.sleep(pause)
+        direct.submit(make_batch())
+        run_until(direct, lambda: not direct.active)
+    assert [bool(r.delivered) for r in results(direct)] == [True, True, True]
+    assert len(opened) == 2
