@@ -24,6 +24,9 @@ class MessageMapper:
         self.mappings = tuple(mappings)
         self.limits = limits or LimitsSettings()
         self._by_topic: dict[str, Mapping | None] = {}
+        # Per topic, what map() calls: the mapping, its filter's test (or None) and its
+        # builder, looked up once rather than through Mapping.apply for every message.
+        self._plans: dict[str, tuple[Mapping, Any, Any]] = {}
 
     def subscription(self) -> list[str]:
         """Topic names and ^regex patterns, in the form librdkafka's subscribe() takes."""
@@ -43,12 +46,25 @@ class MessageMapper:
             return found
 
     def map(self, message: Any) -> tuple[Mapping, dict | None]:
-        """Return (mapping, event); event is None when the mapping's where: skips it."""
-        mapping = self.mapping_for(message.topic())
+        """Return (mapping, event); event is None when the mapping's where: skips it.
+        The same as ``mapping.apply(decode_value(...))``, with one call per step less."""
+        try:
+            mapping, keeps, build = self._plans[message.topic()]
+        except KeyError:
+            mapping, keeps, build = self._plan(message.topic())
+        value = decode_value(message.value(), self.limits)
+        if keeps is not None and not keeps(value, message):
+            return mapping, None
+        return mapping, build(value, message)
+
+    def _plan(self, topic: str) -> tuple[Mapping, Any, Any]:
+        mapping = self.mapping_for(topic)
         if mapping is None:
             # Only possible when librdkafka's regex dialect matched a topic Python's did not.
-            raise InvalidMessage(f"no mapping matches topic {message.topic()!r}", "map")
-        return mapping, mapping.apply(decode_value(message.value(), self.limits), message)
+            raise InvalidMessage(f"no mapping matches topic {topic!r}", "map")
+        plan = self._plans[topic] = (mapping, mapping.where.keeps if mapping.where is not None else None,
+                                     mapping.builder.build)
+        return plan
 
     def decode(self, raw: bytes | str | None) -> Any:
         return decode_value(raw, self.limits)
