@@ -1,9 +1,10 @@
 """The driver: consume, map, batch, send, mark done, commit.
 
 One thread owns all delivery state (offsets, open batches, dead letters): this one. It
-reads messages, maps them (mapping/), batches them (batcher.py), hands full batches to
-the sender pool (sink/), and takes the results back from the completion queue to mark
-messages done (offsets.py), so the checkpoint (checkpoint.py) can commit. Invalid
+reads messages, maps them (mapping/), batches them (batcher.py), sends each full batch's
+first request itself without waiting for it (sink/direct.py; the sender pool's threads
+take whatever needs a retry), and takes the results back from the completion queue to
+mark messages done (offsets.py), so the checkpoint (checkpoint.py) can commit. Invalid
 messages go where ``on_invalid`` says (invalid.py); backpressure.py keeps memory bounded.
 
 Rebalance callbacks run on this thread too, inside ``consume()``. On revocation the
