@@ -9,7 +9,7 @@ import time
 import pytest
 
 from connector.batcher import Batch, Item
-from connector.config.model import Secret
+from connector.config.model import Secret, TlsSettings
 from connector.sink import direct as direct_module
 from connector.sink.client import REJECT, RETRY, UserFluxClient
 from connector.sink.direct import DirectSender
@@ -45,8 +45,9 @@ def pool():
 def make_direct(pool):
     made: list[tuple[DirectSender, UserFluxClient]] = []
 
-    def make(base_url: str, slots: int = 4, timeout_s: float = 2.0, gate: Gate | None = None) -> DirectSender:
-        client = UserFluxClient(base_url, Secret(API_KEY), timeout_s=timeout_s, max_connections=slots)
+    def make(base_url: str, slots: int = 4, timeout_s: float = 2.0, gate: Gate | None = None,
+             tls: TlsSettings | None = None) -> DirectSender:
+        client = UserFluxClient(base_url, Secret(API_KEY), timeout_s=timeout_s, max_connections=slots, tls=tls)
         route = client.route()
         assert route is not None
         direct = DirectSender(client, route, gate or Gate(FAST), pool, queue.SimpleQueue(), slots)
@@ -236,3 +237,31 @@ def test_an_idle_connection_past_the_keep_alive_expiry_is_replaced(standin, make
         run_until(direct, lambda: not direct.active)
     assert [bool(r.delivered) for r in results(direct)] == [True, True, True]
     assert len(opened) == 2
+
+
+# -- TLS -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def https(https_standin):
+    https_standin.reset()
+    yield https_standin
+    https_standin.reset()
+
+
+def test_over_tls_many_batches_are_delivered_on_non_blocking_connections(https, certs, make_direct, pool):
+    direct = make_direct(https.base_url, slots=3, tls=TlsSettings(ca_file=str(certs.ca)))
+    batches = [make_batch(20) for _ in range(9)]
+    for batch in batches:
+        direct.submit(batch)
+    run_until(direct, lambda: not direct.active)
+    assert sorted(r.batch.id for r in results(direct) if r.delivered) == sorted(b.id for b in batches)
+    assert len(https.events()) == 180 and pool.submitted == []
+
+
+def test_a_refused_certificate_sends_the_batches_to_the_pool_unsent(https, make_direct, pool):
+    direct = make_direct(https.base_url)  # the stand-in's CA is not trusted
+    direct.submit(make_batch())
+    run_until(direct, lambda: not direct.active)
+    assert [tried for _batch, tried in pool.submitted] == [None]  # the pool's request finds it fatal
+    assert https.requests() == []
