@@ -37,12 +37,13 @@ import httpx
 
 from .. import metrics
 from ..batcher import Batch
+from ..threads import daemon_thread
 from . import http11
 from .client import DELIVERED, RETRY, Route, UserFluxClient
 from .request import encode_batch
 from .sender import BatchResult
 from .throttle import Gate, Ticket
-from .transport import _Connection
+from .transport import Connection
 
 log = logging.getLogger("connector.sink")
 
@@ -76,11 +77,11 @@ class DirectSender:
         self.completions = completions
         self.slots = slots
         self.encode = encode
-        self._idle: list[_Connection] = []
-        self._busy: dict[socket.socket, tuple[_Connection, _Request]] = {}
+        self._idle: list[Connection] = []
+        self._busy: dict[socket.socket, tuple[Connection, _Request]] = {}
         self._waiting: deque[Batch] = deque()
         self._dialing = 0
-        self._dialed: "queue.SimpleQueue[_Connection | BaseException]" = queue.SimpleQueue()
+        self._dialed: "queue.SimpleQueue[Connection | BaseException]" = queue.SimpleQueue()
         self._dial_work: "queue.SimpleQueue[bool]" = queue.SimpleQueue()
         self._dialer: Any = None
         self._redial_at = 0.0
@@ -138,7 +139,7 @@ class DirectSender:
         while self._waiting:
             self.pool.submit(self._waiting.popleft())
 
-    def _begin(self, connection: _Connection, batch: Batch, ticket: Ticket) -> None:
+    def _begin(self, connection: Connection, batch: Batch, ticket: Ticket) -> None:
         route = self.route
         try:
             body = self.encode([item.event for item in batch.items])
@@ -159,8 +160,6 @@ class DirectSender:
 
     def _dial(self, count: int) -> None:
         if self._dialer is None:
-            from ..threads import daemon_thread
-
             self._dialer = daemon_thread(self._dial_loop, "dialer")
             self._dialer.start()
         for _ in range(max(0, count)):
@@ -171,7 +170,7 @@ class DirectSender:
         route = self.route
         while self._dial_work.get():
             try:
-                connection = _Connection.open(route.origin, route.ssl_context, route.timeout_s)
+                connection = Connection.open(route.origin, route.ssl_context, route.timeout_s)
                 connection.sock.setblocking(False)
                 self._dialed.put(connection)
             except BaseException as exc:  # told to the pipeline's thread, which decides
@@ -184,7 +183,7 @@ class DirectSender:
             except queue.Empty:
                 return
             self._dialing -= 1
-            if isinstance(dialed, _Connection):
+            if isinstance(dialed, Connection):
                 if self._closed:
                     dialed.close()
                 else:
@@ -195,7 +194,6 @@ class DirectSender:
                 log.debug("could not open a connection to UserFlux (%s); sending from the sender threads",
                           type(dialed).__name__)
                 self._redial_at = time.monotonic() + REDIAL_AFTER_S
-        # nothing to do: every dial has come back
 
     # -- progress ----------------------------------------------------------------------------
 
@@ -230,7 +228,7 @@ class DirectSender:
         if self._waiting:
             self._start()
 
-    def _write(self, connection: _Connection, request: _Request) -> None:
+    def _write(self, connection: Connection, request: _Request) -> None:
         try:
             sent = connection.sock.send(request.unsent)
         except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
@@ -240,7 +238,7 @@ class DirectSender:
             return
         request.unsent = request.unsent[sent:]
 
-    def _read(self, connection: _Connection, request: _Request) -> None:
+    def _read(self, connection: Connection, request: _Request) -> None:
         sock = connection.sock
         closed = False
         try:
@@ -266,7 +264,7 @@ class DirectSender:
             return
         self._finish(connection, request, answer)
 
-    def _finish(self, connection: _Connection, request: _Request, answer: http11.Answer) -> None:
+    def _finish(self, connection: Connection, request: _Request, answer: http11.Answer) -> None:
         del self._busy[connection.sock]
         if answer.reusable and not request.unsent:
             connection.used()
@@ -291,7 +289,7 @@ class DirectSender:
             return
         self._hand_over(request, self.client.answered(response, duration))
 
-    def _fail(self, connection: _Connection, request: _Request, exc: httpx.RequestError) -> None:
+    def _fail(self, connection: Connection, request: _Request, exc: httpx.RequestError) -> None:
         del self._busy[connection.sock]
         connection.close()
         self._hand_over(request, self.client.failed(exc, time.monotonic() - request.started))

@@ -60,7 +60,7 @@ _EXCEPTIONS: dict[type[Exception], type[Exception]] = {
 class KeepAliveTransport(httpx.BaseTransport):
     def __init__(self, ssl_context: ssl.SSLContext, proxy: str | None = None):
         self._ssl_context = ssl_context
-        self._connection: _Connection | None = None
+        self._connection: Connection | None = None
         self._pool: httpcore.ConnectionPool | None = None
         if proxy is not None:
             limits: dict[str, Any] = {"max_connections": 1, "max_keepalive_connections": 1,
@@ -91,7 +91,7 @@ class KeepAliveTransport(httpx.BaseTransport):
         return httpx.Response(answer.status, headers=answer.headers, content=answer.body, request=request,
                               extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason})
 
-    def _connect(self, url: httpx.URL, timeout: float | None) -> "_Connection":
+    def _connect(self, url: httpx.URL, timeout: float | None) -> "Connection":
         """This sender's connection to ``url``'s origin, replaced first if it cannot be used."""
         origin = (url.scheme, url.host, url.port)
         connection = self._connection
@@ -99,7 +99,7 @@ class KeepAliveTransport(httpx.BaseTransport):
             connection.close()
             connection = self._connection = None
         if connection is None:
-            connection = self._connection = _Connection.open(origin, self._ssl_context, timeout)
+            connection = self._connection = Connection.open(origin, self._ssl_context, timeout)
         return connection
 
     def _via_proxy(self, request: httpx.Request) -> httpx.Response:
@@ -140,7 +140,7 @@ def _translate(exc: Exception) -> Exception:
     return httpx.TransportError(str(exc))
 
 
-class _Connection:
+class Connection:
     """One socket (TLS or not) to one origin, with the timeout it is set to remembered: setting
     it is a system call, and a trip through the GIL, that most requests need not make."""
 
@@ -153,7 +153,7 @@ class _Connection:
 
     @classmethod
     def open(cls, origin: tuple[str, str, int | None], ssl_context: ssl.SSLContext,
-             timeout: float | None) -> "_Connection":
+             timeout: float | None) -> "Connection":
         scheme, host, port = origin
         address = (host, port or (443 if scheme == "https" else 80))
         try:

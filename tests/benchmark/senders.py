@@ -6,8 +6,10 @@ Every model posts the same body (50 of the benchmark's events, mapped and encode
 connector does) to the benchmark's sink, N requests in all:
 
 - ``threads-K``: K threads, each with a transport of the connector's own
-  (connector/sink/transport.py), through ``UserFluxClient.post_batch``: how the connector
-  sends today (K = 1, and 8 as ``max_in_flight``).
+  (connector/sink/transport.py), through ``UserFluxClient.post_batch``: how the sender
+  threads send (K = 1, and 8 as ``max_in_flight``). The connector sends first requests
+  from its pipeline's thread (connector/sink/direct.py), which needs the pipeline around
+  it: ``make bench-floor`` measures that.
 - ``asyncio-K``: one thread running an asyncio loop that keeps K requests open, on
   httpcore's async HTTP/1.1 connection over a minimal asyncio network backend (below:
   plain HTTP only, no TLS, no proxy; a measurement, not the connector's code).

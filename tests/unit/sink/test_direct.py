@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from connector.batcher import Batch, Item
+from connector.batcher import Batch
 from connector.config.model import Secret, TlsSettings
 from connector.sink import direct as direct_module
 from connector.sink.client import REJECT, RETRY, UserFluxClient
@@ -222,13 +222,13 @@ def test_an_idle_connection_past_the_keep_alive_expiry_is_replaced(standin, make
     from connector.sink import transport
 
     opened = []
-    real_open = transport._Connection.open.__func__
+    real_open = transport.Connection.open.__func__
 
     def counting_open(cls, *args):
         opened.append(args[0])
         return real_open(cls, *args)
 
-    monkeypatch.setattr(transport._Connection, "open", classmethod(counting_open))
+    monkeypatch.setattr(transport.Connection, "open", classmethod(counting_open))
     monkeypatch.setattr(transport, "KEEPALIVE_EXPIRY_S", 0.2)
     direct = make_direct(standin.base_url)
     for pause in (0.0, 0.05, 0.3):  # the second reuses the connection, the third does not
