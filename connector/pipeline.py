@@ -70,7 +70,10 @@ class Pipeline:
         self.mapper = MessageMapper(settings.mappings, settings.limits)
         self.tracker = OffsetTracker()
         self.batcher = Batcher(uf.batch_size, uf.linger_ms / 1000, clock=clock)
-        self.completions: queue.SimpleQueue[BatchResult] = queue.SimpleQueue()
+        # A Queue, not a SimpleQueue: on Python 3.11, a signal handler that outlasts the
+        # timeout of SimpleQueue.get(timeout) leaves it waiting for the next put, and a
+        # SIGTERM during an outage then never reached the shutdown.
+        self.completions: queue.Queue[BatchResult] = queue.Queue()
         self.stop_sending = threading.Event()
         self.status = Status(loop_timeout_s=max(60.0, 2 * pipe.rebalance_timeout_s + 10),
                              stall_timeout_s=pipe.stall_timeout_s, clock=clock)

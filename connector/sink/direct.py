@@ -68,7 +68,7 @@ class _Request:
 
 class DirectSender:
     def __init__(self, client: UserFluxClient, route: Route, gate: Gate, pool: Any,
-                 completions: "queue.SimpleQueue[BatchResult]", slots: int,
+                 completions: "queue.Queue[BatchResult]", slots: int,
                  encode: Callable[[list[dict]], bytes] = encode_batch):
         self.client = client
         self.route = route

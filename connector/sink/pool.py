@@ -28,7 +28,7 @@ class Sender(Protocol):
 
 
 class SenderPool:
-    def __init__(self, sender: Sender, workers: int, completions: "queue.SimpleQueue[BatchResult]"):
+    def __init__(self, sender: Sender, workers: int, completions: "queue.Queue[BatchResult]"):
         self.sender = sender
         self.completions = completions
         self._work: "queue.SimpleQueue[tuple[Batch, Any] | None]" = queue.SimpleQueue()

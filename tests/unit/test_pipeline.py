@@ -4,7 +4,9 @@ Kafka source and a fake sender, so every path runs in milliseconds and in a know
 from __future__ import annotations
 
 import json
+import signal
 import threading
+import time
 from collections import deque
 from typing import Any, Callable
 
@@ -446,3 +448,24 @@ def test_a_partition_lost_while_paused_is_read_again_when_it_comes_back(monkeypa
 
     pipe, source, _ = pipeline_with(steps, sender, max_pending_messages=30)
     assert pipe.run() == 0
+
+
+def test_a_signal_while_the_loop_waits_for_completions_does_not_hold_it_past_the_wait():
+    # A handler slower than the wait (logging, under load) once left the loop waiting for
+    # the next completion, which never came during an outage: SIGTERM then hung the stop.
+    pipe, _source, _sender = pipeline_with(lambda source, pipe: [])
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: time.sleep(0.05))
+    # Should the wait hang, a completion after 3 s ends it (and the test fails, not hangs).
+    watchdog = threading.Timer(3.0, lambda: pipe.completions.put(BatchResult(Batch(False, 0.0))))
+    watchdog.start()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.001)
+        started = time.monotonic()
+        pipe._drain(wait_s=0.01)
+        took = time.monotonic() - started
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        watchdog.cancel()
+        pipe.pool.close()
+    assert took < 1.0
