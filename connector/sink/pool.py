@@ -2,9 +2,10 @@
 
 They take the batches whose first request (direct.py) did not end in a 2xx, with its
 answer, and every batch when requests cannot go out from the pipeline's thread (a
-proxy, the gate holding, no connection). Batches go in through ``submit``; each result comes back on the completion queue the
-pipeline drains on its own thread, so every piece of delivery state (offsets, batches,
-dead letters) is only ever touched by the pipeline thread.
+proxy, the gate holding, no connection). Batches go in through ``submit``; each result
+comes back on the completion queue the pipeline drains on its own thread, so every piece
+of delivery state (offsets, batches, dead letters) is only ever touched by the pipeline
+thread.
 """
 
 from __future__ import annotations
