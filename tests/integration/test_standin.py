@@ -418,6 +418,16 @@ def test_fail_for_loses_to_fail_next_and_heal_ends_it(standin, client):
     assert post_batch(client, [ev(0)]).status_code == 204
 
 
+def test_many_connections_at_once_are_queued_not_dropped(standin):
+    # While the accept loop is busy (held here), new connections wait in the listen
+    # backlog. Python's default backlog of 5 would drop the rest: their connect is then
+    # retried a second later, which delays a request the connector sent on time.
+    with standin._server._connections_lock:
+        socks = [socket.create_connection((standin.host, standin.port), timeout=0.5) for _ in range(32)]
+    for sock in socks:
+        sock.close()
+
+
 def test_hang_never_answers_until_healed(standin, client):
     standin.hang()
     with pytest.raises(httpx.ReadTimeout):

@@ -200,6 +200,10 @@ def _count_events(path: str, body: bytes) -> tuple[Any, int]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog is 5: when more connections arrive at once than the
+    # accept loop has taken, the kernel drops the SYN and the client resends it a second
+    # later. A real server has a deep backlog; the stand-in must not add that second.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], standin: "UserFluxStandIn",
                  tls: ssl.SSLContext | None = None) -> None:
