@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
+from typing import Callable
 
 import httpx
 
@@ -26,7 +27,7 @@ from ..config.model import Secret, TlsSettings
 from .request import batch_params, batch_url
 from .retry import parse_retry_after
 from .tls import ssl_context
-from .transport import KeepAliveTransport
+from .transport import KeepAliveTransport, NotAdmitted
 
 DELIVERED, RETRY, REJECT, AUTH, FATAL = "delivered", "retry", "rejected", "auth", "fatal"
 
@@ -127,16 +128,22 @@ class UserFluxClient:
                 self._transports.append(transport)
         return transport
 
-    def post_batch(self, body: bytes, location_enrichment: bool) -> Answer:
+    def post_batch(self, body: bytes, location_enrichment: bool,
+                   admit: Callable[[], bool] | None = None) -> Answer | None:
+        """The answer; None when ``admit``, asked once the connection is open, said no (then
+        nothing was sent). A proxy's transport, or one a test handed in, does not ask it."""
         started = time.monotonic()
+        extensions = self._timeouts if admit is None else {**self._timeouts, "admit": admit}
         request = httpx.Request("POST", self._urls[location_enrichment], headers=self._headers, content=body,
-                                extensions=self._timeouts)
+                                extensions=extensions)
         try:
             response = self._transport().handle_request(request)
             try:
                 response.read()
             finally:
                 response.close()
+        except NotAdmitted:
+            return None
         except httpx.RequestError as exc:
             return self.failed(exc, time.monotonic() - started)
         return self.answered(response, time.monotonic() - started)

@@ -8,6 +8,7 @@ its events are neither delivered nor refused, so nothing is committed or dead-le
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -87,12 +88,17 @@ class BatchSender:
                         self.gate.cancel(ticket)
                     result.abandoned.extend(items)
                     return
-                # 3. Send, and tell the gate what UserFlux said.
+                # 3. Send, and tell the gate what UserFlux said. Opening a connection can
+                #    take long: if a hold began meanwhile, nothing is sent; back to 1.
                 try:
-                    answer = self.client.post_batch(body, batch.location_enrichment)
+                    answer = self.client.post_batch(body, batch.location_enrichment,
+                                                    admit=functools.partial(self.gate.admits, ticket))
                 except BaseException:
                     self.gate.cancel(ticket)
                     raise
+                if answer is None:
+                    self.gate.cancel(ticket)
+                    continue
                 held = self.gate.report(ticket, answer.outcome == RETRY, answer.retry_after_s)
                 metrics.requests.labels(answer.outcome, answer.code).inc()
                 metrics.request_duration.observe(answer.duration_s)

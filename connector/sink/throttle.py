@@ -9,7 +9,7 @@
 * An isolated failure does not close the gate: only its own batch waits (sender.py).
 
 Every sender calls ``wait`` (or, on the pipeline's thread, ``try_pass``) before each
-request and ``report`` with the answer.
+request, ``admits`` once its connection is open, and ``report`` with the answer.
 """
 
 from __future__ import annotations
@@ -75,6 +75,12 @@ class Gate:
                 return None
             self._probing = self._probing or self.failing
             return Ticket(now, self.failing)
+
+    def admits(self, ticket: Ticket) -> bool:
+        """Whether a ticket's request may still go out: no hold is on. Asked once its
+        connection is open, which can take long enough for another sender's Retry-After or
+        the shared backoff to begin meanwhile."""
+        return self.clock() >= self.until
 
     def report(self, ticket: Ticket, retryable: bool, retry_after_s: float | None = None) -> float:
         """The answer to a ticket's request; returns how long the gate now holds (0: open)."""

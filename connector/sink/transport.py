@@ -18,8 +18,14 @@ again here (a reset after the body went out may have been delivered): it fails w
 httpx's exception, the sender retries it after its backoff, and the next request goes out
 on a new connection.
 
+A request may carry an ``admit`` extension, asked once the connection is open and before
+anything is written: opening one can take seconds (SYN resends, a TLS handshake far away),
+and the sender's leave to send may have lapsed meanwhile (sender.py). When it says no,
+``NotAdmitted`` is raised and nothing was sent; the connection is kept.
+
 With a proxy, httpcore's proxy pool and httpx's own stream are used (the proxy's CONNECT
-and TLS-in-TLS are their business); the connection is still the sender's own.
+and TLS-in-TLS are their business); the connection is still the sender's own, and
+``admit`` is not asked.
 """
 
 from __future__ import annotations
@@ -57,6 +63,10 @@ _EXCEPTIONS: dict[type[Exception], type[Exception]] = {
 }
 
 
+class NotAdmitted(Exception):
+    """The request's ``admit`` said no once the connection was open: nothing was sent."""
+
+
 class KeepAliveTransport(httpx.BaseTransport):
     def __init__(self, ssl_context: ssl.SSLContext, proxy: str | None = None):
         self._ssl_context = ssl_context
@@ -82,6 +92,9 @@ class KeepAliveTransport(httpx.BaseTransport):
         data = http11.request_bytes(request.method.encode("ascii"), url.raw_path, request.headers.raw,
                                     request.read())
         connection = self._connect(url, timeouts.get("connect"))
+        admit = request.extensions.get("admit")
+        if admit is not None and not admit():
+            raise NotAdmitted
         try:
             answer = connection.exchange(data, timeouts.get("write"), timeouts.get("read"))
         finally:

@@ -13,6 +13,7 @@ from connector.errors import AuthError, DeliveryConfigError
 from connector.offsets import PartitionOffsets
 from connector.sink.client import AUTH, DELIVERED, REJECT, RETRY, Answer
 from connector.sink.retry import RetryPolicy
+from connector.sink import transport as transport_module
 from connector.sink.sender import BatchSender
 from tests.conftest import API_KEY
 from tests.support.fakes import make_items
@@ -242,7 +243,7 @@ class ScriptedClient:
         self.answers = list(answers)
         self.bodies: list[list[str]] = []
 
-    def post_batch(self, body: bytes, location_enrichment: bool) -> Answer:
+    def post_batch(self, body: bytes, location_enrichment: bool, admit=None) -> Answer:
         self.bodies.append([e["name"] for e in json.loads(body)["events"]])
         return self.answers.pop(0)
 
@@ -361,3 +362,31 @@ def test_a_retry_after_told_to_one_batch_holds_every_other_batch(standin, client
     assert len(result.delivered) == 1 and time.monotonic() - started >= 0.3
     first.join(5)
     assert [r.status for r in standin.requests()] == [429, 204, 204]
+
+
+def test_a_hold_that_began_while_the_connection_opened_is_waited_out(standin, client, stop, monkeypatch):
+    # A slow connect (SYN resends, a TLS handshake far away) must not carry a request past
+    # a Retry-After another sender was told meanwhile.
+    opening, opened = threading.Event(), threading.Event()
+    real_open = transport_module.Connection.open
+
+    def slow_open(*args, **kwargs):
+        opening.set()
+        time.sleep(0.3)
+        connection = real_open(*args, **kwargs)
+        opened.set()
+        return connection
+
+    monkeypatch.setattr(transport_module.Connection, "open", slow_open)
+    sender = BatchSender(client, FAST, stop)
+    results = []
+    thread = threading.Thread(target=lambda: results.append(sender.send(make_batch(make_items(1)))))
+    thread.start()  # a new thread: its transport opens a connection
+    assert opening.wait(5)
+    ticket = sender.gate.try_pass()  # another sender is told Retry-After: 0.5 while this one connects
+    told_at = time.monotonic()
+    assert ticket is not None and sender.gate.report(ticket, True, 0.5) >= 0.5
+    thread.join(5)
+    assert opened.is_set() and len(results) == 1 and len(results[0].delivered) == 1
+    [request] = standin.requests()
+    assert request.status == 204 and request.received_at >= told_at + 0.5

@@ -32,6 +32,18 @@ def test_a_retry_after_holds_every_sender_not_only_the_one_told():
     assert ticket is not None and time.monotonic() - started >= 0.3 and waited >= 0.3 and cause == "retry_after"
 
 
+def test_a_ticket_is_no_longer_admitted_once_a_hold_began():
+    now = [100.0]
+    gate, stop = Gate(NO_JITTER, clock=lambda: now[0]), threading.Event()
+    connecting, _, _ = gate.wait(stop)
+    told, _, _ = gate.wait(stop)
+    assert gate.admits(connecting)
+    gate.report(told, retryable=True, retry_after_s=1.0)
+    assert not gate.admits(connecting)  # its sender waits again instead of writing
+    now[0] += 1.2
+    assert gate.admits(connecting)
+
+
 def test_an_isolated_failure_does_not_close_the_gate():
     gate, stop = open_gate()
     ticket, _, _ = gate.wait(stop)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from connector.sink import transport as transport_module
-from connector.sink.transport import KeepAliveTransport
+from connector.sink.transport import KeepAliveTransport, NotAdmitted
 
 
 class Server:
@@ -67,9 +67,9 @@ def transport():
     t.close()
 
 
-def post(transport: KeepAliveTransport, url: str) -> httpx.Response:
+def post(transport: KeepAliveTransport, url: str, **extensions) -> httpx.Response:
     request = httpx.Request("POST", url, content=b'{"events":[]}',
-                            extensions={"timeout": httpx.Timeout(5.0).as_dict()})
+                            extensions={"timeout": httpx.Timeout(5.0).as_dict(), **extensions})
     return transport.handle_request(request)
 
 
@@ -104,3 +104,20 @@ def test_an_idle_connection_past_the_keep_alive_expiry_is_replaced(server, monke
     finally:
         transport.close()
     assert server.ports[0] != server.ports[1]
+
+
+def test_admit_is_asked_once_the_connection_is_open_and_a_no_sends_nothing(server, transport):
+    asked = []
+
+    def admit() -> bool:
+        asked.append(transport._connection is not None)  # the connection is open when asked
+        return len(asked) > 1
+
+    with pytest.raises(NotAdmitted):
+        post(transport, server.url, admit=admit)
+    assert server.ports == []  # nothing was written
+    assert post(transport, server.url, admit=admit).status_code == 204
+    assert asked == [True, True]
+    assert len(server.ports) == 1  # and the connection opened for the refused one was kept
+    assert post(transport, server.url).status_code == 204
+    assert len(set(server.ports)) == 1
