@@ -15,6 +15,7 @@ from typing import Any
 from ..config.reader import Problems, Section, describe, join
 from ..errors import InvalidMessage
 from .fields import Extractor, blank_id, blank_value, compile_field
+from .generated import generate
 from .paths import MISSING, compile_ref, short_repr, split_path
 from .timestamps import EARLIEST_MS, EARLIEST_S, MILLIS_BELOW, SECONDS_BELOW, in_range, iso_ms, to_epoch_ms
 
@@ -132,6 +133,14 @@ class EventBuilder:
         self.anonymous_id = anonymous_id
         self.timestamp = timestamp
         self.properties = properties
+        # build(value, message) -> the event dict: the per-message path, generated from
+        # these specs once (generated.py), with the common cases (a name already seen, a
+        # string id, epoch milliseconds) settled inline and the rest left to the checks below.
+        self.build, self.source = generate(self, {
+            "VALID_NAMES": _VALID_NAMES, "ABSENT_IDS": _ABSENT_IDS, "iso_ms": iso_ms,
+            "EARLIEST_MS": EARLIEST_MS, "MILLIS_BELOW": MILLIS_BELOW,
+            "EARLIEST_S": EARLIEST_S, "SECONDS_BELOW": SECONDS_BELOW,
+        })
 
     def summary(self) -> list[tuple[str, str]]:
         return [
@@ -142,42 +151,12 @@ class EventBuilder:
             ("properties", self.properties.describe()),
         ]
 
-    def build(self, value: Any, message: Any) -> dict:
-        # The per-message path: the common cases (a name already seen, a string id, epoch
-        # milliseconds) are settled inline; everything else goes to the checks below.
-        found = self.name.get(value, message)
-        name = found if type(found) is str and found in _VALID_NAMES else self._name(found, value, message)
-        event: dict[str, Any] = {"name": name}
-        user_id = anonymous_id = None
-        if self.user_id is not None:
-            found = self.user_id.get(value, message)
-            user_id = found if type(found) is str and found and found not in _ABSENT_IDS and not found.isspace() \
-                else self._id("userId", self.user_id, found)
-        if self.anonymous_id is not None:
-            found = self.anonymous_id.get(value, message)
-            anonymous_id = found if type(found) is str and found and found not in _ABSENT_IDS \
-                and not found.isspace() else self._id("anonymousId", self.anonymous_id, found)
-        if user_id is None and anonymous_id is None:
-            tried = " and ".join(
-                f"{field} ({spec.describe if spec else 'not mapped'})"
-                for field, spec in (("userId", self.user_id), ("anonymousId", self.anonymous_id))
-            )
-            raise InvalidMessage(f"no userId or anonymousId: nothing found for {tried}")
-        if user_id is not None:
-            event["userId"] = user_id
-        if anonymous_id is not None:
-            event["anonymousId"] = anonymous_id
-        ts = self.timestamp.get(value, message) if self.timestamp is not None else MISSING
-        if type(ts) is int and EARLIEST_MS <= ts < MILLIS_BELOW:  # epoch milliseconds
-            event["timestamp"] = ts
-        elif type(ts) is float and EARLIEST_S <= ts < SECONDS_BELOW:  # epoch seconds, as time.time() gives
-            event["timestamp"] = round(ts * 1000)
-        elif type(ts) is str and (ms := iso_ms(ts)) is not None:  # ISO-8601
-            event["timestamp"] = ms
-        else:
-            event["timestamp"] = self._timestamp(ts, message)
-        event["properties"] = self.properties.build(value, message)
-        return event
+    def _no_id(self) -> None:
+        tried = " and ".join(
+            f"{field} ({spec.describe if spec else 'not mapped'})"
+            for field, spec in (("userId", self.user_id), ("anonymousId", self.anonymous_id))
+        )
+        raise InvalidMessage(f"no userId or anonymousId: nothing found for {tried}")
 
     def _name(self, found: Any, value: Any, message: Any) -> str:
         if blank_id(found):

@@ -80,6 +80,7 @@ def _compile_json_path(segments: tuple[str, ...]) -> Getter:
                 return value.get(key, MISSING)
             return _step(value, key)
 
+        get1.segments = segments  # type: ignore[attr-defined]  # generated.py reads these inline
         return get1
     if len(segments) == 2:
         first, second = segments
@@ -90,6 +91,7 @@ def _compile_json_path(segments: tuple[str, ...]) -> Getter:
                 return node.get(second, MISSING)
             return _step(node, second) if node is not MISSING else MISSING
 
+        get2.segments = segments  # type: ignore[attr-defined]
         return get2
 
     def getn(value: Any, message: Any) -> Any:
