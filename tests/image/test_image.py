@@ -159,11 +159,12 @@ def _wait_for_child(pid: int, timeout_s: float = 10) -> int:
 
 
 def _wait_for_status(pid: int, timeout_s: float = 10) -> dict[str, str]:
-    """/proc/PID/status once the process is the connector (after sh and chroot exec)."""
+    """/proc/PID/status once the process is the connector: the forked unshare execs sh,
+    which execs chroot, which execs env, which execs the connector."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status = dict(line.split(":", 1) for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines())
-        if status["Name"].strip() not in ("sh", "chroot", "env"):
+        if status["Name"].strip() not in ("unshare", "sh", "chroot", "env"):
             return {k: v.strip() for k, v in status.items()}
         time.sleep(0.05)
     raise AssertionError("the connector did not start")
