@@ -38,7 +38,7 @@ from .invalid import InvalidRouter
 from .lag import LagMonitor
 from .mapping.mapper import MessageMapper
 from .offsets import OffsetTracker
-from .sink.client import UserFluxClient
+from .sink.client import UserFluxClient, make_route
 from .sink.direct import DirectSender
 from .sink.dryrun import PrintingSender
 from .sink.pool import Sender, SenderPool
@@ -82,8 +82,7 @@ class Pipeline:
             if dry_run:
                 sender = PrintingSender(self.out)
             else:
-                self.client = UserFluxClient(uf.base_url, uf.api_key, uf.request_timeout_s, uf.max_in_flight,
-                                             tls=uf.tls)
+                self.client = UserFluxClient(make_route(uf.base_url, uf.api_key, uf.request_timeout_s, uf.tls))
                 policy = RetryPolicy(uf.retry.initial_backoff_ms / 1000, uf.retry.max_backoff_ms / 1000,
                                      uf.retry.max_attempts)
                 sender = BatchSender(self.client, policy, self.stop_sending, health=self.status)
@@ -91,9 +90,8 @@ class Pipeline:
         # The first request of each batch goes out from this thread (sink/direct.py); the
         # pool's threads take the rest: retries, splits, and everything through a proxy.
         self.direct: DirectSender | None = None
-        route = self.client.route() if self.client is not None else None
-        if route is not None and isinstance(sender, BatchSender):
-            self.direct = DirectSender(self.client, route, sender.gate, self.pool, self.completions,
+        if self.client is not None and self.client.proxy is None and isinstance(sender, BatchSender):
+            self.direct = DirectSender(self.client.route, sender.gate, self.pool, self.completions,
                                        uf.max_in_flight)
 
         kafka = dict(settings.kafka)

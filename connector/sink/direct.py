@@ -14,12 +14,19 @@ to ``max_in_flight`` keep-alive connections, each carrying one request at a time
 Opening a connection blocks (name resolution, connect, the TLS handshake), so it happens
 on a thread of its own (``dialer``); the pipeline's thread never waits on the network.
 
-A 2xx completes the batch here. Any other outcome (another status, a timeout, a broken
-connection) is reported to the gate like any sender's answer, and the batch goes to the
-sender pool with it, where sender.py takes it on from that answer: backoff, Retry-After,
+Every answer is read by http11.py's ``AnswerReader`` as its bytes arrive, each byte
+looked at once, within the same limits as the sender threads' reads; the answer, or its
+absence, means what outcome.py says, as for any request, and is counted in the one place
+(``outcome.record``). A 2xx completes the batch here. Any other outcome goes to the sender
+pool with the batch, where sender.py takes it on from that answer: backoff, Retry-After,
 splitting, giving up, exactly as for a request it sent itself. While the gate holds, or
 no connection can be opened, batches go straight to the pool, which waits at the gate.
 The pool's busy threads count against ``max_in_flight`` too.
+
+The connection rules are connection.py's: an idle connection is checked for unread bytes
+before each reuse, a request is bounded by ``request_timeout_s`` in all, and a server that
+answers before it has read the whole request (then closes) is heard: the socket is read
+while the request is still being written.
 """
 
 from __future__ import annotations
@@ -33,44 +40,42 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-import httpx
-
 from .. import metrics
 from ..batcher import Batch
 from ..threads import daemon_thread
-from . import http11
-from .client import DELIVERED, RETRY, Route, UserFluxClient
+from . import outcome
+from .client import Route
+from .connection import Connection
+from .errors import ReadError, ReadTimeout, TransportError, WriteError, WriteTimeout
+from .http11 import AnswerReader, Response
+from .outcome import DELIVERED
 from .request import encode_batch
 from .sender import BatchResult
 from .throttle import Gate, Ticket
-from .transport import Connection
 
 log = logging.getLogger("connector.sink")
 
 REDIAL_AFTER_S = 1.0  # after a connection could not be opened, batches go to the pool this long
-
-
-class Incomplete(Exception):
-    """The answer has not arrived in full yet."""
+_RECV = 65_536
+_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class _Request:
-    __slots__ = ("batch", "ticket", "unsent", "received", "started", "deadline")
+    __slots__ = ("batch", "ticket", "unsent", "reader", "write_error", "started", "deadline")
 
     def __init__(self, batch: Batch, ticket: Ticket, data: bytes, started: float, deadline: float):
         self.batch = batch
         self.ticket = ticket
         self.unsent = memoryview(data)
-        self.received = b""
+        self.reader = AnswerReader()
+        self.write_error: TransportError | None = None  # writing failed: only an early answer can save it
         self.started = started
         self.deadline = deadline
 
 
 class DirectSender:
-    def __init__(self, client: UserFluxClient, route: Route, gate: Gate, pool: Any,
-                 completions: "queue.Queue[BatchResult]", slots: int,
+    def __init__(self, route: Route, gate: Gate, pool: Any, completions: "queue.Queue[BatchResult]", slots: int,
                  encode: Callable[[list[dict]], bytes] = encode_batch):
-        self.client = client
         self.route = route
         self.gate = gate
         self.pool = pool  # SenderPool: submit(batch, tried), busy
@@ -86,7 +91,6 @@ class DirectSender:
         self._dialer: Any = None
         self._redial_at = 0.0
         self._closed = False
-        self._delivered = metrics.requests.labels(DELIVERED, "204")
 
     @property
     def active(self) -> bool:
@@ -119,7 +123,7 @@ class DirectSender:
                 self._dial(min(room, len(waiting)) - self._dialing)
                 return
             connection = idle.pop()
-            if not connection.usable():
+            if not connection.usable():  # the reuse check: expired, closed, or bytes nobody asked for
                 connection.close()
                 continue
             batch = waiting.popleft()
@@ -140,7 +144,6 @@ class DirectSender:
             self.pool.submit(self._waiting.popleft())
 
     def _begin(self, connection: Connection, batch: Batch, ticket: Ticket) -> None:
-        route = self.route
         try:
             body = self.encode([item.event for item in batch.items])
         except (ValueError, TypeError, RecursionError):
@@ -148,11 +151,11 @@ class DirectSender:
             self._idle.append(connection)
             self.pool.submit(batch)  # sender.py finds the event JSON cannot carry
             return
-        headers = route.headers + [(b"Content-Length", str(len(body)).encode("ascii"))]
-        data = http11.request_bytes(b"POST", route.targets[batch.location_enrichment], headers, body)
+        data = self.route.request(body, batch.location_enrichment)
         metrics.batch_events.observe(len(batch.items))
         started = time.monotonic()
-        request = _Request(batch, ticket, data, started, started + route.timeout_s)
+        request = _Request(batch, ticket, data, started, started + self.route.timeout_s)
+        connection.reusable = False  # until its answer says otherwise
         self._busy[connection.sock] = (connection, request)
         self._write(connection, request)
 
@@ -206,99 +209,104 @@ class DirectSender:
             readable: list[Any] = []
             writable: list[Any] = []
             for sock, (_connection, request) in busy.items():
-                if request.unsent:
+                readable.append(sock)  # an answer may come before the request is written in full
+                if request.unsent and request.write_error is None:
                     writable.append(sock)
-                elif isinstance(sock, ssl.SSLSocket) and sock.pending():
+                if isinstance(sock, ssl.SSLSocket) and sock.pending():
                     wait_s = 0.0  # decrypted bytes already wait in the TLS layer
-                    readable.append(sock)
-                else:
-                    readable.append(sock)
             ready_r, ready_w, _ = select.select(readable, writable, [], wait_s)
             for sock in ready_w:
-                connection, request = busy[sock]
-                self._write(connection, request)
+                if sock in busy:
+                    self._write(*busy[sock])
             for sock in ready_r:
                 if sock in busy:
+                    self._read(*busy[sock])
+            if isinstance(readable[0], ssl.SSLSocket):
+                for sock in [s for s in busy if s.pending()]:  # read past what select saw
                     self._read(*busy[sock])
             if busy:
                 now = time.monotonic()
                 for connection, request in [entry for entry in busy.values() if entry[1].deadline <= now]:
-                    self._fail(connection, request, httpx.ReadTimeout(
-                        f"no answer within {self.route.timeout_s} s"))
+                    self._expire(connection, request)
         if self._waiting:
             self._start()
 
     def _write(self, connection: Connection, request: _Request) -> None:
         try:
             sent = connection.sock.send(request.unsent)
-        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+        except _WOULD_BLOCK:
             return
         except OSError as exc:
-            self._fail(connection, request, httpx.WriteError(str(exc)))
+            # The server may have answered and closed before reading it all (a 413): keep
+            # reading; its answer, if it sent one, is the request's (_end).
+            request.write_error = WriteError(f"sending the request: {exc.strerror or exc}")
             return
         request.unsent = request.unsent[sent:]
 
     def _read(self, connection: Connection, request: _Request) -> None:
-        sock = connection.sock
-        closed = False
+        sock, reader = connection.sock, request.reader
+        answer: Response | None = None
         try:
-            while True:
-                data = sock.recv(65_536)
+            while answer is None:
+                data = sock.recv(_RECV)
                 if not data:
-                    closed = True
-                    break
-                request.received += data
-                if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
-                    break
-        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            pass
-        except OSError as exc:
-            self._fail(connection, request, httpx.ReadError(str(exc)))
+                    self._end(connection, request, reader.close())
+                    return
+                answer = reader.feed(data)
+                if answer is None and not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                    return
+        except _WOULD_BLOCK:
             return
-        try:
-            answer = http11.read_answer(_replay(request.received, closed))
-        except Incomplete:
+        except TransportError as exc:  # not an answer (http11.py), or closed before its head
+            self._end(connection, request, error=exc)
             return
-        except http11.ProtocolError as exc:
-            self._fail(connection, request, httpx.RemoteProtocolError(str(exc)))
-            return
-        self._finish(connection, request, answer)
+        except OSError as exc:  # reset
+            why = f"reading the answer: {exc.strerror or exc}"
+            answer = reader.cut_short(why)
+            if answer is None:
+                self._end(connection, request, error=ReadError(why))
+                return
+        self._end(connection, request, answer)
 
-    def _finish(self, connection: Connection, request: _Request, answer: http11.Answer) -> None:
+    def _expire(self, connection: Connection, request: _Request) -> None:
+        """``request_timeout_s`` is up: the answer as far as it came, if its head did."""
+        why = f"no complete answer within {self.route.timeout_s:g} s"
+        answer = request.reader.cut_short(why)
+        if answer is not None:
+            self._end(connection, request, answer)
+        elif request.unsent and request.write_error is None:
+            self._end(connection, request, error=WriteTimeout(f"sending the request took longer than "
+                                                              f"{self.route.timeout_s:g} s"))
+        else:
+            self._end(connection, request, error=ReadTimeout(why))
+
+    def _end(self, connection: Connection, request: _Request, answer: Response | None = None,
+             error: TransportError | None = None) -> None:
+        """The request is over: with an answer, or with ``error``."""
         del self._busy[connection.sock]
-        if answer.reusable and not request.unsent:
-            connection.used()
+        if answer is not None and request.unsent and 200 <= answer.status < 300:
+            # Answered 2xx before it had the whole request: UserFlux cannot have stored it.
+            error, answer = WriteError(f"{request.write_error or 'the request was not sent in full'}; the server "
+                                       f"answered {answer.status} before it had the whole request"), None
+        elif answer is None and error is not None and request.write_error is not None:
+            error = request.write_error  # nothing was heard after the write failed: that is what happened
+        if answer is not None and answer.reusable and not request.unsent:
+            connection.used(answer)
             self._idle.append(connection)
         else:
             connection.close()
         duration = time.monotonic() - request.started
+        if answer is not None:
+            result = outcome.of_response(answer, duration, self.route.key)
+        else:
+            assert error is not None
+            result = outcome.of_error(error, duration)
+        held = outcome.record(self.gate, request.ticket, result)
         batch = request.batch
-        if 200 <= answer.status < 300:
-            self.gate.report(request.ticket, False)
-            (self._delivered if answer.status == 204 else
-             metrics.requests.labels(DELIVERED, str(answer.status))).inc()
-            metrics.request_duration.observe(duration)
+        if result.kind == DELIVERED:
             self.completions.put(BatchResult(batch, delivered=list(batch.items), delivered_at=time.time()))
-            return
-        try:
-            response = httpx.Response(answer.status, headers=answer.headers, content=answer.body,
-                                      extensions={"reason_phrase": answer.reason})
-            response.read()
-        except httpx.RequestError as exc:  # e.g. a body that claims gzip but is not
-            self._hand_over(request, self.client.failed(exc, duration))
-            return
-        self._hand_over(request, self.client.answered(response, duration))
-
-    def _fail(self, connection: Connection, request: _Request, exc: httpx.RequestError) -> None:
-        del self._busy[connection.sock]
-        connection.close()
-        self._hand_over(request, self.client.failed(exc, time.monotonic() - request.started))
-
-    def _hand_over(self, request: _Request, answer: Any) -> None:
-        held = self.gate.report(request.ticket, answer.outcome == RETRY, answer.retry_after_s)
-        metrics.requests.labels(answer.outcome, answer.code).inc()
-        metrics.request_duration.observe(answer.duration_s)
-        self.pool.submit(request.batch, (answer, held))
+        else:
+            self.pool.submit(batch, (result, held))
 
     # -- out ---------------------------------------------------------------------------------
 
@@ -314,17 +322,3 @@ class DirectSender:
         self._idle.clear()
         if self._dialer is not None:
             self._dial_work.put(False)
-
-
-def _replay(received: bytes, closed: bool) -> Callable[[int], bytes]:
-    """A ``recv`` over what has arrived: all of it once, then the close, or ``Incomplete``."""
-    pieces = [received] if received else []
-
-    def recv(max_bytes: int) -> bytes:
-        if pieces:
-            return pieces.pop()
-        if closed:
-            return b""
-        raise Incomplete
-
-    return recv

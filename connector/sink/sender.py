@@ -1,9 +1,12 @@
 """Take one batch to an end: delivered, refused event by event, or given up on.
 
-Runs in a sender thread. Transient failures are retried (see retry.py). A refused
-request (400/413/422) is split in halves until the events UserFlux refuses are alone;
-the rest are delivered. 401/403 and misconfigurations end the batch with a fatal error:
-its events are neither delivered nor refused, so nothing is committed or dead-lettered.
+Runs in a sender thread, from the batch's first request or from the answer to one sent
+elsewhere (direct.py). Each request is one attempt (``_attempt``: wait at the gate, send,
+count the outcome); what follows depends only on the outcome (outcome.py): delivered; a
+refused request (400/413/422) split in halves until the events UserFlux refuses are
+alone, the rest delivered; 401/403 and misconfigurations end the batch with a fatal
+error (its events are neither delivered nor refused, so nothing is committed or
+dead-lettered); anything transient retried after a backoff (``_back_off``, retry.py).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from typing import Callable, Protocol
 from .. import metrics
 from ..batcher import Batch, Item
 from ..errors import AuthError, DeliveryConfigError, FatalError
-from .client import AUTH, DELIVERED, FATAL, REJECT, RETRY, Answer, UserFluxClient
+from . import outcome
+from .client import UserFluxClient
+from .outcome import AUTH, DELIVERED, FATAL, REJECT, Outcome
 from .request import encode_batch
 from .retry import RetryPolicy
 from .throttle import Gate
@@ -36,7 +41,7 @@ class BatchResult:
     delivered_at: float = 0.0  # unix time of the (last) 2xx
 
 
-Tried = tuple[Answer, float]  # a request's answer, and how long the gate holds after it
+Tried = tuple[Outcome, float]  # a request's outcome, and how long the gate holds after it
 
 
 class Health(Protocol):
@@ -55,7 +60,7 @@ class BatchSender:
         self.gate = gate or Gate(policy)  # shared by every sender of the pipeline
 
     def send(self, batch: Batch, tried: Tried | None = None) -> BatchResult:
-        """``tried``: the first request's answer, when it was sent elsewhere (direct.py)."""
+        """``tried``: the first request's outcome, when it was sent elsewhere (direct.py)."""
         result = BatchResult(batch)
         if tried is None:
             metrics.batch_events.observe(len(batch.items))
@@ -71,49 +76,25 @@ class BatchSender:
             return
         attempts = 0
         while True:
-            if tried is not None:
-                # 1-3 were done where the request was sent; the batch goes on from its answer.
-                answer, held = tried
-                tried = None
-            else:
-                # 1. Wait at the gate: another sender's Retry-After, or UserFlux failing, holds all.
-                ticket = None
-                if result.failure is None and any(i.offsets.owned for i in items):
-                    ticket, waited, cause = self.gate.wait(self.stop)
-                    if waited > 0:
-                        metrics.retry_wait.labels(cause).inc(waited)
-                # 2. Still ours to send? (stopped, failed, or revoked while waiting)
-                if ticket is None or result.failure is not None or not any(i.offsets.owned for i in items):
-                    if ticket is not None:
-                        self.gate.cancel(ticket)
+            if tried is None:
+                tried = self._attempt(batch, items, body, result)
+                if tried is None:  # stopped, failed elsewhere, or revoked: not ours to send
                     result.abandoned.extend(items)
                     return
-                # 3. Send, and tell the gate what UserFlux said. Opening a connection can
-                #    take long: if a hold began meanwhile, nothing is sent; back to 1.
-                try:
-                    answer = self.client.post_batch(body, batch.location_enrichment,
-                                                    admit=functools.partial(self.gate.admits, ticket))
-                except BaseException:
-                    self.gate.cancel(ticket)
-                    raise
-                if answer is None:
-                    self.gate.cancel(ticket)
-                    continue
-                held = self.gate.report(ticket, answer.outcome == RETRY, answer.retry_after_s)
-                metrics.requests.labels(answer.outcome, answer.code).inc()
-                metrics.request_duration.observe(answer.duration_s)
+            answer, held = tried
+            tried = None
             attempts += 1
-            if answer.outcome == DELIVERED:
+            if answer.kind == DELIVERED:
                 result.delivered.extend(items)
                 result.delivered_at = time.time()
                 return
-            if answer.outcome == REJECT:
+            if answer.kind == REJECT:
                 if len(items) > 1:
                     log.info("batch #%d: UserFlux refused %d events (%s); splitting to find the refused ones",
                              batch.id, len(items), answer.detail)
                 self._split(batch, items, f"UserFlux refused the event: {answer.detail}", result)
                 return
-            if answer.outcome in (AUTH, FATAL):
+            if answer.kind in (AUTH, FATAL):
                 result.failure = self._fatal(answer, items)
                 result.abandoned.extend(items)
                 return
@@ -121,22 +102,56 @@ class BatchSender:
                 reason = f"UserFlux did not accept it after {attempts} attempts; last answer: {answer.detail}"
                 result.refused.extend((item, reason) for item in items)
                 return
-            # 4. A retry. While UserFlux is failing the gate's schedule rules; an isolated
-            #    failure only delays this batch, by its own backoff.
-            own = 0.0 if self.gate.failing else self.policy.delay(attempts)
-            delay = max(own, held)
-            log.warning("batch #%d (%d events): %s; retry %d in %.2fs%s", batch.id, len(items), answer.detail,
-                        attempts, delay, " (Retry-After)" if answer.retry_after_s is not None else "")
-            metrics.retries.labels(answer.code).inc()
-            if self.health is not None and answer.code.isdigit():  # an answer, not a timeout
-                self.health.error_answered(delay)
-            if own > 0:
-                started = time.monotonic()
-                stopped = self.stop.wait(own)
-                metrics.retry_wait.labels("backoff").inc(time.monotonic() - started)
-                if stopped:
-                    result.abandoned.extend(items)
-                    return
+            if not self._back_off(batch, items, answer, held, attempts):
+                result.abandoned.extend(items)
+                return
+
+    def _attempt(self, batch: Batch, items: list[Item], body: bytes, result: BatchResult) -> Tried | None:
+        """One request: its outcome, counted; None when it is not ours to send any more."""
+        while True:
+            # 1. Wait at the gate: another sender's Retry-After, or UserFlux failing, holds all.
+            if result.failure is not None or not any(i.offsets.owned for i in items):
+                return None
+            ticket, waited, cause = self.gate.wait(self.stop)
+            if waited > 0:
+                metrics.retry_wait.labels(cause).inc(waited)
+            # 2. Still ours to send? (stopped, failed, or revoked while waiting)
+            if ticket is None:
+                return None
+            if result.failure is not None or not any(i.offsets.owned for i in items):
+                self.gate.cancel(ticket)
+                return None
+            # 3. Send. Opening a connection can take long: if a hold began meanwhile,
+            #    nothing is sent (None); back to 1.
+            try:
+                answer = self.client.post_batch(body, batch.location_enrichment,
+                                                admit=functools.partial(self.gate.admits, ticket))
+            except BaseException:
+                self.gate.cancel(ticket)
+                raise
+            if answer is None:
+                self.gate.cancel(ticket)
+                continue
+            # 4. Count it: the gate hears what UserFlux said, and so do the metrics.
+            return answer, outcome.record(self.gate, ticket, answer)
+
+    def _back_off(self, batch: Batch, items: list[Item], answer: Outcome, held: float, attempts: int) -> bool:
+        """Before a retry. While UserFlux is failing the gate's schedule rules; an isolated
+        failure only delays this batch, by its own backoff. False when stopped meanwhile."""
+        own = 0.0 if self.gate.failing else self.policy.delay(attempts)
+        delay = max(own, held)
+        log.warning("batch #%d (%d events): %s; retry %d in %.2fs%s", batch.id, len(items), answer.detail,
+                    attempts, delay, " (Retry-After)" if answer.retry_after_s is not None else "")
+        metrics.retries.labels(answer.code).inc()
+        if self.health is not None and answer.code.isdigit():  # an answer, not a timeout
+            self.health.error_answered(delay)
+        if own > 0:
+            started = time.monotonic()
+            stopped = self.stop.wait(own)
+            metrics.retry_wait.labels("backoff").inc(time.monotonic() - started)
+            if stopped:
+                return False
+        return True
 
     def _split(self, batch: Batch, items: list[Item], reason: str, result: BatchResult) -> None:
         """Deliver each half on its own until the events that fail stand alone, refused with ``reason``."""
@@ -147,10 +162,10 @@ class BatchSender:
         self._deliver(batch, items[:middle], result)
         self._deliver(batch, items[middle:], result)
 
-    def _fatal(self, answer: Answer, items: list[Item]) -> FatalError:
+    def _fatal(self, answer: Outcome, items: list[Item]) -> FatalError:
         names = sorted({str(item.event.get("name")) for item in items})
         shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-        if answer.outcome == AUTH:
+        if answer.kind == AUTH:
             return AuthError(
                 f"UserFlux refused the write key: {answer.detail}. The key in userflux.api_key is wrong, "
                 f"revoked, not allowed from this IP, or not allowed to send these events ({shown}). "
@@ -165,4 +180,3 @@ class BatchSender:
             f"UserFlux answered {answer.detail} to POST {self.client.url}: no retry can fix this; "
             "check userflux.base_url. Nothing was dropped; offsets stay at the last delivered message."
         )
-

@@ -8,7 +8,7 @@ in a process of its own over a preloaded backlog, four ways, interleaved run by 
 - ``loop``: a sender that answers every batch at once, on the loop's own thread. No HTTP,
   no thread hand-off: what consuming, mapping, batching, marking done and committing cost.
   No concurrency model can bring the connector below this.
-- ``inline``: the real sender (the request, httpx on the lean transport, the retry policy)
+- ``inline``: the real sender (the request on the connector's own connection, the retry policy)
   to the benchmark's sink, called on the loop's thread: HTTP's cost without a hand-off. One
   request at a time, so only a loopback sink keeps it busy.
 - ``threads``: every request on the ``max_in_flight`` (8) sender threads, as the connector

@@ -5,8 +5,8 @@
 Every model posts the same body (50 of the benchmark's events, mapped and encoded as the
 connector does) to the benchmark's sink, N requests in all:
 
-- ``threads-K``: K threads, each with a transport of the connector's own
-  (connector/sink/transport.py), through ``UserFluxClient.post_batch``: how the sender
+- ``threads-K``: K threads, each with a connection of the connector's own
+  (connector/sink/connection.py), through ``UserFluxClient.post_batch``: how the sender
   threads send (K = 1, and 8 as ``max_in_flight``). The connector sends first requests
   from its pipeline's thread (connector/sink/direct.py), which needs the pipeline around
   it: ``make bench-floor`` measures that.
@@ -74,16 +74,17 @@ def sample_body_and_mapper() -> tuple[bytes, Callable[[], None]]:
 def run_threads(base_url: str, body: bytes, requests: int, threads: int) -> float:
     """CPU seconds of ``threads`` sender threads posting ``requests`` in all, as the connector does."""
     from connector.config.model import Secret
-    from connector.sink.client import DELIVERED, UserFluxClient
+    from connector.sink.client import UserFluxClient, make_route
+    from connector.sink.outcome import DELIVERED
 
-    client = UserFluxClient(base_url, Secret(API_KEY), 30.0, threads)
+    client = UserFluxClient(make_route(base_url, Secret(API_KEY), 30.0))
     spent: list[float] = []
 
     def work(count: int) -> None:
         started = time.thread_time()
         for _ in range(count):
             answer = client.post_batch(body, False)
-            if answer.outcome != DELIVERED:
+            if answer is None or answer.kind != DELIVERED:
                 raise RuntimeError(f"the sink answered {answer.detail}")
         spent.append(time.thread_time() - started)
 
@@ -97,7 +98,7 @@ def run_threads(base_url: str, body: bytes, requests: int, threads: int) -> floa
 
 
 class _AioStream(httpcore.AsyncNetworkStream):
-    """A non-blocking socket on the running loop; a request leaves in one send, as in transport.py."""
+    """A non-blocking socket on the running loop; a request leaves in one send, as in connection.py."""
 
     def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop):
         self._sock, self._loop, self._unsent = sock, loop, []

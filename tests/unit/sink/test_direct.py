@@ -10,9 +10,11 @@ import pytest
 
 from connector.batcher import Batch
 from connector.config.model import Secret, TlsSettings
+from connector.sink import connection as connection_module
 from connector.sink import direct as direct_module
-from connector.sink.client import REJECT, RETRY, UserFluxClient
+from connector.sink.client import make_route
 from connector.sink.direct import DirectSender
+from connector.sink.outcome import REJECT, RETRY
 from connector.sink.retry import RetryPolicy
 from connector.sink.throttle import Gate
 from tests.conftest import API_KEY
@@ -43,21 +45,18 @@ def pool():
 
 @pytest.fixture
 def make_direct(pool):
-    made: list[tuple[DirectSender, UserFluxClient]] = []
+    made: list[DirectSender] = []
 
     def make(base_url: str, slots: int = 4, timeout_s: float = 2.0, gate: Gate | None = None,
              tls: TlsSettings | None = None) -> DirectSender:
-        client = UserFluxClient(base_url, Secret(API_KEY), timeout_s=timeout_s, max_connections=slots, tls=tls)
-        route = client.route()
-        assert route is not None
-        direct = DirectSender(client, route, gate or Gate(FAST), pool, queue.SimpleQueue(), slots)
-        made.append((direct, client))
+        route = make_route(base_url, Secret(API_KEY), timeout_s, tls)
+        direct = DirectSender(route, gate or Gate(FAST), pool, queue.SimpleQueue(), slots)
+        made.append(direct)
         return direct
 
     yield make
-    for direct, client in made:
+    for direct in made:
         direct.close()
-        client.close()
 
 
 def run_until(direct: DirectSender, done, timeout_s: float = 5.0) -> None:
@@ -131,7 +130,7 @@ def test_a_refusal_goes_to_the_pool_with_its_answer(standin, make_direct, pool):
     run_until(direct, lambda: not direct.active)
     assert results(direct) == []
     [(handed, (answer, held))] = pool.submitted
-    assert handed is batch and answer.outcome == REJECT and answer.code == "400" and held == 0
+    assert handed is batch and answer.kind == REJECT and answer.code == "400" and held == 0
     assert API_KEY not in answer.detail
 
 
@@ -142,7 +141,7 @@ def test_a_retry_after_is_reported_to_the_gate(standin, make_direct, pool):
     direct.submit(make_batch())
     run_until(direct, lambda: not direct.active)
     [(_batch, (answer, held))] = pool.submitted
-    assert answer.outcome == RETRY and answer.retry_after_s == 2.0
+    assert answer.kind == RETRY and answer.retry_after_s == 2.0
     assert held > 1.0 and gate.until > time.monotonic()
 
 
@@ -154,7 +153,7 @@ def test_a_slow_answer_times_out(standin, make_direct, pool):
     run_until(direct, lambda: not direct.active)
     assert time.monotonic() - started < 0.8
     [(_batch, (answer, _held))] = pool.submitted
-    assert answer.outcome == RETRY and answer.code == "timeout"
+    assert answer.kind == RETRY and answer.code == "timeout"
 
 
 def test_a_dropped_connection_is_retried_by_the_pool_and_the_next_request_reconnects(standin, make_direct, pool):
@@ -163,7 +162,7 @@ def test_a_dropped_connection_is_retried_by_the_pool_and_the_next_request_reconn
     direct.submit(make_batch())
     run_until(direct, lambda: not direct.active)
     [(_batch, (answer, _held))] = pool.submitted
-    assert answer.outcome == RETRY and answer.code == "connection"
+    assert answer.kind == RETRY and answer.code == "connection"
     direct.submit(make_batch())
     run_until(direct, lambda: not direct.active)
     assert [r.delivered != [] for r in results(direct)] == [True]
@@ -219,17 +218,15 @@ def test_close_abandons_open_requests_without_an_answer(standin, make_direct, po
 
 
 def test_an_idle_connection_past_the_keep_alive_expiry_is_replaced(standin, make_direct, monkeypatch):
-    from connector.sink import transport
-
     opened = []
-    real_open = transport.Connection.open.__func__
+    real_open = connection_module.Connection.open.__func__
 
     def counting_open(cls, *args):
         opened.append(args[0])
         return real_open(cls, *args)
 
-    monkeypatch.setattr(transport.Connection, "open", classmethod(counting_open))
-    monkeypatch.setattr(transport, "KEEPALIVE_EXPIRY_S", 0.2)
+    monkeypatch.setattr(connection_module.Connection, "open", classmethod(counting_open))
+    monkeypatch.setattr(connection_module, "KEEPALIVE_EXPIRY_S", 0.2)
     direct = make_direct(standin.base_url)
     for pause in (0.0, 0.05, 0.3):  # the second reuses the connection, the third does not
         time.sleep(pause)

@@ -11,9 +11,9 @@ import pytest
 from connector.batcher import Batch, Item
 from connector.errors import AuthError, DeliveryConfigError
 from connector.offsets import PartitionOffsets
-from connector.sink.client import AUTH, DELIVERED, REJECT, RETRY, Answer
+from connector.sink import connection as connection_module
+from connector.sink.outcome import AUTH, DELIVERED, REJECT, RETRY, Outcome
 from connector.sink.retry import RetryPolicy
-from connector.sink import transport as transport_module
 from connector.sink.sender import BatchSender
 from tests.conftest import API_KEY
 from tests.support.fakes import make_items
@@ -99,7 +99,7 @@ def test_dropped_connections_are_retried(standin, client, stop):
 
 
 def test_timeouts_are_retried_and_may_duplicate(standin, make_client, stop):
-    short = make_client(standin.base_url, timeout_s=0.1, max_connections=2)
+    short = make_client(standin.base_url, timeout_s=0.1)
     items = make_items(2)
     standin.set_delay(0.25)
     timer(0.12, standin.heal)  # the first try times out; a later one is answered in time
@@ -206,7 +206,7 @@ def test_a_single_refused_event_is_reported_not_retried(standin, client, stop):
 
 
 def test_wrong_key_is_an_auth_error_and_nothing_is_delivered_or_refused(standin, make_client, stop):
-    wrong = make_client(standin.base_url, key="not-the-key", max_connections=1)
+    wrong = make_client(standin.base_url, key="not-the-key")
     items = make_items(3)
     result = BatchSender(wrong, FAST, stop).send(make_batch(items))
     assert isinstance(result.failure, AuthError)
@@ -226,7 +226,7 @@ def test_403_is_an_auth_error(standin, client, stop):
 
 
 def test_wrong_base_url_is_a_delivery_config_error(standin, make_client, stop):
-    wrong = make_client(standin.base_url + "/api", max_connections=1)
+    wrong = make_client(standin.base_url + "/api")
     items = make_items(2)
     result = BatchSender(wrong, FAST, stop).send(make_batch(items))
     assert isinstance(result.failure, DeliveryConfigError)
@@ -239,11 +239,11 @@ class ScriptedClient:
 
     url = "https://integration-api.userflux.co/event/ingest/batch"
 
-    def __init__(self, *answers: Answer):
+    def __init__(self, *answers: Outcome):
         self.answers = list(answers)
         self.bodies: list[list[str]] = []
 
-    def post_batch(self, body: bytes, location_enrichment: bool, admit=None) -> Answer:
+    def post_batch(self, body: bytes, location_enrichment: bool, admit=None) -> Outcome:
         self.bodies.append([e["name"] for e in json.loads(body)["events"]])
         return self.answers.pop(0)
 
@@ -251,10 +251,10 @@ class ScriptedClient:
 def test_an_auth_error_while_splitting_abandons_every_unfinished_event(stop):
     items = make_items(4)
     client = ScriptedClient(
-        Answer(REJECT, "400", "HTTP 400"),  # [0..3]
-        Answer(REJECT, "400", "HTTP 400"),  # [0, 1]
-        Answer(REJECT, "400", "HTTP 400"),  # [0] refused
-        Answer(AUTH, "401", "HTTP 401"),  # [1]: the key was revoked meanwhile
+        Outcome(REJECT, "400", "HTTP 400"),  # [0..3]
+        Outcome(REJECT, "400", "HTTP 400"),  # [0, 1]
+        Outcome(REJECT, "400", "HTTP 400"),  # [0] refused
+        Outcome(AUTH, "401", "HTTP 401"),  # [1]: the key was revoked meanwhile
     )
     result = BatchSender(client, FAST, stop).send(make_batch(items))
     assert isinstance(result.failure, AuthError)
@@ -267,13 +267,13 @@ def test_an_auth_error_while_splitting_abandons_every_unfinished_event(stop):
 def test_every_item_ends_in_exactly_one_list(stop):
     items = make_items(6)
     client = ScriptedClient(
-        Answer(REJECT, "400", "x"),  # [0..5]
-        Answer(DELIVERED, "204", ""),  # [0..2]
-        Answer(RETRY, "503", "x"), Answer(REJECT, "400", "x"),  # [3..5]: retried, then refused
-        Answer(DELIVERED, "204", ""),  # [3]
-        Answer(REJECT, "400", "x"),  # [4, 5]
-        Answer(REJECT, "400", "x"),  # [4] refused
-        Answer(DELIVERED, "204", ""),  # [5]
+        Outcome(REJECT, "400", "x"),  # [0..5]
+        Outcome(DELIVERED, "204", ""),  # [0..2]
+        Outcome(RETRY, "503", "x"), Outcome(REJECT, "400", "x"),  # [3..5]: retried, then refused
+        Outcome(DELIVERED, "204", ""),  # [3]
+        Outcome(REJECT, "400", "x"),  # [4, 5]
+        Outcome(REJECT, "400", "x"),  # [4] refused
+        Outcome(DELIVERED, "204", ""),  # [5]
     )
     result = BatchSender(client, FAST, stop).send(make_batch(items))
     finished = result.delivered + [i for i, _ in result.refused] + result.abandoned
@@ -368,7 +368,7 @@ def test_a_hold_that_began_while_the_connection_opened_is_waited_out(standin, cl
     # A slow connect (SYN resends, a TLS handshake far away) must not carry a request past
     # a Retry-After another sender was told meanwhile.
     opening, opened = threading.Event(), threading.Event()
-    real_open = transport_module.Connection.open
+    real_open = connection_module.Connection.open
 
     def slow_open(*args, **kwargs):
         opening.set()
@@ -377,11 +377,11 @@ def test_a_hold_that_began_while_the_connection_opened_is_waited_out(standin, cl
         opened.set()
         return connection
 
-    monkeypatch.setattr(transport_module.Connection, "open", slow_open)
+    monkeypatch.setattr(connection_module.Connection, "open", slow_open)
     sender = BatchSender(client, FAST, stop)
     results = []
     thread = threading.Thread(target=lambda: results.append(sender.send(make_batch(make_items(1)))))
-    thread.start()  # a new thread: its transport opens a connection
+    thread.start()  # a new thread: it opens a connection of its own
     assert opening.wait(5)
     ticket = sender.gate.try_pass()  # another sender is told Retry-After: 0.5 while this one connects
     told_at = time.monotonic()

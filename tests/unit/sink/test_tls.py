@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from connector.config.model import Secret, TlsSettings
-from connector.sink.client import DELIVERED, FATAL, UserFluxClient
+from connector.config.model import TlsSettings
+from connector.sink.outcome import DELIVERED, FATAL
 from connector.sink.request import encode_batch
 from connector.sink.tls import TlsFileError, is_loopback, ssl_context
 from tests.conftest import API_KEY
 from tests.support.fakes import sample_event
+from tests.unit.sink.conftest import new_client
 from tests.support.userflux_standin import UserFluxStandIn
 
 BODY = encode_batch([sample_event(0)])
@@ -24,7 +25,7 @@ def https(https_standin):
 
 
 def post(url: str, tls: TlsSettings | None = None):
-    client = UserFluxClient(url, Secret(API_KEY), timeout_s=5, max_connections=1, tls=tls)
+    client = new_client(url, timeout_s=5, tls=tls)
     try:
         return client.post_batch(BODY, False)
     finally:
@@ -33,14 +34,14 @@ def post(url: str, tls: TlsSettings | None = None):
 
 def test_a_certificate_from_an_unknown_ca_is_refused_for_good(https):
     answer = post(https.base_url)
-    assert (answer.outcome, answer.code) == (FATAL, "tls")
+    assert (answer.kind, answer.code) == (FATAL, "tls")
     assert "certificate" in answer.detail and "CERTIFICATE_VERIFY_FAILED" in answer.detail
     assert https.requests() == []  # nothing was sent
 
 
 def test_the_configured_ca_file_verifies_it(https, certs):
     answer = post(https.base_url, TlsSettings(ca_file=str(certs.ca)))
-    assert answer.outcome == DELIVERED
+    assert answer.kind == DELIVERED
     assert https.events() == [sample_event(0)]
 
 
@@ -48,10 +49,10 @@ def test_a_client_certificate_is_presented_when_configured(certs):
     server_files = (str(certs.server_cert), str(certs.server_key))
     with UserFluxStandIn(api_key=API_KEY, tls=server_files, client_ca=str(certs.ca)) as server:
         without = post(server.base_url, TlsSettings(ca_file=str(certs.ca)))
-        assert without.outcome != DELIVERED
+        assert without.kind != DELIVERED
         with_cert = TlsSettings(ca_file=str(certs.ca), client_cert_file=str(certs.client_cert),
                                 client_key_file=str(certs.client_key))
-        assert post(server.base_url, with_cert).outcome == DELIVERED
+        assert post(server.base_url, with_cert).kind == DELIVERED
         assert len(server.events()) == 1
 
 

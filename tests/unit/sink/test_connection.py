@@ -1,4 +1,5 @@
-"""Each sender's transport: one keep-alive connection, replaced when it cannot be used."""
+"""Each sender thread's connection (connection.py, through client.py): one keep-alive
+connection, replaced when it cannot be used."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
 
-from connector.sink import transport as transport_module
-from connector.sink.transport import KeepAliveTransport, NotAdmitted
+from connector.sink import connection as connection_module
+from connector.sink.client import UserFluxClient
+from connector.sink.outcome import DELIVERED, RETRY
+from tests.unit.sink.conftest import new_client
 
 
 class Server:
@@ -45,7 +47,7 @@ class Server:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/event/ingest/batch"
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def stop(self) -> None:
@@ -61,63 +63,58 @@ def server():
 
 
 @pytest.fixture
-def transport():
-    t = KeepAliveTransport(httpx.create_ssl_context())
-    yield t
-    t.close()
+def client(server):
+    c = new_client(server.url, timeout_s=5.0)
+    yield c
+    c.close()
 
 
-def post(transport: KeepAliveTransport, url: str, **extensions) -> httpx.Response:
-    request = httpx.Request("POST", url, content=b'{"events":[]}',
-                            extensions={"timeout": httpx.Timeout(5.0).as_dict(), **extensions})
-    return transport.handle_request(request)
+def post(client: UserFluxClient, admit=None) -> str | None:
+    """The outcome's kind; None when ``admit`` said no."""
+    answer = client.post_batch(b'{"events":[]}', False, admit=admit)
+    return None if answer is None else answer.kind
 
 
-def test_requests_share_one_keep_alive_connection(server, transport):
-    assert [post(transport, server.url).status_code for _ in range(5)] == [204] * 5
+def test_requests_share_one_keep_alive_connection(server, client):
+    assert [post(client) for _ in range(5)] == [DELIVERED] * 5
     assert len(set(server.ports)) == 1
 
 
-def test_a_connection_the_server_closes_is_replaced_for_the_next_request(server, transport):
+def test_a_connection_the_server_closes_is_replaced_for_the_next_request(server, client):
     server.close_after = {2}
-    assert [post(transport, server.url).status_code for _ in range(4)] == [204] * 4
+    assert [post(client) for _ in range(4)] == [DELIVERED] * 4
     first, second = server.ports[:2], server.ports[2:]
     assert len(set(first)) == 1 and len(set(second)) == 1 and set(first) != set(second)
 
 
-def test_a_reset_fails_that_request_and_the_next_one_goes_out_on_a_new_connection(server, transport):
+def test_a_reset_fails_that_request_and_the_next_one_goes_out_on_a_new_connection(server, client):
     server.reset_on = {2}
-    assert post(transport, server.url).status_code == 204
-    with pytest.raises(httpx.TransportError):  # the sender retries it (client.py: "connection")
-        post(transport, server.url)
-    assert post(transport, server.url).status_code == 204
+    assert post(client) == DELIVERED
+    answer = client.post_batch(b'{"events":[]}', False)  # the sender retries it
+    assert answer is not None and (answer.kind, answer.code) == (RETRY, "connection")
+    assert post(client) == DELIVERED
     assert server.ports[0] == server.ports[1] != server.ports[2]
 
 
-def test_an_idle_connection_past_the_keep_alive_expiry_is_replaced(server, monkeypatch):
-    monkeypatch.setattr(transport_module, "KEEPALIVE_EXPIRY_S", 0.05)
-    transport = KeepAliveTransport(httpx.create_ssl_context())
-    try:
-        post(transport, server.url)
-        time.sleep(0.1)
-        post(transport, server.url)
-    finally:
-        transport.close()
+def test_an_idle_connection_past_the_keep_alive_expiry_is_replaced(server, client, monkeypatch):
+    monkeypatch.setattr(connection_module, "KEEPALIVE_EXPIRY_S", 0.05)
+    post(client)
+    time.sleep(0.1)
+    post(client)
     assert server.ports[0] != server.ports[1]
 
 
-def test_admit_is_asked_once_the_connection_is_open_and_a_no_sends_nothing(server, transport):
+def test_admit_is_asked_once_the_connection_is_open_and_a_no_sends_nothing(server, client):
     asked = []
 
     def admit() -> bool:
-        asked.append(transport._connection is not None)  # the connection is open when asked
+        asked.append(getattr(client._local, "connection", None) is not None)  # open when asked
         return len(asked) > 1
 
-    with pytest.raises(NotAdmitted):
-        post(transport, server.url, admit=admit)
+    assert post(client, admit) is None
     assert server.ports == []  # nothing was written
-    assert post(transport, server.url, admit=admit).status_code == 204
+    assert post(client, admit) == DELIVERED
     assert asked == [True, True]
     assert len(server.ports) == 1  # and the connection opened for the refused one was kept
-    assert post(transport, server.url).status_code == 204
+    assert post(client) == DELIVERED
     assert len(set(server.ports)) == 1
