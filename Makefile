@@ -16,7 +16,7 @@ PROMTOOL := $(TOOLS)/promtool
 export HELM PROMTOOL
 
 .PHONY: install test unit soak chart-test monitoring dashboard promtool image image-test image-tools \
-	demo check-config bench bench-floor bench-senders clean
+	demo check-config bench bench-floor bench-senders bench-answers clean
 
 install: $(VENV)/.installed
 
@@ -98,6 +98,11 @@ bench-floor: $(VENV)/.bench-installed
 # The sender's concurrency models side by side: CPU per request (tests/benchmark/senders.py).
 bench-senders: $(VENV)/.bench-installed
 	$(BIN)/python -m tests.benchmark.senders $(ARGS)
+
+# What reading an answer costs: http11.py's reader against h11, and the reuse check
+# (tests/benchmark/answers.py; README, "How answers are read").
+bench-answers: install
+	$(BIN)/python -m tests.benchmark.answers $(ARGS)
 
 # The benchmark's extra tools (py-spy, for --profile).
 $(VENV)/.bench-installed: $(VENV)/.installed
