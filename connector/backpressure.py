@@ -18,7 +18,7 @@ import time
 from typing import Callable, Iterable, Protocol
 
 from . import metrics
-from .source import Key
+from .kafka import Key
 
 log = logging.getLogger("connector.pipeline")
 
@@ -41,9 +41,10 @@ class Backpressure:
         self.paused: set[Key] | None = None  # the partitions paused in Kafka, in a long hold
 
     @property
-    def reading(self) -> bool:
-        """Whether the loop reads now. Paused partitions give nothing, so reading then
-        only serves rebalance callbacks."""
+    def consuming(self) -> bool:
+        """Whether the loop calls consume() now: while it does not hold, and while the
+        hold has paused the partitions in Kafka (paused partitions give nothing, so
+        consume() then only serves rebalance callbacks)."""
         return self.holding_since is None or self.paused is not None
 
     def room(self, pending: int) -> int:

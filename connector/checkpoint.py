@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 from confluent_kafka import KafkaError, TopicPartition
 
 from . import metrics
+from .kafka import Key
 from .offsets import OffsetTracker
-from .source import Key, KafkaSource
 
 log = logging.getLogger("connector.checkpoint")
 
 
+class Committer(Protocol):
+    """Who commits for the group: the consumer (source.py's KafkaSource)."""
+
+    def commit(self, positions: list[tuple[str, int, int]], asynchronous: bool) -> bool: ...
+
+
 class Checkpoint:
-    def __init__(self, source: KafkaSource | None, tracker: OffsetTracker, interval_s: float,
+    def __init__(self, source: Committer | None, tracker: OffsetTracker, interval_s: float,
                  enabled: bool = True, clock: Callable[[], float] = time.monotonic,
                  on_committed: Callable[[Key, int], None] | None = None):
         self.source = source

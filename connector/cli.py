@@ -22,9 +22,8 @@ import time
 from typing import Any, Sequence, TextIO
 
 from . import __version__, logs
-from .config.load import load_settings
-from .config.model import Settings
 from .errors import ConfigError, ConnectorError, InvalidMessage
+from .startup import Startup, load_config
 
 log = logging.getLogger("connector")
 
@@ -75,10 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> Settings:
-    settings = load_settings(args.config)
-    logs.add_secrets(settings.secrets)
-    return settings
+def _load(args: argparse.Namespace) -> Startup:
+    startup = load_config(args.config)
+    logs.add_secrets(startup.settings.secrets)
+    return startup
 
 
 # -- run ------------------------------------------------------------------------------------
@@ -88,8 +87,9 @@ def _run(args: argparse.Namespace) -> int:
     from .health import HealthServer
     from .pipeline import Pipeline
 
-    settings = _load(args)
-    pipeline = Pipeline(settings, dry_run=args.dry_run)
+    startup = _load(args)
+    settings = startup.settings
+    pipeline = Pipeline(startup, dry_run=args.dry_run)
     server = None
     if settings.metrics.enabled:
         try:
@@ -128,18 +128,21 @@ def _tune_gc() -> None:
 
 def _check(args: argparse.Namespace) -> int:
     from .dead_letter import producer_config
-    from .source import consumer_config, validate_properties
+    from .kafka import validate_properties
+    from .source import consumer_config
     from confluent_kafka import Producer
 
-    settings = _load(args)
+    startup = _load(args)
+    settings = startup.settings
     validate_properties(consumer_config(settings.kafka))
     if settings.dead_letter is not None:
         validate_properties(producer_config(settings.kafka, settings.dead_letter), "dead_letter.producer", Producer)
-    print(logs.redact(summary(settings)))  # masks secrets, as every log line
+    print(logs.redact(summary(startup)))  # masks secrets, as every log line
     return 0
 
 
-def summary(settings: Settings) -> str:
+def summary(startup: Startup) -> str:
+    settings = startup.settings
     uf, kafka = settings.userflux, settings.kafka
     lines = [f"{settings.source}: OK"]
     others = len([k for k in kafka if k not in ("bootstrap.servers", "group.id")])
@@ -155,7 +158,7 @@ def summary(settings: Settings) -> str:
     lines.append("metrics: " + (f"http://{settings.metrics.host}:{settings.metrics.port}/metrics"
                                 if settings.metrics.enabled else "disabled"))
     lines.append("mappings (the first whose topics match a message wins):")
-    for mapping in settings.mappings:
+    for mapping in startup.mappings:
         what = f"topics {', '.join(sorted(mapping.topics))}" if mapping.topics is not None else f"pattern {mapping.pattern.pattern}"
         extra = f", locationEnrichment={'true' if mapping.location_enrichment else 'false'}"
         if mapping.where is not None:
@@ -191,9 +194,9 @@ class LineMessage:
 def _map(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     from .mapping.mapper import MessageMapper
 
-    settings = _load(args)
+    startup = _load(args)
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
-    mapper = MessageMapper(settings.mappings, settings.limits)
+    mapper = MessageMapper(startup.mappings, startup.settings.limits)
     mapping = mapper.mapping_for(args.topic)
     if mapping is None:
         raise ConfigError(f"--topic {args.topic}: no mapping takes this topic; the mappings read "

@@ -28,7 +28,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from .config.model import DeadLetterSettings
 from .errors import KafkaFatalError
 from .logs import RateLimitedLog, redact
-from .source import rdkafka_log, translate_config_error
+from .kafka import rdkafka_log, translate_config_error
 
 log = logging.getLogger("connector.dead_letter")
 

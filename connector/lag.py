@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from . import metrics
 from .logs import RateLimitedLog, redact
 from .metrics import PartitionSeries
-from .source import Key
+from .kafka import Key
 from .threads import daemon_thread
 
 log = logging.getLogger("connector.lag")

@@ -30,7 +30,6 @@ from . import metrics
 from .backpressure import Backpressure
 from .batcher import Batch, Batcher, Item
 from .checkpoint import Checkpoint
-from .config.model import Settings
 from .dead_letter import DeadLetterQueue
 from .errors import AuthError, DeliveryConfigError, FatalError, InvalidMessage
 from .health import ADDRESS_REFUSED, KEY_REFUSED, READY, SHUTTING_DOWN, Status
@@ -44,7 +43,9 @@ from .sink.dryrun import PrintingSender
 from .sink.pool import Sender, SenderPool
 from .sink.retry import RetryPolicy
 from .sink.sender import BatchResult, BatchSender
-from .source import KafkaSource, Key
+from .kafka import Key
+from .source import KafkaSource
+from .startup import Startup
 from .threads import daemon_thread
 
 log = logging.getLogger("connector.pipeline")
@@ -58,16 +59,16 @@ DEAD_LETTER_FLUSH_S = 3.0  # dead letters still on their way at the very end
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, dry_run: bool = False, out: TextIO | None = None, *,
+    def __init__(self, startup: Startup, dry_run: bool = False, out: TextIO | None = None, *,
                  source_factory: Callable[..., Any] = KafkaSource, sender: Sender | None = None,
                  dead_letters: DeadLetterQueue | None = None, clock: Callable[[], float] = time.monotonic):
-        self.settings = settings
+        settings = self.settings = startup.settings
         self.dry_run = dry_run
         self.out = out or sys.stdout
         self.clock = clock
         uf, pipe = settings.userflux, settings.pipeline
 
-        self.mapper = MessageMapper(settings.mappings, settings.limits)
+        self.mapper = MessageMapper(startup.mappings, settings.limits)
         self.tracker = OffsetTracker()
         self.batcher = Batcher(uf.batch_size, uf.linger_ms / 1000, clock=clock)
         # A Queue, not a SimpleQueue: on Python 3.11, a signal handler that outlasts the
@@ -170,7 +171,7 @@ class Pipeline:
         due_in = self.batcher.next_due_in()
         if due_in is not None:
             timeout = min(timeout, due_in)
-        if self.backpressure.reading:
+        if self.backpressure.consuming:
             # Never read more than fits under max_pending_messages (at least one, so that
             # rebalance callbacks are still served while paused).
             room = self.backpressure.room(self._pending)

@@ -15,15 +15,11 @@ from typing import Any, Callable, Iterable, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from .errors import ConfigError, KafkaFatalError
-from .logs import RateLimitedLog, RepeatLimit, TransientNotices, redact
+from .errors import KafkaFatalError
+from .kafka import Key, rdkafka_log, to_keys, translate_config_error
+from .logs import RateLimitedLog, redact
 
 log = logging.getLogger("connector.source")
-rdkafka_log = logging.getLogger("connector.librdkafka")  # every librdkafka client logs here
-rdkafka_log.addFilter(TransientNotices())
-rdkafka_log.addFilter(RepeatLimit())
-
-Key = tuple[str, int]
 
 
 class RebalanceListener(Protocol):
@@ -51,30 +47,6 @@ def consumer_config(props: dict[str, str]) -> dict[str, Any]:
     conf.setdefault("fetch.max.bytes", str(4 * 1024 * 1024))
     conf.setdefault("max.partition.fetch.bytes", str(512 * 1024))
     return conf
-
-
-def translate_config_error(exc: KafkaException, section: str = "kafka") -> ConfigError:
-    error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-    text = error.str() if error is not None else str(exc)
-    return ConfigError(f"{section}: librdkafka refused the configuration: {redact(text)}")
-
-
-def validate_properties(props: dict[str, str], section: str = "kafka", factory: Callable = Consumer) -> None:
-    """Let librdkafka check every property name and value, without joining any group."""
-    quiet = logging.getLogger("connector.librdkafka.check")
-    quiet.addHandler(logging.NullHandler())
-    quiet.propagate = False
-    try:
-        client = factory({**props, "logger": quiet})
-    except KafkaException as exc:
-        raise translate_config_error(exc, section) from None
-    close = getattr(client, "close", None)
-    if close is not None:
-        close()
-
-
-def to_keys(partitions: Iterable[TopicPartition]) -> list[Key]:
-    return [(p.topic, p.partition) for p in partitions]
 
 
 class KafkaSource:

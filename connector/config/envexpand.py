@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from .reader import Problems, join
+from ..validation import Problems, join
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Deeper defaults than this are certainly a mistake; the bound also keeps recursion small.

@@ -1,25 +1,27 @@
-"""Read a configuration file into typed, validated, compiled Settings.
+"""Read a configuration file into typed, validated Settings.
 
-The file is read, parsed, expanded and checked once, at start: every problem is reported
-together, naming the key, and the mappings are compiled so the per-message path never
-looks at YAML again.
+The file is read, parsed, expanded and checked once, at start, every problem recorded
+with the key it is about. The mappings are the mapping language's (mapping/event.py
+compiles them) and the TLS files are the sink's (sink/tls.py reads them): startup.py
+runs all three and reports every problem together.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import os
+import ipaddress
 import re
-from typing import Any, Hashable, Mapping as EnvMapping
+from typing import Any, Hashable, Mapping as EnvMapping, NoReturn
 from urllib.parse import urlsplit
 
 import yaml
 
 from ..errors import ConfigError
-from ..mapping.event import Mapping, compile_mapping
-from ..sink.tls import TlsFileError, is_loopback, ssl_context
+from ..validation import Problems, Section, describe, join
 from .envexpand import expand
 from .model import (
+    DEFAULT_BASE_URL,
     ON_INVALID,
     DeadLetterSettings,
     LimitsSettings,
@@ -31,7 +33,6 @@ from .model import (
     TlsSettings,
     UserFluxSettings,
 )
-from .reader import Problems, Section, describe, join
 
 # librdkafka properties whose values are secrets: never echoed, always redacted.
 _SECRET_PROPERTY = re.compile(r"password|secret|ssl\.key\.pem|oauthbearer\.config|sasl\.oauthbearer\.client\.secret")
@@ -43,21 +44,24 @@ _OWNED_PROPERTIES = {
 }
 
 
+LOOPBACK_NAMES = {"localhost", "localhost.", "ip6-localhost"}
+
+
 def is_secret_property(name: str) -> bool:
     return bool(_SECRET_PROPERTY.search(name))
 
 
-def load_settings(path: str, env: EnvMapping[str, str] | None = None) -> Settings:
-    """Read ``path``; raise ConfigError listing every problem found."""
+def read_file(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+            return handle.read()
     except OSError as exc:
         raise ConfigError(f"cannot read the configuration file: {exc.strerror}", source=path) from None
-    return parse_settings(text, source=path, env=os.environ if env is None else env)
 
 
-def parse_settings(text: str, source: str = "<config>", env: EnvMapping[str, str] | None = None) -> Settings:
+def read_tree(text: str, source: str, env: EnvMapping[str, str], problems: Problems) -> Any:
+    """The file's YAML, ``${VAR}`` expanded (an unset one is a problem); ConfigError when
+    it is not YAML at all."""
     try:
         tree = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
@@ -66,15 +70,14 @@ def parse_settings(text: str, source: str = "<config>", env: EnvMapping[str, str
         raise ConfigError(f"{where}{exc.problem or exc.context}", source=source) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", source=source) from None
-    problems = Problems()
-    tree = expand(tree, os.environ if env is None else env, problems)
-    settings = _build(tree, source, problems)
-    if problems:
-        # A secret's value can reach another key (`batch_size: ${USERFLUX_API_KEY}`), whose
-        # error quotes what it found: mask every secret the file holds.
-        raise ConfigError([_mask(line, _secret_values(tree)) for line in problems.lines], source=source)
-    assert settings is not None
-    return settings
+    return expand(tree, env, problems)
+
+
+def fail(problems: Problems, tree: Any, source: str) -> NoReturn:
+    """Raise every problem together. A secret's value can reach another key
+    (`batch_size: ${USERFLUX_API_KEY}`), whose error quotes what it found: mask every
+    secret the file holds."""
+    raise ConfigError([_mask(line, _secret_values(tree)) for line in problems.lines], source=source)
 
 
 def _secret_values(tree: Any) -> list[str]:
@@ -128,7 +131,9 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _build(tree: Any, source: str, problems: Problems) -> Settings | None:
+def build(tree: Any, source: str, problems: Problems) -> Settings | None:
+    """The typed settings of an expanded tree; None when it has problems. The mappings'
+    own keys are not looked at here (startup.py compiles them), only that there are some."""
     if tree is None:
         problems.add("", "the file is empty; see config/ for examples")
         return None
@@ -142,13 +147,10 @@ def _build(tree: Any, source: str, problems: Problems) -> Settings | None:
     metrics = _metrics(top.section("metrics"), problems)
     pipeline = _pipeline(top.section("pipeline"), problems)
     limits = _limits(top.section("limits"))
-    mappings = _mappings(top.raw("mappings"), userflux.location_enrichment if userflux else False, problems)
+    mappings = top.raw("mappings")
+    if mappings is not None and (not isinstance(mappings, list) or not mappings):
+        problems.add("mappings", f"expected a non-empty list of mappings, found {describe(mappings)}")
     top.finish()
-    if dead_letter and mappings:
-        for mapping in mappings:
-            if mapping.matches(dead_letter.topic):
-                problems.add("dead_letter.topic", f"{dead_letter.topic!r} matches {mapping.label}: "
-                             "the connector would read its own dead letters; pick another topic or narrow the mapping")
     if problems:
         return None
     secrets = [userflux.api_key.reveal()]
@@ -156,8 +158,30 @@ def _build(tree: Any, source: str, problems: Problems) -> Settings | None:
         secrets += [v for k, v in props.items() if is_secret_property(k) and v]
     return Settings(
         source=source, kafka=kafka, userflux=userflux, on_invalid=on_invalid, dead_letter=dead_letter,
-        metrics=metrics, pipeline=pipeline, mappings=tuple(mappings), limits=limits, secrets=tuple(secrets),
+        metrics=metrics, pipeline=pipeline, limits=limits, secrets=tuple(secrets),
     )
+
+
+def mapping_specs(tree: Any) -> list[Any]:
+    """The mappings as written, for the mapping language to compile (``build`` said
+    whether they are a list)."""
+    raw = tree.get("mappings") if isinstance(tree, dict) else None
+    return raw if isinstance(raw, list) else []
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (where plain http reveals nothing on the wire)."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    """The defaults a settings class declares (model.py): the one place they are written."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
 
 
 def _properties(raw: Any, where: str, problems: Problems) -> dict[str, str]:
@@ -206,12 +230,13 @@ def _kafka(raw: Any, problems: Problems) -> dict[str, str]:
 def _userflux(section: Section, problems: Problems) -> UserFluxSettings | None:
     if not section.ok:
         return None
-    base_url = section.get_str("base_url", "https://integration-api.userflux.co")
-    allow_insecure_http = section.get_bool("allow_insecure_http", False)
+    d = _defaults(UserFluxSettings)
+    base_url = section.get_str("base_url", d["base_url"])
+    allow_insecure_http = section.get_bool("allow_insecure_http", d["allow_insecure_http"])
     if base_url is not None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            problems.add("userflux.base_url", f"expected an http(s) URL like https://integration-api.userflux.co, "
+            problems.add("userflux.base_url", f"expected an http(s) URL like {DEFAULT_BASE_URL}, "
                                               f"found {_without_credentials(base_url)!r}")
         elif parts.query or parts.fragment:
             problems.add("userflux.base_url", "expected a URL without query or fragment; the connector adds the path and locationEnrichment")
@@ -223,11 +248,11 @@ def _userflux(section: Section, problems: Problems) -> UserFluxSettings | None:
     api_key = section.get_str("api_key", secret=True)
     if api_key is not None and any(ch.isspace() for ch in api_key.strip()):
         problems.add("userflux.api_key", "contains white space; expected the write key alone (without 'Bearer ')")
-    retry_section = section.section("retry")
+    retry_section, r = section.section("retry"), _defaults(RetrySettings)
     retry = RetrySettings(
-        initial_backoff_ms=retry_section.get_int("initial_backoff_ms", 250, lo=1, hi=3_600_000),
-        max_backoff_ms=retry_section.get_int("max_backoff_ms", 30_000, lo=1, hi=3_600_000),
-        max_attempts=retry_section.get_int("max_attempts", 0, lo=0),
+        initial_backoff_ms=retry_section.get_int("initial_backoff_ms", r["initial_backoff_ms"], lo=1, hi=3_600_000),
+        max_backoff_ms=retry_section.get_int("max_backoff_ms", r["max_backoff_ms"], lo=1, hi=3_600_000),
+        max_attempts=retry_section.get_int("max_attempts", r["max_attempts"], lo=0),
     )
     retry_section.finish()
     if retry.initial_backoff_ms and retry.max_backoff_ms and retry.initial_backoff_ms > retry.max_backoff_ms:
@@ -236,11 +261,11 @@ def _userflux(section: Section, problems: Problems) -> UserFluxSettings | None:
     settings = UserFluxSettings(
         base_url=(base_url or "").rstrip("/"),
         api_key=Secret((api_key or "").strip()),
-        location_enrichment=section.get_bool("location_enrichment", False),
-        batch_size=section.get_int("batch_size", 50, lo=1, hi=50),
-        linger_ms=section.get_int("linger_ms", 200, lo=0, hi=600_000),
-        max_in_flight=section.get_int("max_in_flight", 8, lo=1, hi=256),
-        request_timeout_s=section.get_float("request_timeout_s", 10.0, lo=0.1, hi=600),
+        location_enrichment=section.get_bool("location_enrichment", d["location_enrichment"]),
+        batch_size=section.get_int("batch_size", d["batch_size"], lo=1, hi=50),
+        linger_ms=section.get_int("linger_ms", d["linger_ms"], lo=0, hi=600_000),
+        max_in_flight=section.get_int("max_in_flight", d["max_in_flight"], lo=1, hi=256),
+        request_timeout_s=section.get_float("request_timeout_s", d["request_timeout_s"], lo=0.1, hi=600),
         retry=retry,
         tls=tls,
         allow_insecure_http=bool(allow_insecure_http),
@@ -258,11 +283,6 @@ def _tls(section: Section, problems: Problems) -> TlsSettings:
     section.finish()
     if tls.client_key_file and not tls.client_cert_file:
         problems.add("userflux.tls.client_key_file", "is set without client_cert_file")
-    elif tls.ca_file or tls.client_cert_file:
-        try:
-            ssl_context(tls)  # read the files now: a mistake stops the start, not the first request
-        except TlsFileError as exc:
-            problems.add(f"userflux.tls.{exc.key}", str(exc))
     return tls
 
 
@@ -289,46 +309,38 @@ def _dead_letter(raw: Any, on_invalid: str | None, problems: Problems) -> DeadLe
 
 
 def _metrics(section: Section, problems: Problems) -> MetricsSettings:
+    d = _defaults(MetricsSettings)
     settings = MetricsSettings(
-        enabled=section.get_bool("enabled", True),
-        host=section.get_str("host", "0.0.0.0"),
-        port=section.get_int("port", 9464, lo=0, hi=65535),
-        lag_interval_s=section.get_float("lag_interval_s", 10.0, lo=1, hi=300),
+        enabled=section.get_bool("enabled", d["enabled"]),
+        host=section.get_str("host", d["host"]),
+        port=section.get_int("port", d["port"], lo=0, hi=65535),
+        lag_interval_s=section.get_float("lag_interval_s", d["lag_interval_s"], lo=1, hi=300),
     )
     section.finish()
     return settings
 
 
 def _pipeline(section: Section, problems: Problems) -> PipelineSettings:
+    d = _defaults(PipelineSettings)
     settings = PipelineSettings(
-        max_pending_messages=section.get_int("max_pending_messages", 10_000, lo=1),
-        commit_interval_ms=section.get_int("commit_interval_ms", 1_000, lo=10, hi=600_000),
-        rebalance_timeout_s=section.get_float("rebalance_timeout_s", 10.0, lo=0, hi=3600),
-        shutdown_grace_s=section.get_float("shutdown_grace_s", 30.0, lo=0, hi=3600),
-        stall_timeout_s=section.get_float("stall_timeout_s", 300.0, lo=1, hi=86400),
-        refused_exit_delay_s=section.get_float("refused_exit_delay_s", 30.0, lo=0, hi=3600),
+        max_pending_messages=section.get_int("max_pending_messages", d["max_pending_messages"], lo=1),
+        commit_interval_ms=section.get_int("commit_interval_ms", d["commit_interval_ms"], lo=10, hi=600_000),
+        rebalance_timeout_s=section.get_float("rebalance_timeout_s", d["rebalance_timeout_s"], lo=0, hi=3600),
+        shutdown_grace_s=section.get_float("shutdown_grace_s", d["shutdown_grace_s"], lo=0, hi=3600),
+        stall_timeout_s=section.get_float("stall_timeout_s", d["stall_timeout_s"], lo=1, hi=86400),
+        refused_exit_delay_s=section.get_float("refused_exit_delay_s", d["refused_exit_delay_s"], lo=0, hi=3600),
     )
     section.finish()
     return settings
 
 
 def _limits(section: Section) -> LimitsSettings:
-    defaults = LimitsSettings()
+    d = _defaults(LimitsSettings)
     settings = LimitsSettings(
         # Below 1 KiB ordinary events would be refused; above 100 MiB is librdkafka's own ceiling.
-        max_message_bytes=section.get_int("max_message_bytes", defaults.max_message_bytes, lo=1024, hi=100 * 1_048_576),
+        max_message_bytes=section.get_int("max_message_bytes", d["max_message_bytes"], lo=1024, hi=100 * 1_048_576),
         # Python's JSON decoder and encoder recurse: stay well below the interpreter's limit.
-        max_nesting_depth=section.get_int("max_nesting_depth", defaults.max_nesting_depth, lo=1, hi=500),
+        max_nesting_depth=section.get_int("max_nesting_depth", d["max_nesting_depth"], lo=1, hi=500),
     )
     section.finish()
     return settings
-
-
-def _mappings(raw: Any, default_location_enrichment: bool, problems: Problems) -> list[Mapping]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list) or not raw:
-        problems.add("mappings", f"expected a non-empty list of mappings, found {describe(raw)}")
-        return []
-    compiled = [compile_mapping(item, i, problems, default_location_enrichment) for i, item in enumerate(raw)]
-    return [m for m in compiled if m is not None]

@@ -1,13 +1,11 @@
-"""The typed settings the connector runs with, built once by ``load.py``."""
+"""The typed settings the connector runs with, built once by ``load.py``; each default
+is written here, once."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ..mapping.event import Mapping
-
+DEFAULT_BASE_URL = "https://integration-api.userflux.co"
 ON_INVALID = ("dead_letter", "skip", "stop")
 
 
@@ -50,8 +48,8 @@ class TlsSettings:
 
 @dataclass(frozen=True)
 class UserFluxSettings:
-    base_url: str
     api_key: Secret
+    base_url: str = DEFAULT_BASE_URL
     location_enrichment: bool = False
     batch_size: int = 50
     linger_ms: int = 200
@@ -103,6 +101,5 @@ class Settings:
     dead_letter: DeadLetterSettings | None
     metrics: MetricsSettings
     pipeline: PipelineSettings
-    mappings: tuple["Mapping", ...]
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     secrets: tuple[str, ...] = field(default=(), repr=False)  # every secret value, for redaction

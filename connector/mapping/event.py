@@ -1,9 +1,10 @@
 """One compiled mapping: which topics it takes, which messages it keeps, how it builds
 the UserFlux event.
 
-``Mapping.apply(value, message)`` is the per-message path: it returns the event dict,
-None when the ``where`` filter skips the message, or raises InvalidMessage with a reason
-that names the field, the spec and what was found.
+Per message, mapper.py asks the mapping's ``where`` filter (``Filter.keeps``) whether
+to keep the message and its builder (``EventBuilder.build``, generated per mapping by
+generated.py) for the event dict; the builder raises InvalidMessage with a reason that
+names the field, the spec and what was found.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import re
 import time
 from typing import Any
 
-from ..config.reader import Problems, Section, describe, join
 from ..errors import InvalidMessage
+from ..validation import Problems, Section, describe, join, short_repr
 from .fields import Extractor, blank_id, blank_value, compile_field
 from .generated import generate
-from .paths import MISSING, compile_ref, short_repr, split_path
+from .paths import MISSING, compile_ref, split_path
 from .timestamps import EARLIEST_MS, EARLIEST_S, MILLIS_BELOW, SECONDS_BELOW, in_range, iso_ms, to_epoch_ms
 
 _FIELDS = ("name", "userId", "anonymousId", "timestamp", "properties")
@@ -54,11 +55,6 @@ class Mapping:
         if self.topics is not None:
             return topic in self.topics
         return self.pattern.search(topic) is not None
-
-    def apply(self, value: Any, message: Any) -> dict | None:
-        if self.where is not None and not self.where.keeps(value, message):
-            return None
-        return self.builder.build(value, message)
 
 
 class Filter:

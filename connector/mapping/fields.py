@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from ..config.reader import Problems, Section, describe, join
+from ..validation import Problems, Section, describe, join
 from .paths import MISSING, compile_ref
 
 Blank = Callable[[Any], bool]

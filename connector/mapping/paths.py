@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING", "__bool__": lambda self: False})()
+from ..validation import type_name
+
+# A value that is not there. Its type is named "nothing": that is how type_name() shows it.
+MISSING: Any = type("nothing", (), {"__repr__": lambda self: "MISSING", "__bool__": lambda self: False})()
 
 Getter = Callable[[Any, Any], Any]
 
@@ -166,31 +169,3 @@ def _compile_metadata(text: str) -> Getter:
 
         return header
     raise ValueError(f"unknown message metadata {text!r}; known: {', '.join(METADATA)}")
-
-
-def short_repr(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters: a reason quotes what it found, but a
-    megabyte-long value must not become a megabyte-long log line or dead-letter header."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**limit:
-        return f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"  # str() refuses huge ones
-    shown = repr(value if not isinstance(value, str) or len(value) <= limit else value[:limit])
-    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
-
-
-def type_name(value: Any) -> str:
-    """Name a JSON value's type the way a user reads it in an error."""
-    if value is MISSING:
-        return "nothing"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__

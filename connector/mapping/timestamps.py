@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from .paths import short_repr, type_name
+from ..validation import short_repr, type_name
 
 _fromisoformat = datetime.fromisoformat
 

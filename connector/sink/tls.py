@@ -7,15 +7,11 @@ built once, at start, where a bad file becomes a configuration error naming the 
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 
 import certifi
 
 from ..config.model import TlsSettings
-
-LOOPBACK_NAMES = {"localhost", "localhost.", "ip6-localhost"}
-
 
 class TlsFileError(ValueError):
     """A configured TLS file cannot be used; ``key`` names the setting."""
@@ -39,16 +35,6 @@ def ssl_context(tls: TlsSettings) -> ssl.SSLContext:
             raise TlsFileError("client_cert_file", f"cannot load a PEM certificate and its private key from "
                                                    f"{files}: {_why(exc)}") from None
     return context
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine (where plain http reveals nothing on the wire)."""
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _why(exc: Exception) -> str:

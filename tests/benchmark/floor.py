@@ -57,7 +57,7 @@ def child(mode: str, bootstrap: str, base_url: str, events: int, topic: str = TO
     import yaml
 
     from connector.cli import _tune_gc
-    from connector.config.load import parse_settings
+    from connector.startup import parse_config
     from connector.pipeline import Pipeline
     from connector.sink.sender import BatchResult
 
@@ -66,7 +66,7 @@ def child(mode: str, bootstrap: str, base_url: str, events: int, topic: str = TO
     config["userflux"]["api_key"] = API_KEY
     config["userflux"]["max_in_flight"] = in_flight
     config["metrics"] = {"enabled": False}
-    pipeline = Pipeline(parse_settings(yaml.safe_dump(config)))
+    pipeline = Pipeline(parse_config(yaml.safe_dump(config)))
     _tune_gc()  # as `userflux-connector run` does
     send = pipeline.pool.sender.send
     if mode == "loop":

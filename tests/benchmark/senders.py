@@ -45,7 +45,7 @@ def sample_body_and_mapper() -> tuple[bytes, Callable[[], None]]:
     """The request body, and one step of the busy thread's work (mapping 100 messages)."""
     import yaml
 
-    from connector.config.load import parse_settings
+    from connector.startup import parse_config
     from connector.mapping.mapper import MessageMapper
     from connector.sink.request import encode_batch
     from tests.benchmark.events import EventFactory
@@ -55,7 +55,7 @@ def sample_body_and_mapper() -> tuple[bytes, Callable[[], None]]:
     config = SCENARIOS["a"].config(bootstrap="127.0.0.1:1", base_url="http://127.0.0.1:2", group="g", topics=["t"],
                                    metrics_port=1, dead_letter_topic="d")
     config["userflux"]["api_key"] = API_KEY
-    mapper = MessageMapper(parse_settings(yaml.safe_dump(config)).mappings)
+    mapper = MessageMapper(parse_config(yaml.safe_dump(config)).mappings)
     factory = EventFactory(seed=4)
     messages = [FakeMessage(topic="t", offset=i, key=key, value=value)
                 for i, (key, value, _kind) in enumerate(factory.message(1_764_320_000_000 + i) for i in range(100))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from connector.batcher import Item
 from connector.offsets import PartitionOffsets
@@ -76,3 +77,11 @@ def make_items(n: int, part: PartitionOffsets | None = None, first: int = 0) -> 
     a new events[0])."""
     part = part or PartitionOffsets("events", 0)
     return [tracked_item(part, offset, sample_event(offset)) for offset in range(first, first + n)]
+
+
+def apply_mapping(mapping: Any, value: Any, message: Any) -> dict | None:
+    """What mapper.py's map() does with a decoded value: None when the mapping's where:
+    skips the message, else the event its builder makes (or InvalidMessage)."""
+    if mapping.where is not None and not mapping.where.keeps(value, message):
+        return None
+    return mapping.builder.build(value, message)

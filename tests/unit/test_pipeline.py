@@ -16,7 +16,7 @@ from confluent_kafka import TopicPartition
 
 from connector import backpressure
 from connector.batcher import Batch
-from connector.config.load import parse_settings
+from connector.startup import parse_config
 from connector.errors import AuthError, KafkaFatalError
 from connector.pipeline import Pipeline
 from connector.sink.sender import BatchResult
@@ -37,7 +37,7 @@ def settings(**pipeline: Any):
                      "refused_exit_delay_s": 0, **pipeline},
         "mappings": [{"topics": ["t"], "event": {"name": "event", "userId": "user", "properties": "props"}}],
     }
-    return parse_settings(yaml.safe_dump(config))
+    return parse_config(yaml.safe_dump(config))
 
 
 def message(partition: int, offset: int, value: Any = None) -> FakeMessage:

@@ -29,4 +29,4 @@ def test_the_baseline_maps_every_generated_message_to_the_event_the_connector_se
 
 
 def test_the_baseline_scenario_runs_the_baseline_with_as_many_posting_threads_as_the_connectors_senders():
-    assert SCENARIOS["q"].baseline_threads == settings(SCENARIOS["a"]).userflux.max_in_flight
+    assert SCENARIOS["q"].baseline_threads == settings(SCENARIOS["a"]).settings.userflux.max_in_flight

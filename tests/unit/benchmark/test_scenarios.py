@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from connector.config.load import parse_settings
+from connector.startup import parse_config
 from connector.mapping.mapper import MessageMapper
 from tests.benchmark.events import FILTERED_TYPE, EventFactory, Produced
 from tests.benchmark.scenarios import API_KEY_VARIABLE, SCENARIOS, Scenario
@@ -20,12 +20,12 @@ TOPICS = ["bench-events", "bench-live"]
 def settings(scenario: Scenario):
     config = scenario.config(bootstrap="127.0.0.1:1", base_url="http://127.0.0.1:2", group="g", topics=TOPICS,
                              metrics_port=3, dead_letter_topic="dead")
-    return parse_settings(yaml.safe_dump(config), env={API_KEY_VARIABLE: "k"})
+    return parse_config(yaml.safe_dump(config), env={API_KEY_VARIABLE: "k"})
 
 
 @pytest.mark.parametrize("key", sorted(SCENARIOS))
 def test_the_configuration_is_valid_and_keeps_the_defaults_the_scenario_is_not_about(key):
-    found = settings(SCENARIOS[key]).userflux
+    found = settings(SCENARIOS[key]).settings.userflux
     assert (found.batch_size, found.linger_ms) == (50, 200)
     assert found.max_in_flight == (16 if key == "b" else 8)
     assert found.api_key.reveal() == "k"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from connector.config.envexpand import expand
-from connector.config.reader import Problems
+from connector.validation import Problems
 
 
 def run(tree, env):

@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 from connector.cli import main
-from connector.config.load import load_settings
+from connector.startup import load_config
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[3] / "config"
 EXAMPLES = sorted(CONFIG_DIR.glob("*.yaml"))
@@ -45,7 +45,7 @@ def test_check_accepts_the_example(path, capsys):
 
 
 def test_the_settings_repr_shows_no_secret():
-    settings = load_settings(str(CONFIG_DIR / "sasl-ssl.yaml"))
+    settings = load_config(str(CONFIG_DIR / "sasl-ssl.yaml")).settings
     assert ENV["KAFKA_PASSWORD"] in settings.kafka.values()
     text = repr(settings)
     assert ENV["KAFKA_PASSWORD"] not in text

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from connector.config.load import is_secret_property, load_settings, parse_settings
+from connector.config.load import is_loopback, is_secret_property
 from connector.config.model import Secret
 from connector.errors import ConfigError
+from connector.startup import load_config, parse_config
 from tests.support.examples import CONTRACT_EXAMPLE as EXAMPLE
-from tests.support.fakes import FakeMessage
+from tests.support.fakes import FakeMessage, apply_mapping
 
 API_KEY = "uf-write-key-0123456789abcdef"
 ENV = {"USERFLUX_API_KEY": API_KEY}
@@ -25,7 +26,7 @@ mappings:
 
 def problems_of(text: str, env=None) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        parse_settings(text, source="conn.yaml", env=ENV if env is None else env)
+        parse_config(text, source="conn.yaml", env=ENV if env is None else env)
     assert str(info.value).startswith("conn.yaml: invalid configuration")
     return info.value.problems
 
@@ -45,11 +46,11 @@ def edit(old: str, new: str, text: str = EXAMPLE) -> str:
 
 
 def test_example_parses_into_typed_values():
-    s = parse_settings(EXAMPLE, source="example.yaml", env=ENV)
-    assert s.source == "example.yaml"
-    assert s.kafka == {"bootstrap.servers": "localhost:9092", "group.id": "userflux-connector",
+    s = parse_config(EXAMPLE, source="example.yaml", env=ENV)
+    assert s.settings.source == "example.yaml"
+    assert s.settings.kafka == {"bootstrap.servers": "localhost:9092", "group.id": "userflux-connector",
                        "auto.offset.reset": "earliest"}
-    uf = s.userflux
+    uf = s.settings.userflux
     assert uf.base_url == "https://integration-api.userflux.co"
     assert isinstance(uf.api_key, Secret) and uf.api_key.reveal() == API_KEY
     assert API_KEY not in repr(uf) and API_KEY not in str(uf.api_key)
@@ -57,14 +58,14 @@ def test_example_parses_into_typed_values():
     assert (uf.batch_size, uf.linger_ms, uf.max_in_flight) == (50, 200, 8)
     assert uf.request_timeout_s == 10.0 and isinstance(uf.request_timeout_s, float)
     assert (uf.retry.initial_backoff_ms, uf.retry.max_backoff_ms, uf.retry.max_attempts) == (250, 30000, 0)
-    assert s.on_invalid == "dead_letter"
-    assert s.dead_letter.topic == "userflux-connector-dlq" and s.dead_letter.producer == {}
-    assert (s.metrics.enabled, s.metrics.host, s.metrics.port) == (True, "0.0.0.0", 9464)
-    assert s.secrets == (API_KEY,)
+    assert s.settings.on_invalid == "dead_letter"
+    assert s.settings.dead_letter.topic == "userflux-connector-dlq" and s.settings.dead_letter.producer == {}
+    assert (s.settings.metrics.enabled, s.settings.metrics.host, s.settings.metrics.port) == (True, "0.0.0.0", 9464)
+    assert s.settings.secrets == (API_KEY,)
 
 
 def test_example_mappings_are_compiled():
-    s = parse_settings(EXAMPLE, env=ENV)
+    s = parse_config(EXAMPLE, env=ENV)
     web, app = s.mappings
     assert web.topics == frozenset({"web-events"}) and web.pattern is None
     assert web.location_enrichment is False and web.where is None
@@ -75,62 +76,62 @@ def test_example_mappings_are_compiled():
 
 
 def test_example_mappings_build_events():
-    s = parse_settings(EXAMPLE, env=ENV)
+    s = parse_config(EXAMPLE, env=ENV)
     web, app = s.mappings
-    event = web.apply({"event": "page_view", "user": {"id": 42}, "anonymous_id": "a1",
+    event = apply_mapping(web, {"event": "page_view", "user": {"id": 42}, "anonymous_id": "a1",
                        "sent_at": "2023-11-14T22:13:20Z", "properties": {"path": "/"}},
                       FakeMessage(topic="web-events"))
     assert event == {"name": "page_view", "userId": "42", "anonymousId": "a1",
                      "timestamp": 1_700_000_000_000, "properties": {"path": "/"}}
     msg = FakeMessage(topic="app.ios", key=b"k9", headers=[("device-id", b"dev-1")],
                       timestamp=(1, 1_600_000_000_123))
-    event = app.apply({"type": "track", "action": "tap", "user": {"name": "x"}, "screen": "home"}, msg)
+    event = apply_mapping(app, {"type": "track", "action": "tap", "user": {"name": "x"}, "screen": "home"}, msg)
     assert event == {"name": "track_tap", "userId": "k9", "anonymousId": "dev-1", "timestamp": 1_600_000_000_123,
                      "properties": {"screen": "home", "source": "mobile", "topic": "app.ios"}}
-    assert app.apply({"type": "identify", "action": "x"}, msg) is None
+    assert apply_mapping(app, {"type": "identify", "action": "x"}, msg) is None
 
 
 def test_env_var_overrides_default_in_example():
-    s = parse_settings(EXAMPLE, env={**ENV, "KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092"})
-    assert s.kafka["bootstrap.servers"] == "k1:9092,k2:9092"
+    s = parse_config(EXAMPLE, env={**ENV, "KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092"})
+    assert s.settings.kafka["bootstrap.servers"] == "k1:9092,k2:9092"
 
 
 def test_defaults_when_sections_are_left_out():
-    s = parse_settings(MINIMAL, env={})
-    assert s.userflux.base_url == "https://integration-api.userflux.co"
-    assert (s.userflux.batch_size, s.userflux.linger_ms, s.userflux.max_in_flight) == (50, 200, 8)
-    assert s.userflux.location_enrichment is False
-    assert s.dead_letter is None and s.on_invalid == "skip"
-    assert s.metrics.port == 9464 and s.pipeline.max_pending_messages == 10_000
+    s = parse_config(MINIMAL, env={})
+    assert s.settings.userflux.base_url == "https://integration-api.userflux.co"
+    assert (s.settings.userflux.batch_size, s.settings.userflux.linger_ms, s.settings.userflux.max_in_flight) == (50, 200, 8)
+    assert s.settings.userflux.location_enrichment is False
+    assert s.settings.dead_letter is None and s.settings.on_invalid == "skip"
+    assert s.settings.metrics.port == 9464 and s.settings.pipeline.max_pending_messages == 10_000
     assert s.mappings[0].location_enrichment is False
 
 
 def test_mapping_inherits_global_location_enrichment():
-    s = parse_settings(edit("{api_key: KEY_PLACEHOLDER}", "{api_key: k, location_enrichment: true}", MINIMAL), env={})
+    s = parse_config(edit("{api_key: KEY_PLACEHOLDER}", "{api_key: k, location_enrichment: true}", MINIMAL), env={})
     assert s.mappings[0].location_enrichment is True
 
 
 def test_strings_from_env_become_typed_values():
     text = edit("{api_key: KEY_PLACEHOLDER}",
                 "{api_key: k, batch_size: '${BS}', location_enrichment: '${LE}', request_timeout_s: '${TO}'}", MINIMAL)
-    s = parse_settings(text, env={"BS": "20", "LE": "true", "TO": "2.5"})
-    assert s.userflux.batch_size == 20
-    assert s.userflux.location_enrichment is True
-    assert s.userflux.request_timeout_s == 2.5
+    s = parse_config(text, env={"BS": "20", "LE": "true", "TO": "2.5"})
+    assert s.settings.userflux.batch_size == 20
+    assert s.settings.userflux.location_enrichment is True
+    assert s.settings.userflux.request_timeout_s == 2.5
 
 
 def test_kafka_property_values_become_strings():
     text = edit('group.id: g}', 'group.id: g, enable.partition.eof: false, fetch.min.bytes: 10, '
                                 'bootstrap.servers: [a:1, b:2]}', MINIMAL).replace('bootstrap.servers: "b:9092", ', "")
-    s = parse_settings(text, env={})
-    assert s.kafka["enable.partition.eof"] == "false"
-    assert s.kafka["fetch.min.bytes"] == "10"
-    assert s.kafka["bootstrap.servers"] == "a:1,b:2"
+    s = parse_config(text, env={})
+    assert s.settings.kafka["enable.partition.eof"] == "false"
+    assert s.settings.kafka["fetch.min.bytes"] == "10"
+    assert s.settings.kafka["bootstrap.servers"] == "a:1,b:2"
 
 
 def test_base_url_trailing_slash_is_dropped():
-    s = parse_settings(edit("{api_key: KEY_PLACEHOLDER}", "{api_key: k, base_url: 'http://127.0.0.1:8080/'}", MINIMAL), env={})
-    assert s.userflux.base_url == "http://127.0.0.1:8080"
+    s = parse_config(edit("{api_key: KEY_PLACEHOLDER}", "{api_key: k, base_url: 'http://127.0.0.1:8080/'}", MINIMAL), env={})
+    assert s.settings.userflux.base_url == "http://127.0.0.1:8080"
 
 
 def test_yaml_merge_keys_are_accepted():
@@ -138,21 +139,21 @@ def test_yaml_merge_keys_are_accepted():
     topics: [t2]
 """
     text = edit("  - topics: [t]\n    event: {name: n, userId: u}", "  - &m\n    topics: [t]\n    event: {name: n, userId: u}", text)
-    s = parse_settings(text, env={})
+    s = parse_config(text, env={})
     assert [sorted(m.topics) for m in s.mappings] == [["t"], ["t2"]]
 
 
-def test_load_settings_reads_a_file_and_uses_given_env(tmp_path):
+def test_load_config_reads_a_file_and_uses_given_env(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(EXAMPLE, encoding="utf-8")
-    s = load_settings(str(path), env=ENV)
-    assert s.source == str(path) and s.userflux.api_key.reveal() == API_KEY
+    s = load_config(str(path), env=ENV)
+    assert s.settings.source == str(path) and s.settings.userflux.api_key.reveal() == API_KEY
 
 
-def test_load_settings_missing_file_is_a_config_error(tmp_path):
+def test_load_config_missing_file_is_a_config_error(tmp_path):
     missing = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError) as info:
-        load_settings(str(missing), env={})
+        load_config(str(missing), env={})
     assert str(missing) in str(info.value)
     assert "cannot read the configuration file" in str(info.value)
     assert info.value.exit_code == 2
@@ -243,8 +244,8 @@ def test_misspelled_bootstrap_servers_is_named():
 
 
 def test_metadata_broker_list_replaces_bootstrap_servers():
-    s = parse_settings(edit('bootstrap.servers: "b:9092"', 'metadata.broker.list: "b:9092"', MINIMAL), env={})
-    assert s.kafka["metadata.broker.list"] == "b:9092"
+    s = parse_config(edit('bootstrap.servers: "b:9092"', 'metadata.broker.list: "b:9092"', MINIMAL), env={})
+    assert s.settings.kafka["metadata.broker.list"] == "b:9092"
 
 
 def test_missing_required_mapping_fields():
@@ -322,8 +323,8 @@ def test_enable_auto_commit_refused():
 
 
 def test_enable_auto_commit_false_is_tolerated():
-    s = parse_settings(edit("auto.offset.reset: earliest", "enable.auto.commit: false"), env=ENV)
-    assert s.kafka["enable.auto.commit"] == "false"
+    s = parse_config(edit("auto.offset.reset: earliest", "enable.auto.commit: false"), env=ENV)
+    assert s.settings.kafka["enable.auto.commit"] == "false"
 
 
 def test_dead_letter_required_for_on_invalid_dead_letter():
@@ -333,7 +334,7 @@ def test_dead_letter_required_for_on_invalid_dead_letter():
     # the default on_invalid is dead_letter too
     assert one_problem(edit("on_invalid: dead_letter\n", "", text)).startswith("dead_letter.topic: is required")
     # skip does not need it
-    assert parse_settings(edit("on_invalid: dead_letter", "on_invalid: skip", text), env=ENV).dead_letter is None
+    assert parse_config(edit("on_invalid: dead_letter", "on_invalid: skip", text), env=ENV).settings.dead_letter is None
 
 
 def test_dead_letter_topic_must_be_a_topic_name():
@@ -353,10 +354,10 @@ def test_dead_letter_topic_listed_in_topics_is_refused():
 
 
 def test_dead_letter_producer_properties_are_kept():
-    s = parse_settings(edit("dead_letter: {topic: userflux-connector-dlq}",
+    s = parse_config(edit("dead_letter: {topic: userflux-connector-dlq}",
                             "dead_letter: {topic: dlq, producer: {linger.ms: 5, sasl.password: dl-pass-123}}"), env=ENV)
-    assert s.dead_letter.producer == {"linger.ms": "5", "sasl.password": "dl-pass-123"}
-    assert "dl-pass-123" in s.secrets
+    assert s.settings.dead_letter.producer == {"linger.ms": "5", "sasl.password": "dl-pass-123"}
+    assert "dl-pass-123" in s.settings.secrets
 
 
 def test_mapping_needs_exactly_one_of_topics_or_pattern():
@@ -422,7 +423,7 @@ def test_all_problems_reported_together():
     assert set(keys) == {"kafka.enable.auto.commit", "userflux.api_key", "userflux.batch_size",
                          "userflux.lingerms", "mappings[0].event.name"}
     with pytest.raises(ConfigError) as info:
-        parse_settings(text, source="c.yaml", env={})
+        parse_config(text, source="c.yaml", env={})
     assert str(info.value).startswith(f"c.yaml: invalid configuration ({len(problems)} problems):\n  - ")
 
 
@@ -447,9 +448,9 @@ def test_sasl_password_is_never_in_errors():
 
 
 def test_sasl_password_is_collected_as_a_secret():
-    s = parse_settings(edit("auto.offset.reset: earliest", "sasl.password: pw-123456"), env=ENV)
-    assert s.kafka["sasl.password"] == "pw-123456"
-    assert set(s.secrets) == {API_KEY, "pw-123456"}
+    s = parse_config(edit("auto.offset.reset: earliest", "sasl.password: pw-123456"), env=ENV)
+    assert s.settings.kafka["sasl.password"] == "pw-123456"
+    assert set(s.settings.secrets) == {API_KEY, "pw-123456"}
 
 
 @pytest.mark.parametrize("value,expected", [
@@ -471,7 +472,7 @@ def test_api_key_from_env_is_not_in_other_errors():
 
 def test_config_error_exit_code():
     with pytest.raises(ConfigError) as info:
-        parse_settings("", env={})
+        parse_config("", env={})
     assert info.value.exit_code == 2
 
 
@@ -492,9 +493,9 @@ def minimal(extra: str = "") -> str:
 
 def test_limits_defaults_and_values():
     from connector.config.model import LimitsSettings
-    assert parse_settings(minimal(), env=ENV).limits == LimitsSettings(1_048_576, 64)
-    limits = parse_settings(minimal("limits: {max_message_bytes: 4096, max_nesting_depth: '${DEPTH}'}\n"),
-                            env={**ENV, "DEPTH": "10"}).limits
+    assert parse_config(minimal(), env=ENV).settings.limits == LimitsSettings(1_048_576, 64)
+    limits = parse_config(minimal("limits: {max_message_bytes: 4096, max_nesting_depth: '${DEPTH}'}\n"),
+                            env={**ENV, "DEPTH": "10"}).settings.limits
     assert limits == LimitsSettings(max_message_bytes=4096, max_nesting_depth=10)
 
 
@@ -515,7 +516,7 @@ def with_userflux(entries: str) -> str:
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080",
                                  "https://integration-api.userflux.co"])
 def test_plain_http_is_allowed_to_this_machine(url):
-    assert parse_settings(with_userflux(f"base_url: '{url}'"), env=ENV).userflux.base_url == url
+    assert parse_config(with_userflux(f"base_url: '{url}'"), env=ENV).settings.userflux.base_url == url
 
 
 def test_plain_http_to_another_host_is_refused_unless_allowed():
@@ -523,7 +524,7 @@ def test_plain_http_to_another_host_is_refused_unless_allowed():
     assert one_problem(text) == (
         "userflux.base_url: plain http to userflux-proxy.internal would send the write key and the events "
         "unencrypted; use https, or set userflux.allow_insecure_http: true")
-    allowed = parse_settings(text.replace("base_url:", "allow_insecure_http: true, base_url:"), env=ENV)
+    allowed = parse_config(text.replace("base_url:", "allow_insecure_http: true, base_url:"), env=ENV).settings
     assert allowed.userflux.base_url == "http://userflux-proxy.internal:8080" and allowed.userflux.allow_insecure_http
 
 
@@ -534,8 +535,8 @@ def test_credentials_in_the_base_url_are_refused_without_being_echoed():
 
 
 def test_tls_files_are_read_at_start(tmp_path, certs):
-    tls = parse_settings(with_userflux(f"tls: {{ca_file: '{certs.ca}', client_cert_file: '{certs.client_cert}', "
-                                       f"client_key_file: '{certs.client_key}'}}"), env=ENV).userflux.tls
+    tls = parse_config(with_userflux(f"tls: {{ca_file: '{certs.ca}', client_cert_file: '{certs.client_cert}', "
+                                       f"client_key_file: '{certs.client_key}'}}"), env=ENV).settings.userflux.tls
     assert tls.ca_file == str(certs.ca) and tls.client_key_file == str(certs.client_key)
     problem = one_problem(with_userflux(f"tls: {{ca_file: '{tmp_path}/missing.pem'}}"))
     assert problem.startswith(f"userflux.tls.ca_file: cannot read a PEM CA bundle from '{tmp_path}/missing.pem'")
@@ -553,3 +554,12 @@ def test_a_secret_reaching_another_key_is_masked_in_its_error():
     joined = "\n".join(problems)
     assert "userflux.batch_size: expected an integer from 1 to 50, found string '***'" in joined
     assert "userflux.linger_ms:" in joined and "hunter2" not in joined and API_KEY not in joined
+
+
+@pytest.mark.parametrize("host,loopback", [
+    ("localhost", True), ("LOCALHOST", True), ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True),
+    ("[::1]", True), ("10.0.0.1", False), ("integration-api.userflux.co", False), ("localhost.example", False),
+    ("0.0.0.0", False),
+])
+def test_loopback_hosts(host, loopback):
+    assert is_loopback(host) is loopback

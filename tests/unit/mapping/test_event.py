@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from connector.config.reader import Problems
+from connector.validation import Problems
 from connector.errors import InvalidMessage
 from connector.mapping.event import compile_mapping
-from tests.support.fakes import FakeMessage
+from tests.support.fakes import FakeMessage, apply_mapping
 
 KAFKA_MS = 1_650_000_000_000
 
@@ -33,12 +33,12 @@ def mapping(event=None, location_enrichment=False, **extra):
 
 
 def build(event_spec, value, message=MSG):
-    return mapping(event_spec).apply(value, message)
+    return apply_mapping(mapping(event_spec), value, message)
 
 
 def invalid(event_spec, value, message=MSG) -> str:
     with pytest.raises(InvalidMessage) as info:
-        mapping(event_spec).apply(value, message)
+        apply_mapping(mapping(event_spec), value, message)
     assert info.value.stage == "map"
     return info.value.reason
 
@@ -326,7 +326,7 @@ def test_properties_from_non_object_is_invalid():
 
 def keeps(where, value, message=MSG) -> bool:
     m = mapping(where=where)
-    return m.apply({"name": "n", "uid": "u", **value}, message) is not None
+    return apply_mapping(m, {"name": "n", "uid": "u", **value}, message) is not None
 
 
 def test_where_in():
@@ -398,7 +398,7 @@ def test_where_skip_reasons_and_description():
 
 def test_where_filters_before_the_event_is_built():
     m = mapping(where={"path": "type", "in": ["track"]})
-    assert m.apply({"type": "page"}, MSG) is None  # no name, no id, but skipped, not invalid
+    assert apply_mapping(m, {"type": "page"}, MSG) is None  # no name, no id, but skipped, not invalid
 
 
 def test_summary_describes_every_field():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connector.config.reader import Problems
+from connector.validation import Problems
 from connector.mapping.fields import blank_id, blank_value, compile_field, parse_template
 from connector.mapping.paths import MISSING
 from tests.support.fakes import FakeMessage

@@ -15,7 +15,7 @@ from unittest import mock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connector.config.reader import Problems
+from connector.validation import Problems
 from connector.errors import InvalidMessage
 from connector.mapping import event as event_module
 from connector.mapping.event import compile_mapping

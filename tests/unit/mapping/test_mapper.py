@@ -7,7 +7,7 @@ import json
 import pytest
 
 from connector.config.model import LimitsSettings
-from connector.config.reader import Problems
+from connector.validation import Problems
 from connector.errors import InvalidMessage
 from connector.mapping.event import compile_mapping
 from connector.mapping.mapper import MessageMapper, decode_value

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.config.model import LimitsSettings
-from connector.config.reader import Problems
+from connector.validation import Problems
 from connector.errors import InvalidMessage
 from connector.mapping.event import compile_mapping
 from connector.mapping.mapper import MessageMapper

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from connector.mapping.paths import MISSING, compile_ref, split_path, type_name
+from connector.mapping.paths import MISSING, compile_ref, split_path
+from connector.validation import type_name
 from tests.support.fakes import FakeMessage
 
 

@@ -1,5 +1,5 @@
-"""TLS to UserFlux: verification against the default or a configured CA, client
-certificates, and what counts as this machine for plain http."""
+"""TLS to UserFlux: verification against the default or a configured CA, and client
+certificates."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from connector.config.model import TlsSettings
 from connector.sink.outcome import DELIVERED, FATAL
 from connector.sink.request import encode_batch
-from connector.sink.tls import TlsFileError, is_loopback, ssl_context
+from connector.sink.tls import TlsFileError, ssl_context
 from tests.conftest import API_KEY
 from tests.support.fakes import sample_event
 from tests.unit.sink.conftest import new_client
@@ -68,12 +68,3 @@ def test_unusable_files_name_the_setting(tmp_path, certs):
     with pytest.raises(TlsFileError) as info:
         ssl_context(TlsSettings(client_cert_file=str(certs.client_cert), client_key_file=str(certs.server_key)))
     assert info.value.key == "client_cert_file" and "private key" in str(info.value)
-
-
-@pytest.mark.parametrize("host,loopback", [
-    ("localhost", True), ("LOCALHOST", True), ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True),
-    ("[::1]", True), ("10.0.0.1", False), ("integration-api.userflux.co", False), ("localhost.example", False),
-    ("0.0.0.0", False),
-])
-def test_loopback_hosts(host, loopback):
-    assert is_loopback(host) is loopback

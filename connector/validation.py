@@ -1,16 +1,17 @@
-"""Typed reading of a parsed YAML tree, collecting every problem with its key path.
+"""The vocabulary of validation, shared by the settings (config/) and the mappings
+(mapping/): typed reading of a parsed YAML tree, collecting every problem with its key
+path, and how a value is shown in an error.
 
 Validation does not stop at the first mistake: a user fixing a config file wants the
 whole list at once. Each problem names the key (``userflux.batch_size``), what was
-expected and what was found. Values of secret keys are never quoted.
+expected and what was found. Values of secret keys are never quoted, and no value is
+quoted at more than ``short_repr``'s length.
 """
 
 from __future__ import annotations
 
 import difflib
 from typing import Any, Iterable
-
-from ..mapping.paths import short_repr, type_name
 
 REQUIRED: Any = object()
 
@@ -187,3 +188,29 @@ def _as_float(value: Any) -> float | None:
         except ValueError:
             return None
     return None
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a reason quotes what it found, but a
+    megabyte-long value must not become a megabyte-long log line or dead-letter header."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**limit:
+        return f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"  # str() refuses huge ones
+    shown = repr(value if not isinstance(value, str) or len(value) <= limit else value[:limit])
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def type_name(value: Any) -> str:
+    """Name a JSON value's type the way a user reads it in an error."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
