@@ -24,9 +24,6 @@ class Item:
         self.offsets = offsets
         self.offset = message.offset() if offset is None else offset
 
-    def done(self) -> None:
-        self.offsets.done(self.offset)
-
 
 class Batch:
     __slots__ = ("id", "items", "location_enrichment", "opened")

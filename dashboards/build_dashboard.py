@@ -24,7 +24,8 @@ SCHEMA_VERSION = 38
 
 PREFIX = "userflux_connector_"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-# The scrape job's name contains this (the chart's service is <release>-userflux-connector).
+# The scrape job's name contains this (the chart's metrics Service is <fullname>-metrics, and
+# its fullname is <release>-userflux-connector unless the release's name holds the chart's).
 JOB_MATCHER = 'job=~".*userflux-connector.*"'
 PODS = 'namespace=~"$namespace", pod=~"$pod"'
 TOPICS = PODS + ', topic=~"$topic"'

@@ -25,7 +25,7 @@ class MessageMapper:
         self.limits = limits or LimitsSettings()
         self._by_topic: dict[str, Mapping | None] = {}
         # Per topic, what map() calls: the mapping, its filter's test (or None) and its
-        # builder, looked up once rather than through Mapping.apply for every message.
+        # builder, looked up once rather than for every message.
         self._plans: dict[str, tuple[Mapping, Any, Any]] = {}
 
     def subscription(self) -> list[str]:
@@ -46,8 +46,7 @@ class MessageMapper:
             return found
 
     def map(self, message: Any) -> tuple[Mapping, dict | None]:
-        """Return (mapping, event); event is None when the mapping's where: skips it.
-        The same as ``mapping.apply(decode_value(...))``, with one call per step less."""
+        """Return (mapping, event); event is None when the mapping's where: skips it."""
         try:
             mapping, keeps, build = self._plans[message.topic()]
         except KeyError:

@@ -4,8 +4,10 @@ They take the batches whose first request (direct.py) did not end in a 2xx, with
 answer, and every batch when requests cannot go out from the pipeline's thread (a
 proxy, the gate holding, no connection). Batches go in through ``submit``; each result
 comes back on the completion queue the pipeline drains on its own thread, so every piece
-of delivery state (offsets, batches, dead letters) is only ever touched by the pipeline
-thread.
+of delivery state (offsets, batches, dead letters) is only ever changed by the pipeline
+thread. The senders only read one flag of it, whether a batch's partitions are still
+owned (``PartitionOffsets.owned``), to give up on revoked ones; a stale read costs one
+request, which the partition's next owner may send again (a duplicate, never a loss).
 """
 
 from __future__ import annotations

@@ -124,12 +124,12 @@ def test_batch_ids_are_unique_and_increasing():
     assert ids == sorted(ids) and len(set(ids)) == 5
 
 
-def test_item_done_marks_its_offset_done():
+def test_an_item_knows_the_offsets_it_marks_done():
     part = PartitionOffsets("events", 0)
     first, second = make_item(7, part), make_item(8, part)
-    second.done()
+    second.offsets.done(second.offset)
     assert part.position is None
-    first.done()
+    first.offsets.done(first.offset)
     assert part.position == 9
 
 
