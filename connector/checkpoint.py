@@ -86,7 +86,7 @@ class Checkpoint:
             return
         metrics.commits.labels("failed").inc()
         why = error.str() if error is not None else "; ".join(
-            f"{p.topic}[{p.partition}]: {p.error.str()}" for p in failed[:5])
+            f"{p.topic}[{p.partition}]: {p.error.str() if p.error is not None else '?'}" for p in failed[:5])
         log.warning("offset commit failed (the next commit retries it): %s", why)
         for part in failed:
             self._asked.pop((part.topic, part.partition), None)

@@ -151,7 +151,7 @@ def summary(startup: Startup) -> str:
     lines.append(f"userflux: {uf.base_url}, batches of up to {uf.batch_size}, linger {uf.linger_ms} ms, "
                  f"{uf.max_in_flight} in flight, timeout {uf.request_timeout_s:g}s, retries "
                  + (f"up to {uf.retry.max_attempts} attempts" if uf.retry.max_attempts else "forever"))
-    if settings.on_invalid == "dead_letter":
+    if settings.dead_letter is not None and settings.on_invalid == "dead_letter":
         lines.append(f"invalid messages: dead-lettered to {settings.dead_letter.topic}")
     else:
         lines.append(f"invalid messages: {settings.on_invalid}")
@@ -159,7 +159,7 @@ def summary(startup: Startup) -> str:
                                 if settings.metrics.enabled else "disabled"))
     lines.append("mappings (the first whose topics match a message wins):")
     for mapping in startup.mappings:
-        what = f"topics {', '.join(sorted(mapping.topics))}" if mapping.topics is not None else f"pattern {mapping.pattern.pattern}"
+        what = mapping.source
         extra = f", locationEnrichment={'true' if mapping.location_enrichment else 'false'}"
         if mapping.where is not None:
             extra += f", only where {mapping.where.describe()}"
@@ -224,6 +224,7 @@ def _map(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO |
             result.update(invalid=exc.reason, stage=exc.stage)
         else:
             if event is None:
+                assert used.where is not None  # only a filter skips
                 result["skipped"] = used.where.skip_reason(mapper.decode(message.value()), message)
             else:
                 result.update(locationEnrichment=used.location_enrichment, event=event)

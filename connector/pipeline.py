@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, TextIO, cast
 
 from . import metrics
 from .backpressure import Backpressure
@@ -34,16 +34,16 @@ from .dead_letter import DeadLetterQueue
 from .errors import AuthError, DeliveryConfigError, FatalError, InvalidMessage
 from .health import ADDRESS_REFUSED, KEY_REFUSED, READY, SHUTTING_DOWN, Status
 from .invalid import InvalidRouter
+from .kafka import Key
 from .lag import LagMonitor
 from .mapping.mapper import MessageMapper
-from .offsets import OffsetTracker
+from .offsets import OffsetTracker, PartitionOffsets
 from .sink.client import UserFluxClient, make_route
 from .sink.direct import DirectSender
 from .sink.dryrun import PrintingSender
 from .sink.pool import Sender, SenderPool
 from .sink.retry import RetryPolicy
 from .sink.sender import BatchResult, BatchSender
-from .kafka import Key
 from .source import KafkaSource
 from .startup import Startup
 from .threads import daemon_thread
@@ -200,7 +200,7 @@ class Pipeline:
         every message, and every call and lookup saved here shows in CPU per event."""
         get_offsets, map_message, add, send = self.tracker.get, self.mapper.map, self.batcher.add, self._send
         last_key: Key | None = None
-        offsets = None
+        offsets = cast(PartitionOffsets, None)  # set by the first message: consume() returns runs of one partition
         for message in messages:
             key = (message.topic(), message.partition())
             if key != last_key:  # consume() returns runs of one partition

@@ -119,7 +119,10 @@ class KafkaSource:
         """Commit ``(topic, partition, next offset)``; False (logged) if Kafka refused."""
         offsets = [TopicPartition(t, p, o) for t, p, o in positions]
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            if asynchronous:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             if isinstance(error, KafkaError) and error.code() == KafkaError._NO_OFFSET:

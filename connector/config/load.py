@@ -151,7 +151,7 @@ def build(tree: Any, source: str, problems: Problems) -> Settings | None:
     if mappings is not None and (not isinstance(mappings, list) or not mappings):
         problems.add("mappings", f"expected a non-empty list of mappings, found {describe(mappings)}")
     top.finish()
-    if problems:
+    if problems or userflux is None:
         return None
     secrets = [userflux.api_key.reveal()]
     for props in (kafka, dead_letter.producer if dead_letter else {}):

@@ -44,17 +44,26 @@ class Mapping:
 
     @property
     def label(self) -> str:
+        return f"mappings[{self.index}] ({self.source})"
+
+    @property
+    def source(self) -> str:
+        """What the mapping reads, in words: ``topics a, b`` or ``pattern ^x``."""
         if self.topics is not None:
-            return f"mappings[{self.index}] (topics {', '.join(sorted(self.topics))})"
-        return f"mappings[{self.index}] (pattern {self.pattern.pattern})"
+            return f"topics {', '.join(sorted(self.topics))}"
+        return f"pattern {self._pattern().pattern}"
 
     def subscription(self) -> list[str]:
-        return sorted(self.topics) if self.topics is not None else [self.pattern.pattern]
+        return sorted(self.topics) if self.topics is not None else [self._pattern().pattern]
 
     def matches(self, topic: str) -> bool:
         if self.topics is not None:
             return topic in self.topics
-        return self.pattern.search(topic) is not None
+        return self._pattern().search(topic) is not None
+
+    def _pattern(self) -> re.Pattern:
+        assert self.pattern is not None, "a mapping has topics or a pattern"  # compile_mapping sees to it
+        return self.pattern
 
 
 class Filter:
@@ -159,7 +168,7 @@ class EventBuilder:
             raise InvalidMessage(f"name: no value found for {self.name.describe}{self.name.why_missing(value, message)}")
         if isinstance(found, bool) or not isinstance(found, (str, int, float)):
             raise InvalidMessage(f"name: expected a string from {self.name.describe}, found {describe(found)}")
-        name = found if type(found) is str else _number_text(found)
+        name = found if isinstance(found, str) else _number_text(found)
         if _WHITE_SPACE.search(name):
             raise InvalidMessage(
                 f"name: {short_repr(name)} contains white space, which UserFlux event names do not support"
@@ -202,7 +211,7 @@ _WHITE_SPACE = re.compile(r"\s")
 _ABSENT_IDS = frozenset({"null", "undefined"})
 
 
-def _number_text(number: float) -> str:
+def _number_text(number: int | float) -> str:
     if isinstance(number, float) and number.is_integer():
         return str(int(number))
     return str(number)
@@ -247,6 +256,7 @@ class PropertiesBuilder:
                 else:
                     props = dict(found)  # a copy: exclude must not change the message value
             else:
+                assert self.source is not None  # as self._source
                 raise InvalidMessage(f"properties: expected an object from {self.source.describe}, found {describe(found)}")
             for path in self.exclude:
                 _remove(props, path)

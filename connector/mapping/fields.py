@@ -85,8 +85,9 @@ def _first_of(items: list, where: str, problems: Problems, blank: Blank) -> Extr
     if not items:
         problems.add(where, "expected at least one candidate, found an empty list")
         return None
-    compiled = [compile_field(item, join(where, i), problems, blank) for i, item in enumerate(items)]
-    if any(c is None for c in compiled):
+    candidates = [compile_field(item, join(where, i), problems, blank) for i, item in enumerate(items)]
+    compiled = [c for c in candidates if c is not None]
+    if len(compiled) < len(candidates):
         return None
     if len(compiled) == 1:
         return compiled[0]
@@ -193,18 +194,18 @@ def _template(text: Any, where: str, problems: Problems) -> Extractor | None:
         return None
     try:
         parts = parse_template(text)
-        compiled = [(kind, compile_ref(body) if kind == "ref" else body) for kind, body in parts]
+        refs = [(body, compile_ref(body)) for kind, body in parts if kind == "ref"]  # (text, getter)
     except ValueError as exc:
         problems.add(where, str(exc))
         return None
-    if not any(kind == "ref" for kind, _ in compiled):
+    if not refs:
         problems.add(where, "a template needs at least one {reference}; use {value: ...} for a constant")
         return None
 
     # Compiled to a format string with one {} per reference: the per-message work is the
     # lookups and one format call.
-    getters = tuple(item for kind, item in compiled if kind == "ref")
-    layout = "".join("{}" if kind == "ref" else item.replace("{", "{{").replace("}", "}}") for kind, item in compiled)
+    getters = tuple(get for _, get in refs)
+    layout = "".join("{}" if kind == "ref" else body.replace("{", "{{").replace("}", "}}") for kind, body in parts)
 
     def render(value: Any, message: Any) -> Any:
         texts = []
@@ -219,8 +220,7 @@ def _template(text: Any, where: str, problems: Problems) -> Extractor | None:
         return layout.format(*texts)
 
     def holes(value: Any, message: Any) -> str | None:
-        missing = [body for (kind, body), (_, item) in zip(parts, compiled)
-                   if kind == "ref" and blank_value(item(value, message))]
+        missing = [body for body, get in refs if blank_value(get(value, message))]
         return f"nothing at {', '.join(missing)}" if missing else None
 
     return Extractor(render, f"the template {text!r}", holes)

@@ -222,8 +222,8 @@ class DirectSender:
                 if sock in busy:
                     self._read(*busy[sock])
             if isinstance(readable[0], ssl.SSLSocket):
-                for sock in [s for s in busy if s.pending()]:  # read past what select saw
-                    self._read(*busy[sock])
+                for sock in [s for s in busy if isinstance(s, ssl.SSLSocket) and s.pending()]:
+                    self._read(*busy[sock])  # read past what select saw
             if busy:
                 now = time.monotonic()
                 for connection, request in [entry for entry in busy.values() if entry[1].deadline <= now]:

@@ -6,7 +6,7 @@ import json
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..batcher import Batch
 from .sender import BatchResult
@@ -17,7 +17,7 @@ class PrintingSender:
         self.out = out or sys.stdout
         self._lock = threading.Lock()
 
-    def send(self, batch: Batch) -> BatchResult:
+    def send(self, batch: Batch, tried: Any = None) -> BatchResult:
         line = json.dumps(
             {"batch": batch.id, "locationEnrichment": batch.location_enrichment,
              "events": [item.event for item in batch.items]},
