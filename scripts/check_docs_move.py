@@ -1,0 +1,76 @@
+"""One-off check for the README split (removed once the split is done).
+
+Every non-blank line of README.md as it was at the commit the split started from must
+appear, stripped of surrounding white space, in the new README.md or in a docs/*.md page.
+Two rewrites are allowed without comment, because the move itself makes them:
+
+* a heading may change level (``### X`` under ``## Y`` becomes ``## X`` on Y's page);
+* a relative link gains ``../`` when its line moves into docs/ (``](config/x.yaml)``
+  becomes ``](../config/x.yaml)``), and a ``#anchor`` link may gain the page it now
+  lives on (``](#health-probes)`` becomes ``](operations.md#health-probes)``).
+
+Every other line that is not found must be listed in CHANGED, with the reason: those are
+the cross-references rewritten into links, and the like. A listed line that *is* found, or
+that was never in the old README, is an error too, so the list stays honest.
+
+    python scripts/check_docs_move.py [BASE]     # BASE: the commit split from (ee1aff4)
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BASE = "ee1aff4"
+
+# Old line (stripped) -> why it is not found as it was.
+CHANGED: dict[str, str] = {}
+
+
+def normalise(line: str) -> str:
+    line = line.strip()
+    line = re.sub(r"^#{1,6} ", "# ", line)
+    line = re.sub(r"\]\((?:\.\./)+", "](", line)
+    line = re.sub(r"\]\([a-z-]+\.md#", "](#", line)
+    return line
+
+
+def main() -> int:
+    base = sys.argv[1] if len(sys.argv) > 1 else BASE
+    old = subprocess.run(["git", "show", f"{base}:README.md"], cwd=REPO, check=True, capture_output=True,
+                         text=True).stdout
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    new_exact, new_normal = set(), set()
+    for page in pages:
+        for line in page.read_text().splitlines():
+            new_exact.add(line.strip())
+            new_normal.add(normalise(line))
+    old_lines = [line.strip() for line in old.splitlines() if line.strip()]
+    missing, rewritten, explained = [], 0, []
+    for number, line in enumerate(old.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped in new_exact:
+            continue
+        if normalise(stripped) in new_normal:
+            rewritten += 1
+        elif stripped in CHANGED:
+            explained.append((number, stripped, CHANGED[stripped]))
+        else:
+            missing.append((number, stripped))
+    stale = [line for line in CHANGED if line not in old_lines or line in new_exact]
+    print(f"{len(old_lines)} non-blank lines in {base}:README.md; {rewritten} found after the heading/link "
+          f"rewrites; {len(explained)} deliberately changed")
+    for number, line, why in explained:
+        print(f"  changed, line {number}: {line}\n      -> {why}")
+    for number, line in missing:
+        print(f"MISSING, line {number}: {line}")
+    for line in stale:
+        print(f"STALE entry in CHANGED (found as it was, or never in the old README): {line}")
+    return 1 if missing or stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
