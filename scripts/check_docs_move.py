@@ -30,6 +30,8 @@ BASE = "ee1aff4"
 CHANGED: dict[str, str] = {
     "long before it exits). Each alert links to its runbook below.":
         "docs/operations.md: 'below' became a link: 'its runbook in [Runbooks](runbooks.md)'",
+    "Exit codes:":
+        "docs/commands.md: the table's lead-in became a heading, '## Exit codes', for the runbooks to link to",
 }
 
 
