@@ -30,6 +30,8 @@ BASE = "ee1aff4"
 CHANGED: dict[str, str] = {
     "long before it exits). Each alert links to its runbook below.":
         "docs/operations.md: 'below' became a link: 'its runbook in [Runbooks](runbooks.md)'",
+    "itself (stage `deliver`, see below). Each reason names the field, the spec and what was":
+        "docs/mapping.md: 'see below' became a link to delivery.md#answers-from-userflux",
     "Exit codes:":
         "docs/commands.md: the table's lead-in became a heading, '## Exit codes', for the runbooks to link to",
 }
