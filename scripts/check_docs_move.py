@@ -32,6 +32,8 @@ CHANGED: dict[str, str] = {
         "docs/operations.md: 'below' became a link: 'its runbook in [Runbooks](runbooks.md)'",
     "itself (stage `deliver`, see below). Each reason names the field, the spec and what was":
         "docs/mapping.md: 'see below' became a link to delivery.md#answers-from-userflux",
+    "**Answers from UserFlux:**":
+        "docs/delivery.md: the table's bold lead-in became a heading, '## Answers from UserFlux', to link to",
     "Exit codes:":
         "docs/commands.md: the table's lead-in became a heading, '## Exit codes', for the runbooks to link to",
 }
