@@ -34,6 +34,10 @@ CHANGED: dict[str, str] = {
         "docs/mapping.md: 'see below' became a link to delivery.md#answers-from-userflux",
     "**Answers from UserFlux:**":
         "docs/delivery.md: the table's bold lead-in became a heading, '## Answers from UserFlux', to link to",
+    '"Benchmark"). The loop keeps up to `max_in_flight` keep-alive connections and never':
+        "docs/decisions.md: the quoted section name became a link to benchmark.md#where-the-cpu-goes",
+    '(see "How answers are read"), and that every rule that protects a batch (the reuse':
+        "docs/decisions.md: the quoted section name became a link to delivery.md#how-answers-are-read",
     "Exit codes:":
         "docs/commands.md: the table's lead-in became a heading, '## Exit codes', for the runbooks to link to",
 }
