@@ -38,6 +38,13 @@ CHANGED: dict[str, str] = {
         "docs/decisions.md: the quoted section name became a link to benchmark.md#where-the-cpu-goes",
     '(see "How answers are read"), and that every rule that protects a batch (the reuse':
         "docs/decisions.md: the quoted section name became a link to delivery.md#how-answers-are-read",
+    '(`connector/sink/direct.py`; "Decisions" says how it behaves). With the interpreter lock,':
+        "docs/benchmark.md: the quoted section name became a link to decisions.md",
+    'asks of a client reading one answer, checked against h11 on generated answers (see "How':
+        "docs/benchmark.md: with the next line, the quoted section names became one link to "
+        "delivery.md#how-answers-are-read",
+    'answers are read" under "Delivery guarantees"). When it was introduced, under httpx\'s':
+        "docs/benchmark.md: see the line before",
     "Exit codes:":
         "docs/commands.md: the table's lead-in became a heading, '## Exit codes', for the runbooks to link to",
 }
