@@ -45,6 +45,21 @@ CHANGED: dict[str, str] = {
         "delivery.md#how-answers-are-read",
     'answers are read" under "Delivery guarantees"). When it was introduced, under httpx\'s':
         "docs/benchmark.md: see the line before",
+    "make demo          # see above":
+        "docs/development.md: 'see above' (the README's quick start) is no longer above; it says what it is",
+    "make bench         # the benchmark (not part of make test), see below":
+        "docs/development.md: 'see below' became 'see benchmark.md'",
+    "make bench-floor   # where the benchmark's CPU per event goes (the pipeline four ways), see below":
+        "docs/development.md: 'see below' became 'see benchmark.md'",
+    "make bench-senders # the sender's concurrency models side by side, CPU per request, see below":
+        "docs/development.md: 'see below' became 'see benchmark.md'",
+    'make bench-answers # reading an answer: http11.py against h11, and the reuse check ("How answers are read")':
+        "docs/development.md: the section name gained its page, '(delivery.md, \"How answers are read\")'",
+    "`make soak` and `make bench` are run by hand; their last results are in this README":
+        "docs/development.md: 'this README' became links to delivery.md#the-last-soak and "
+        "benchmark.md#last-results",
+    '("The fault suite" and "Benchmark").':
+        "docs/development.md: see the line before",
     "Exit codes:":
         "docs/commands.md: the table's lead-in became a heading, '## Exit codes', for the runbooks to link to",
 }
