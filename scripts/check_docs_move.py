@@ -60,6 +60,10 @@ CHANGED: dict[str, str] = {
         "benchmark.md#last-results",
     '("The fault suite" and "Benchmark").':
         "docs/development.md: see the line before",
+    "**Mappings in values.** The chart's `config` value *is* the configuration file above,":
+        "docs/kubernetes.md: 'the configuration file above' became a link to configuration.md",
+    "and off by default; the chart's README explains the trade-off.":
+        "docs/kubernetes.md: 'the chart's README' became a link to its 'Static group membership'",
     "Exit codes:":
         "docs/commands.md: the table's lead-in became a heading, '## Exit codes', for the runbooks to link to",
 }
