@@ -64,6 +64,10 @@ CHANGED: dict[str, str] = {
         "docs/kubernetes.md: 'the configuration file above' became a link to configuration.md",
     "and off by default; the chart's README explains the trade-off.":
         "docs/kubernetes.md: 'the chart's README' became a link to its 'Static group membership'",
+    "| configuration: load, `${VAR}`, validate | `connector/config/` (`load.py`, `envexpand.py`, `reader.py`, `model.py`) |":
+        "docs/development.md: made true after main moved config/reader.py to validation.py and added startup.py",
+    "| consume (the group member) | `connector/source.py` |":
+        "docs/development.md: names connector/kafka.py, which main split out of source.py",
     "Exit codes:":
         "docs/commands.md: the table's lead-in became a heading, '## Exit codes', for the runbooks to link to",
 }
