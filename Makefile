@@ -85,13 +85,13 @@ demo: install
 	$(BIN)/python -m tests.support.demo
 
 # The benchmark (not part of `make test`): the real CLI against a local broker and a fast
-# UserFlux sink; see the README's "Benchmark". Flags go in ARGS, for instance
+# UserFlux sink; see docs/benchmark.md. Flags go in ARGS, for instance
 #   make bench ARGS="--events 100000 --runs 3 --scenario a"
 bench: $(VENV)/.bench-installed $(BASELINE_VENV)/.installed
 	$(BIN)/python -m tests.benchmark $(ARGS)
 
 # Where the CPU per event goes: the pipeline in-process without HTTP, with HTTP on its own
-# thread, and with the sender threads (tests/benchmark/floor.py; README, "Benchmark").
+# thread, and with the sender threads (tests/benchmark/floor.py; docs/benchmark.md).
 bench-floor: $(VENV)/.bench-installed
 	$(BIN)/python -m tests.benchmark.floor $(ARGS)
 
@@ -100,7 +100,7 @@ bench-senders: $(VENV)/.bench-installed
 	$(BIN)/python -m tests.benchmark.senders $(ARGS)
 
 # What reading an answer costs: http11.py's reader against h11, and the reuse check
-# (tests/benchmark/answers.py; README, "How answers are read").
+# (tests/benchmark/answers.py; docs/delivery.md, "How answers are read").
 bench-answers: install
 	$(BIN)/python -m tests.benchmark.answers $(ARGS)
 

@@ -2,8 +2,8 @@
 
 Names follow Prometheus conventions: ``userflux_connector_`` prefix, ``_total`` for
 counters, base units (seconds). Labels are bounded (topic, partition, status code, stage,
-reason class) and never carry secrets or message contents. The README's "Observability"
-section documents each one; the dashboard and the alert rules use only these names.
+reason class) and never carry secrets or message contents. docs/operations.md, "Metrics",
+documents each one; the dashboard and the alert rules use only these names.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Why here and not on a sender thread: with the interpreter lock, every hand-off between the
 pipeline's thread and a sender thread (the batch out, the answer back, each wake from a
 socket call) is a trip through the lock, and those trips cost more than the request
-itself once the request is lean (README, "Benchmark"). So the pipeline's thread keeps up
-to ``max_in_flight`` keep-alive connections, each carrying one request at a time:
+itself once the request is lean (docs/benchmark.md, "Where the CPU goes"). So the
+pipeline's thread keeps up to ``max_in_flight`` keep-alive connections, each carrying one
+request at a time:
 
 * ``submit`` queues a batch and starts it on an idle connection;
 * ``pump`` (at every step of the pipeline, and while it waits) writes what is unsent,

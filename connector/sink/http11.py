@@ -9,7 +9,7 @@ at a bounded number of times: the blocking sender threads feed it from ``recv`` 
 loop (``read_answer``), the pipeline's thread feeds it whenever a socket is readable.
 
 It reads what h11 reads (h11 is the oracle of tests/unit/sink/test_http11_oracle.py),
-and differs only where the README lists it ("How answers are read"), each with its reason:
+and differs only where docs/delivery.md lists it ("How answers are read"), each with its reason:
 
 * The head decides. Once a complete, valid head has arrived, the answer is the server's
   word, whatever happens to its body. A body cut short (the server closed, reset, timed

@@ -14,7 +14,7 @@ Three figures, each the median over ``--runs`` of N repetitions, in microseconds
   loopback server, plain TCP and TLS (one ``select`` with no wait, and for TLS a look at
   the decrypted bytes waiting).
 
-README, "How answers are read", quotes the last run.
+docs/delivery.md, "How answers are read", quotes the last run.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The scenarios of the benchmark, and the connector configuration each one runs with.
 
-The configuration is the production one: every setting the README gives a default keeps
+The configuration is the production one: every setting docs/configuration.md gives a default keeps
 it (read from the connector's own settings model), and only what a scenario is about
 differs: (b) ``max_in_flight: 16`` against a 50 ms round trip, (d) a richer mapping.
 (q) runs the baseline instead of the connector: a quixstreams application doing (a)'s job

@@ -8,9 +8,10 @@ import subprocess
 import pytest
 import yaml
 
-from tests.support.monitoring import ALERT_TESTS, ALERTS, README, load_rules, readme_anchors
+from tests.support.docs import heading_anchors
+from tests.support.monitoring import ALERT_TESTS, ALERTS, RUNBOOKS, load_rules
 
-RUNBOOK_PREFIX = "https://github.com/userflux-connector/userflux-connector/blob/main/README.md#"
+RUNBOOK_PREFIX = "https://github.com/userflux-connector/userflux-connector/blob/main/docs/runbooks.md#"
 
 # What the observability issue asks for, one alert each.
 EXPECTED_ALERTS = {
@@ -52,18 +53,18 @@ def test_every_alert_has_a_severity_a_summary_a_description_and_a_runbook(rules)
         assert all(text.strip() for text in rule["annotations"].values()), rule["alert"]
 
 
-def test_every_runbook_url_points_at_a_readme_heading(rules):
-    anchors = readme_anchors()
+def test_every_runbook_url_points_at_a_runbooks_heading(rules):
+    anchors = heading_anchors(RUNBOOKS.read_text())
     for rule in rules:
         url = rule["annotations"]["runbook_url"]
         assert url.startswith(RUNBOOK_PREFIX), url
-        assert url.removeprefix(RUNBOOK_PREFIX) in anchors, f"{rule['alert']}: no README heading for {url}"
+        assert url.removeprefix(RUNBOOK_PREFIX) in anchors, f"{rule['alert']}: no heading in docs/runbooks.md for {url}"
 
 
 def test_every_runbook_says_what_it_means_what_to_look_at_and_what_to_do(rules):
-    readme = README.read_text()
+    runbooks = RUNBOOKS.read_text()
     for rule in rules:
-        section = re.search(rf"^### {rule['alert']}\n(.*?)(?=^#)", readme, re.MULTILINE | re.DOTALL)
+        section = re.search(rf"^## {rule['alert']}\n(.*?)(?=^#|\Z)", runbooks, re.MULTILINE | re.DOTALL)
         assert section, f"no runbook section for {rule['alert']}"
         for part in ("**Means:**", "**Look at:**", "**Do:**"):
             assert part in section.group(1), f"{rule['alert']}: runbook without {part}"

@@ -1,13 +1,14 @@
-"""Reading metric names out of PromQL, and the README as the reference of every metric used."""
+"""Reading metric names out of PromQL, and docs/operations.md as the reference of every metric used."""
 
 from __future__ import annotations
 
 import pytest
 
+from tests.support.docs import github_anchor, heading_anchors
 from tests.support.monitoring import (
-    Selector, dashboard_expressions, documented_metrics, documented_name, exported_series, github_anchor,
-    load_dashboard, load_rules, metric_names, readme_anchors, rule_expressions, selectors,
-    substitute_grafana_variables, used_metric_names, variable_query,
+    OPERATIONS, Selector, dashboard_expressions, documented_metrics, documented_name, exported_series,
+    load_dashboard, load_rules, metric_names, rule_expressions, selectors, substitute_grafana_variables,
+    used_metric_names, variable_query,
 )
 
 
@@ -73,20 +74,20 @@ def test_github_anchors():
     assert github_anchor(" UserFluxConnectorDown") == "userfluxconnectordown"
     assert github_anchor("`on_invalid` and `dead_letter`") == "on_invalid-and-dead_letter"
     assert github_anchor("Dashboard and alerts") == "dashboard-and-alerts"
-    assert "dashboard-and-alerts" in readme_anchors()
-    assert "not-a-heading" not in readme_anchors("```\n# not a heading\n```\n")
+    assert "dashboard-and-alerts" in heading_anchors(OPERATIONS.read_text())
+    assert "not-a-heading" not in heading_anchors("```\n# not a heading\n```\n")
 
 
-def test_the_readme_documents_every_metric_the_dashboard_and_the_alerts_use():
+def test_the_docs_document_every_metric_the_dashboard_and_the_alerts_use():
     documented = documented_metrics()
     histograms = [m.name for m in documented.values() if m.type == "histogram"]
     used = used_metric_names(dashboard_expressions(load_dashboard()) + rule_expressions(load_rules()))
     assert used, "no metric found: the extraction is broken"
     missing = {name: where for name, where in used.items() if documented_name(name, histograms) not in documented}
-    assert missing == {}, "used but not in the README's metric table"
+    assert missing == {}, "used but not in the metric table of docs/operations.md"
 
 
-def test_the_readme_metric_table_is_well_formed():
+def test_the_metric_table_is_well_formed():
     documented = documented_metrics()
     assert len(documented) >= 20
     for metric in documented.values():

@@ -1,4 +1,4 @@
-"""The dashboard, the alert rules and the README name the metrics the running connector exports.
+"""The dashboard, the alert rules and docs/operations.md name the metrics the running connector exports.
 
 One connector run delivers events, retries a request and dead-letters a message, and its
 /metrics page is scraped while it still owns its partitions: per-partition series exist
@@ -105,4 +105,4 @@ def test_every_metric_the_connector_exports_is_documented(scrape):
     histograms = [m.name for m in documented.values() if m.type == "histogram"]
     exported = {documented_name(name, histograms) for name in exported_series(scrape)
                 if name.startswith("userflux_connector_") and not name.endswith("_created")}
-    assert exported - set(documented) == set(), "exported but not in the README's metric table"
+    assert exported - set(documented) == set(), "exported but not in the metric table of docs/operations.md"

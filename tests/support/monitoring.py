@@ -1,7 +1,7 @@
 """What the dashboard and the alert rules ask of the connector's metrics.
 
 The dashboard (dashboards/userflux-connector.json), the alert rules (dashboards/alerts.yaml),
-the README's metric table and what the running connector exports must name the same
+the metric table of docs/operations.md and what the running connector exports must name the same
 metrics. This module reads all four so tests can compare them: a small PromQL lexer finds
 the vector selectors (metric name and label matchers) in an expression, ignoring functions,
 aggregations, keywords, label names, strings and durations.
@@ -22,7 +22,8 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "dashboards" / "userflux-connector.json"
 ALERTS = REPO / "dashboards" / "alerts.yaml"
 ALERT_TESTS = REPO / "tests" / "dashboards" / "alerts_test.yaml"
-README = REPO / "README.md"
+OPERATIONS = REPO / "docs" / "operations.md"  # the metric table
+RUNBOOKS = REPO / "docs" / "runbooks.md"  # one section per alert
 
 # Where `make` installs promtool; $PROMTOOL overrides it.
 DEFAULT_PROMTOOL = pathlib.Path.home() / ".cache" / "userflux-connector" / "tools" / "promtool"
@@ -238,11 +239,11 @@ class DocumentedMetric:
     labels: tuple[str, ...]
 
 
-def documented_metrics(readme: str | None = None) -> dict[str, DocumentedMetric]:
-    """The README's metric table: rows like ``| `userflux_connector_x_total` | counter | `topic` | ... |``."""
-    readme = README.read_text() if readme is None else readme
+def documented_metrics(text: str | None = None) -> dict[str, DocumentedMetric]:
+    """docs/operations.md's metric table: rows like ``| `userflux_connector_x_total` | counter | `topic` | ... |``."""
+    text = OPERATIONS.read_text() if text is None else text
     found = {}
-    for line in readme.splitlines():
+    for line in text.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) >= 3 and re.fullmatch(r"`userflux_connector_\w+`", cells[0]):
             name = cells[0].strip("`")
@@ -271,25 +272,6 @@ def exported_series(scrape: str) -> dict[str, str]:
         elif line and not line.startswith("#"):
             series.setdefault(re.match(r"[^{\s]+", line).group(), "untyped")
     return series
-
-
-# --- README anchors ---------------------------------------------------------------------
-
-def github_anchor(heading: str) -> str:
-    """The anchor GitHub gives a Markdown heading."""
-    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
-    return text.replace(" ", "-")
-
-
-def readme_anchors(readme: str | None = None) -> set[str]:
-    readme = README.read_text() if readme is None else readme
-    anchors, fenced = set(), False
-    for line in readme.splitlines():
-        if line.startswith("```"):
-            fenced = not fenced
-        elif not fenced and re.match(r"#{1,6} ", line):
-            anchors.add(github_anchor(line.lstrip("#")))
-    return anchors
 
 
 # --- promtool -----------------------------------------------------------------------------

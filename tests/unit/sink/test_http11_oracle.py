@@ -9,7 +9,7 @@ the connector sends) and to our reader, both ways the connector reads: ``read_an
 over a ``recv`` (the sender threads) and ``AnswerReader.feed`` (the pipeline's thread).
 
 They must agree on the outcome, except for the deliberate differences listed in
-the README ("How answers are read") and in http11.py's docstring, each checked here for what it is:
+docs/delivery.md ("How answers are read") and in http11.py's docstring, each checked here for what it is:
 
 * **the head decides**: where h11 raises after the final answer's head arrived (the body
   cut short or its chunked coding broken), ours returns that answer, marked incomplete,
