@@ -1,9 +1,10 @@
-"""Session-wide test fixtures: the real Kafka broker, the UserFlux stand-in and promtool.
+"""Session-wide test fixtures: the real Kafka broker, the UserFlux stand-in, promtool and
+the Prometheus server binary.
 
 The broker is started once per session (or taken from $KAFKA_BOOTSTRAP_SERVERS). If it
 cannot start, every test that needs it fails; none is skipped. The stand-in is started
-once per session too, and reset around every test that uses it. promtool is the one
-`make` installs; a test that needs it fails when it is missing.
+once per session too, and reset around every test that uses it. promtool and prometheus
+are the ones `make` installs; a test that needs them fails when they are missing.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 from tests.support.certs import Certs, make_certs
 from tests.support.kafka_broker import BrokerError, KafkaBroker, ensure_jars
 from tests.support.monitoring import PromtoolMissing, promtool_path
+from tests.support.prometheus import PrometheusMissing, prometheus_path
 from tests.support.userflux_standin import UserFluxStandIn
 
 API_KEY = "test-write-key-0123456789"
@@ -65,6 +67,15 @@ def promtool() -> str:
     try:
         return str(promtool_path())
     except PromtoolMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def prometheus_binary() -> str:
+    """Path of the Prometheus server ($PROMETHEUS, else where `make prometheus` puts it)."""
+    try:
+        return str(prometheus_path())
+    except PrometheusMissing as exc:
         pytest.fail(str(exc), pytrace=False)
 
 
