@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from . import metrics
 from .kafka import Key
@@ -69,8 +70,12 @@ class Backpressure:
                 self.paused = self.source.assignment()
                 self.source.pause(self.paused)
                 metrics.paused_partitions.set(len(self.paused))
-                log.info("%d messages pending (limit %d) for %.0fs: pausing consumption until half are done",
-                         pending, self.limit, PAUSE_AFTER_S)
+                log.info(
+                    "%d messages pending (limit %d) for %.0fs: pausing consumption until half are done",
+                    pending,
+                    self.limit,
+                    PAUSE_AFTER_S,
+                )
         else:
             newly_assigned = self.source.assignment() - self.paused
             if newly_assigned:

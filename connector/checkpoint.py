@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from confluent_kafka import KafkaError, TopicPartition
 
@@ -26,9 +27,15 @@ class Committer(Protocol):
 
 
 class Checkpoint:
-    def __init__(self, source: Committer | None, tracker: OffsetTracker, interval_s: float,
-                 enabled: bool = True, clock: Callable[[], float] = time.monotonic,
-                 on_committed: Callable[[Key, int], None] | None = None):
+    def __init__(
+        self,
+        source: Committer | None,
+        tracker: OffsetTracker,
+        interval_s: float,
+        enabled: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        on_committed: Callable[[Key, int], None] | None = None,
+    ):
         self.source = source
         self.tracker = tracker
         self.interval_s = interval_s
@@ -46,8 +53,11 @@ class Checkpoint:
         """Commit the given partitions (default: every owned one); return how many moved."""
         self._next = self.clock() + self.interval_s
         # 1. For each owned partition, the position below which every message is done.
-        chosen = self.tracker.partitions if keys is None else {
-            k: self.tracker.partitions[k] for k in keys if k in self.tracker.partitions}
+        chosen = (
+            self.tracker.partitions
+            if keys is None
+            else {k: self.tracker.partitions[k] for k in keys if k in self.tracker.partitions}
+        )
         positions = [(k, p.position) for k, p in chosen.items() if p.position is not None]
         # 2. Keep only the positions that moved since the last commit asked for.
         moved = [(k, pos) for k, pos in positions if self._asked.get(k) != pos]
@@ -56,8 +66,12 @@ class Checkpoint:
         # 3. Commit them: asynchronously while running, synchronously on revoke and shutdown.
         ok = self.source.commit([(t, p, pos) for (t, p), pos in moved], asynchronous=asynchronous)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("commit%s %s: %s", " (async)" if asynchronous else "",
-                      ", ".join(f"{t}[{p}]={pos}" for (t, p), pos in moved), "asked" if ok else "failed")
+            log.debug(
+                "commit%s %s: %s",
+                " (async)" if asynchronous else "",
+                ", ".join(f"{t}[{p}]={pos}" for (t, p), pos in moved),
+                "asked" if ok else "failed",
+            )
         # 4. Remember what was asked, so an unchanged partition is not committed again;
         #    a failure forgets it, and the next commit asks again.
         for key, pos in moved:
@@ -74,19 +88,30 @@ class Checkpoint:
     def on_commit_result(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """librdkafka's answer to an asynchronous commit (served on the pipeline thread)."""
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("commit answer: %s for %s", error.str() if error else "ok",
-                      ", ".join(f"{p.topic}[{p.partition}]={p.offset}" for p in partitions))
+            log.debug(
+                "commit answer: %s for %s",
+                error.str() if error else "ok",
+                ", ".join(f"{p.topic}[{p.partition}]={p.offset}" for p in partitions),
+            )
         failed = partitions if error is not None else [p for p in partitions if p.error is not None]
         if error is not None and error.code() == KafkaError._NO_OFFSET:
             return
-        self._acknowledged(((p.topic, p.partition), p.offset) for p in partitions
-                           if error is None and p.error is None and p.offset >= 0)
+        self._acknowledged(
+            ((p.topic, p.partition), p.offset)
+            for p in partitions
+            if error is None and p.error is None and p.offset >= 0
+        )
         if not failed:
             metrics.commits.labels("ok").inc()
             return
         metrics.commits.labels("failed").inc()
-        why = error.str() if error is not None else "; ".join(
-            f"{p.topic}[{p.partition}]: {p.error.str() if p.error is not None else '?'}" for p in failed[:5])
+        why = (
+            error.str()
+            if error is not None
+            else "; ".join(
+                f"{p.topic}[{p.partition}]: {p.error.str() if p.error is not None else '?'}" for p in failed[:5]
+            )
+        )
         log.warning("offset commit failed (the next commit retries it): %s", why)
         for part in failed:
             self._asked.pop((part.topic, part.partition), None)

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import json
 import logging
+import os
 import signal
 import sys
 import time
-from typing import Any, Sequence, TextIO
+from collections.abc import Sequence
+from typing import Any, TextIO
 
 from . import __version__, logs
 from .errors import ConfigError, ConnectorError, InvalidMessage
@@ -52,25 +53,46 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, help_text: str, func) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         cmd.add_argument("--config", "-c", required=True, metavar="FILE", help="the connector's YAML configuration")
-        cmd.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                         type=str.upper, help="log verbosity (default INFO)")
-        cmd.add_argument("--log-format", default="text", choices=["text", "json"],
-                         help="log lines as text or JSON objects, on stderr (default text)")
+        cmd.add_argument(
+            "--log-level",
+            default="INFO",
+            choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+            type=str.upper,
+            help="log verbosity (default INFO)",
+        )
+        cmd.add_argument(
+            "--log-format",
+            default="text",
+            choices=["text", "json"],
+            help="log lines as text or JSON objects, on stderr (default text)",
+        )
         cmd.set_defaults(command=func)
         return cmd
 
     run = command("run", "Consume the mapped topics and deliver them to UserFlux.", _run)
-    run.add_argument("--dry-run", action="store_true",
-                     help="consume and map for real, print the batches on stdout instead of posting them, "
-                          "commit nothing (uses the consumer group <group.id>.dry-run)")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="consume and map for real, print the batches on stdout instead of posting them, "
+        "commit nothing (uses the consumer group <group.id>.dry-run)",
+    )
     command("check", "Validate the configuration and print a summary of the mappings.", _check)
     mapper = command("map", "Map JSON message values read on stdin, one per line, and print each result.", _map)
     mapper.add_argument("--topic", "-t", required=True, help="the topic the values are read as coming from")
     mapper.add_argument("--key", help="the Kafka key every value is given (for @key)")
-    mapper.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
-                        help="a Kafka header every value is given (for @headers.NAME); repeatable")
-    mapper.add_argument("--timestamp", type=int, metavar="MS",
-                        help="the Kafka timestamp, epoch milliseconds (for @timestamp; default: now)")
+    mapper.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a Kafka header every value is given (for @headers.NAME); repeatable",
+    )
+    mapper.add_argument(
+        "--timestamp",
+        type=int,
+        metavar="MS",
+        help="the Kafka timestamp, epoch milliseconds (for @timestamp; default: now)",
+    )
     return parser
 
 
@@ -95,8 +117,9 @@ def _run(args: argparse.Namespace) -> int:
         try:
             server = HealthServer(settings.metrics.host, settings.metrics.port, pipeline.status).start()
         except OSError as exc:
-            raise ConfigError(f"metrics.port: cannot listen on {settings.metrics.host}:{settings.metrics.port}: "
-                              f"{exc.strerror}") from None
+            raise ConfigError(
+                f"metrics.port: cannot listen on {settings.metrics.host}:{settings.metrics.port}: {exc.strerror}"
+            ) from None
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda s, _frame: pipeline.request_stop(s))
     _tune_gc()
@@ -127,10 +150,11 @@ def _tune_gc() -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from confluent_kafka import Producer
+
     from .dead_letter import producer_config
     from .kafka import validate_properties
     from .source import consumer_config
-    from confluent_kafka import Producer
 
     startup = _load(args)
     settings = startup.settings
@@ -146,17 +170,27 @@ def summary(startup: Startup) -> str:
     uf, kafka = settings.userflux, settings.kafka
     lines = [f"{settings.source}: OK"]
     others = len([k for k in kafka if k not in ("bootstrap.servers", "group.id")])
-    lines.append(f"kafka: {kafka.get('bootstrap.servers', kafka.get('metadata.broker.list'))}, "
-                 f"group {kafka.get('group.id')}" + (f" (+{others} more properties)" if others else ""))
-    lines.append(f"userflux: {uf.base_url}, batches of up to {uf.batch_size}, linger {uf.linger_ms} ms, "
-                 f"{uf.max_in_flight} in flight, timeout {uf.request_timeout_s:g}s, retries "
-                 + (f"up to {uf.retry.max_attempts} attempts" if uf.retry.max_attempts else "forever"))
+    lines.append(
+        f"kafka: {kafka.get('bootstrap.servers', kafka.get('metadata.broker.list'))}, "
+        f"group {kafka.get('group.id')}" + (f" (+{others} more properties)" if others else "")
+    )
+    lines.append(
+        f"userflux: {uf.base_url}, batches of up to {uf.batch_size}, linger {uf.linger_ms} ms, "
+        f"{uf.max_in_flight} in flight, timeout {uf.request_timeout_s:g}s, retries "
+        + (f"up to {uf.retry.max_attempts} attempts" if uf.retry.max_attempts else "forever")
+    )
     if settings.dead_letter is not None and settings.on_invalid == "dead_letter":
         lines.append(f"invalid messages: dead-lettered to {settings.dead_letter.topic}")
     else:
         lines.append(f"invalid messages: {settings.on_invalid}")
-    lines.append("metrics: " + (f"http://{settings.metrics.host}:{settings.metrics.port}/metrics"
-                                if settings.metrics.enabled else "disabled"))
+    lines.append(
+        "metrics: "
+        + (
+            f"http://{settings.metrics.host}:{settings.metrics.port}/metrics"
+            if settings.metrics.enabled
+            else "disabled"
+        )
+    )
     lines.append("mappings (the first whose topics match a message wins):")
     for mapping in startup.mappings:
         what = mapping.source
@@ -177,18 +211,38 @@ class LineMessage:
 
     __slots__ = ("_topic", "_offset", "_value", "_key", "_headers", "_timestamp")
 
-    def __init__(self, topic: str, offset: int, value: bytes, key: bytes | None,
-                 headers: list[tuple[str, bytes]], timestamp_ms: int):
+    def __init__(
+        self,
+        topic: str,
+        offset: int,
+        value: bytes,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        timestamp_ms: int,
+    ):
         self._topic, self._offset, self._value = topic, offset, value
         self._key, self._headers, self._timestamp = key, headers, timestamp_ms
 
-    def topic(self) -> str: return self._topic
-    def partition(self) -> int: return 0
-    def offset(self) -> int: return self._offset
-    def key(self) -> bytes | None: return self._key
-    def value(self) -> bytes: return self._value
-    def headers(self) -> list[tuple[str, bytes]]: return self._headers
-    def timestamp(self) -> tuple[int, int]: return (1, self._timestamp)  # 1: CreateTime
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self._headers
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._timestamp)  # 1: CreateTime
 
 
 def _map(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
@@ -199,8 +253,9 @@ def _map(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO |
     mapper = MessageMapper(startup.mappings, startup.settings.limits)
     mapping = mapper.mapping_for(args.topic)
     if mapping is None:
-        raise ConfigError(f"--topic {args.topic}: no mapping takes this topic; the mappings read "
-                          f"{', '.join(mapper.subscription())}")
+        raise ConfigError(
+            f"--topic {args.topic}: no mapping takes this topic; the mappings read {', '.join(mapper.subscription())}"
+        )
     headers = []
     for item in args.header:
         name, sep, value = item.partition("=")

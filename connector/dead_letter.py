@@ -21,14 +21,15 @@ was left out and how big it was; the source coordinates still point at the origi
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from .config.model import DeadLetterSettings
 from .errors import KafkaFatalError
-from .logs import RateLimitedLog, redact
 from .kafka import rdkafka_log, translate_config_error
+from .logs import RateLimitedLog, redact
 
 log = logging.getLogger("connector.dead_letter")
 
@@ -49,13 +50,34 @@ _TRANSIENT = {KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.NOT_COORDINATO
 
 # librdkafka consumer-only properties: a producer warns about each, so they are not passed.
 CONSUMER_ONLY = {
-    "group.id", "group.instance.id", "group.protocol", "group.remote.assignor", "partition.assignment.strategy",
-    "session.timeout.ms", "heartbeat.interval.ms", "group.protocol.type", "coordinator.query.interval.ms",
-    "max.poll.interval.ms", "enable.auto.commit", "auto.commit.interval.ms", "enable.auto.offset.store",
-    "queued.min.messages", "queued.max.messages.kbytes", "fetch.wait.max.ms", "fetch.queue.backoff.ms",
-    "fetch.message.max.bytes", "max.partition.fetch.bytes", "fetch.max.bytes", "fetch.min.bytes",
-    "fetch.error.backoff.ms", "offset.store.method", "isolation.level", "enable.partition.eof", "check.crcs",
-    "auto.offset.reset", "consume.callback.max.messages",
+    "group.id",
+    "group.instance.id",
+    "group.protocol",
+    "group.remote.assignor",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "group.protocol.type",
+    "coordinator.query.interval.ms",
+    "max.poll.interval.ms",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "fetch.wait.max.ms",
+    "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes",
+    "max.partition.fetch.bytes",
+    "fetch.max.bytes",
+    "fetch.min.bytes",
+    "fetch.error.backoff.ms",
+    "offset.store.method",
+    "isolation.level",
+    "enable.partition.eof",
+    "check.crcs",
+    "auto.offset.reset",
+    "consume.callback.max.messages",
 }
 
 
@@ -96,13 +118,18 @@ class DeadLetterQueue:
         original = list(message.headers() or [])
         self._produce(message, message.key(), message.value(), original + ours, ours, done, slimmed=False)
 
-    def _produce(self, message: Any, key: Any, value: Any, headers: list, ours: list, done: Done,
-                 slimmed: bool) -> None:
+    def _produce(
+        self, message: Any, key: Any, value: Any, headers: list, ours: list, done: Done, slimmed: bool
+    ) -> None:
         where = f"{message.topic()}[{message.partition()}] offset {message.offset()}"
 
         def failed(text: str) -> None:
-            done(KafkaFatalError(f"could not write to the dead-letter topic {self.topic!r}: {redact(text)}; "
-                                 f"{where} stays uncommitted"))
+            done(
+                KafkaFatalError(
+                    f"could not write to the dead-letter topic {self.topic!r}: {redact(text)}; "
+                    f"{where} stays uncommitted"
+                )
+            )
 
         def delivered(error: KafkaError | None, _record: Any) -> None:
             self.in_flight -= 1
@@ -117,8 +144,9 @@ class DeadLetterQueue:
         kwargs = {"timestamp": timestamp} if kind != 0 and timestamp and timestamp > 0 else {}
         while True:
             try:
-                self.producer.produce(self.topic, key=key, value=value, headers=headers,
-                                      on_delivery=delivered, **kwargs)
+                self.producer.produce(
+                    self.topic, key=key, value=value, headers=headers, on_delivery=delivered, **kwargs
+                )
                 break
             except BufferError:
                 self.producer.poll(0.1)  # the local queue is full: let deliveries drain
@@ -144,10 +172,17 @@ class DeadLetterQueue:
             dropped.append(f"the original headers ({len(original)}, {header_bytes} bytes)")
             original = []
         note = f"{' and '.join(dropped)}: the dead letter was too large ({why}); read the original at the source offset"
-        self._errors.log(logging.WARNING, "dead letter for %s[%d] offset %d: %s", message.topic(),
-                         message.partition(), message.offset(), note)
-        self._produce(message, key, b"", original + ours + [(HEADER_DROPPED, note.encode("utf-8"))], ours, done,
-                      slimmed=True)
+        self._errors.log(
+            logging.WARNING,
+            "dead letter for %s[%d] offset %d: %s",
+            message.topic(),
+            message.partition(),
+            message.offset(),
+            note,
+        )
+        self._produce(
+            message, key, b"", original + ours + [(HEADER_DROPPED, note.encode("utf-8"))], ours, done, slimmed=True
+        )
 
     def poll(self, timeout_s: float = 0.0) -> None:
         """Serve delivery reports (they call ``done`` on this thread)."""

@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
@@ -84,8 +85,13 @@ class Status:
         idle = now - self.last_beat
         quiet = now - self.last_progress
         oldest = now - self.oldest_read_at if self.pending and self.oldest_read_at is not None else 0.0
-        body: dict[str, Any] = {"status": "ok", "pending": self.pending, "oldest_pending_s": round(oldest, 1),
-                                "last_progress_s": round(quiet, 1), "loop_idle_s": round(idle, 1)}
+        body: dict[str, Any] = {
+            "status": "ok",
+            "pending": self.pending,
+            "oldest_pending_s": round(oldest, 1),
+            "last_progress_s": round(quiet, 1),
+            "loop_idle_s": round(idle, 1),
+        }
         if idle > self.loop_timeout_s:
             body["status"] = "loop_stopped"
             return False, body
@@ -120,7 +126,7 @@ class HealthServer:
         self.port = self.server.server_address[1]
         self._thread = daemon_thread(self.server.serve_forever, "health")
 
-    def start(self) -> "HealthServer":
+    def start(self) -> HealthServer:
         self._thread.start()
         log.info("metrics and probes on port %d: /metrics /healthz /readyz", self.port)
         return self
@@ -132,7 +138,7 @@ class HealthServer:
 
 def _handler(status: Status) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
@@ -149,7 +155,7 @@ def _handler(status: Status) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args) -> None:  # noqa: A002 - probes every few seconds are noise
+        def log_message(self, format: str, *args) -> None:
             pass
 
     return Handler

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from . import metrics
 from .dead_letter import DeadLetterQueue
@@ -22,8 +23,14 @@ log = logging.getLogger("connector.pipeline")
 
 
 class InvalidRouter:
-    def __init__(self, action: str, dead_letters: DeadLetterQueue | None, fail: Callable[[FatalError], None],
-                 progress: Callable[[], None], out: TextIO | None = None):
+    def __init__(
+        self,
+        action: str,
+        dead_letters: DeadLetterQueue | None,
+        fail: Callable[[FatalError], None],
+        progress: Callable[[], None],
+        out: TextIO | None = None,
+    ):
         self.action = "print" if out is not None else action  # out: a dry run prints them
         self.dead_letters = dead_letters
         self.fail = fail
@@ -37,8 +44,13 @@ class InvalidRouter:
         metrics.messages_invalid.labels(topic, stage, self.action).inc()
         if self.action == "print":
             assert self.out is not None
-            self.out.write(json.dumps({"invalid": reason, "stage": stage, "topic": topic,
-                                       "partition": partition, "offset": offset}, ensure_ascii=False) + "\n")
+            self.out.write(
+                json.dumps(
+                    {"invalid": reason, "stage": stage, "topic": topic, "partition": partition, "offset": offset},
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
             self.out.flush()
             offsets.done(offset)
         elif self.action == "stop":

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from . import metrics
+from .kafka import Key
 from .logs import RateLimitedLog, redact
 from .metrics import PartitionSeries
-from .kafka import Key
 from .threads import daemon_thread
 
 log = logging.getLogger("connector.lag")
@@ -40,8 +41,13 @@ def lag_consumer_config(props: dict[str, str]) -> dict[str, Any]:
 
 
 class LagMonitor:
-    def __init__(self, props: dict[str, str], series: PartitionSeries, interval_s: float,
-                 factory: Callable[[dict], Any] = Consumer):
+    def __init__(
+        self,
+        props: dict[str, str],
+        series: PartitionSeries,
+        interval_s: float,
+        factory: Callable[[dict], Any] = Consumer,
+    ):
         self.series = series
         self.interval_s = interval_s
         self.from_start = props.get("auto.offset.reset", "largest").lower() in _FROM_START
@@ -53,7 +59,7 @@ class LagMonitor:
         self.consumer = factory({**lag_consumer_config(props), "logger": logging.getLogger("connector.librdkafka")})
         self._thread = daemon_thread(self._run, "lag-monitor")
 
-    def start(self) -> "LagMonitor":
+    def start(self) -> LagMonitor:
         self._thread.start()
         return self
 
@@ -102,8 +108,10 @@ class LagMonitor:
             return
         try:
             # 1. Both watermarks of each partition (ListOffsets; librdkafka asks per partition).
-            marks = {k: self.consumer.get_watermark_offsets(TopicPartition(*k), timeout=TIMEOUT_S, cached=False)
-                     for k in keys}
+            marks = {
+                k: self.consumer.get_watermark_offsets(TopicPartition(*k), timeout=TIMEOUT_S, cached=False)
+                for k in keys
+            }
             # 2. The group's committed offsets, for partitions we have not committed ourselves.
             with self._lock:
                 ask = [k for k in keys if k not in self._committed]

@@ -11,7 +11,7 @@ import logging
 import re
 import sys
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 MASK = "***"
 
@@ -140,8 +140,7 @@ class RateLimitedLog:
     """At most ``burst`` lines per ``period_s``; the rest are counted and summarised, so
     a flood of bad messages cannot drown the log (metrics still count every one)."""
 
-    def __init__(self, logger: logging.Logger, burst: int = 10, period_s: float = 10.0,
-                 clock=time.monotonic):
+    def __init__(self, logger: logging.Logger, burst: int = 10, period_s: float = 10.0, clock=time.monotonic):
         self.logger = logger
         self.burst = burst
         self.period_s = period_s
@@ -154,7 +153,9 @@ class RateLimitedLog:
         now = self.clock()
         if now - self._window_start >= self.period_s:
             if self._suppressed:
-                self.logger.log(level, "%d more like this in the last %.0fs (not shown)", self._suppressed, self.period_s)
+                self.logger.log(
+                    level, "%d more like this in the last %.0fs (not shown)", self._suppressed, self.period_s
+                )
             self._window_start, self._count, self._suppressed = now, 0, 0
         if self._count < self.burst:
             self._count += 1

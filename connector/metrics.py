@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from typing import Iterable
+from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
@@ -20,23 +20,25 @@ PREFIX = "userflux_connector"
 
 # -- throughput ---------------------------------------------------------------------------
 
-messages_consumed = Counter(
-    f"{PREFIX}_messages_consumed", "Kafka messages read, by topic.", ["topic"])
-events_delivered = Counter(
-    f"{PREFIX}_events_delivered", "Events UserFlux accepted (answered 2xx).", ["topic"])
+messages_consumed = Counter(f"{PREFIX}_messages_consumed", "Kafka messages read, by topic.", ["topic"])
+events_delivered = Counter(f"{PREFIX}_events_delivered", "Events UserFlux accepted (answered 2xx).", ["topic"])
 messages_filtered = Counter(
-    f"{PREFIX}_messages_filtered", "Messages a mapping's where: filter left out (committed, not sent).", ["topic"])
+    f"{PREFIX}_messages_filtered", "Messages a mapping's where: filter left out (committed, not sent).", ["topic"]
+)
 messages_invalid = Counter(
     f"{PREFIX}_messages_invalid",
     "Messages that can never be delivered, by stage (deserialize, map, deliver) and the action taken "
     "(dead_letter, skip, stop, print).",
-    ["topic", "stage", "action"])
+    ["topic", "stage", "action"],
+)
 dead_letters = Counter(
-    f"{PREFIX}_dead_letters", "Invalid messages written to the dead-letter topic (acknowledged by the broker), "
-    "by source topic and stage.", ["topic", "stage"])
+    f"{PREFIX}_dead_letters",
+    "Invalid messages written to the dead-letter topic (acknowledged by the broker), by source topic and stage.",
+    ["topic", "stage"],
+)
 dead_letter_failures = Counter(
-    f"{PREFIX}_dead_letter_failures", "Dead letters the broker refused, by source topic and stage.",
-    ["topic", "stage"])
+    f"{PREFIX}_dead_letter_failures", "Dead letters the broker refused, by source topic and stage.", ["topic", "stage"]
+)
 
 # -- delivery -----------------------------------------------------------------------------
 
@@ -44,60 +46,62 @@ requests = Counter(
     f"{PREFIX}_requests",
     "Requests to UserFlux by outcome (delivered, retry, rejected, auth, fatal) and status code "
     "(or timeout/connection).",
-    ["outcome", "code"])
+    ["outcome", "code"],
+)
 retries = Counter(
-    f"{PREFIX}_retries", "Requests retried, by reason (the status code, timeout or connection).", ["reason"])
+    f"{PREFIX}_retries", "Requests retried, by reason (the status code, timeout or connection).", ["reason"]
+)
 retry_wait = Counter(
-    f"{PREFIX}_retry_wait_seconds", "Seconds senders waited before retrying, by cause (backoff, retry_after).",
-    ["cause"])
+    f"{PREFIX}_retry_wait_seconds",
+    "Seconds senders waited before retrying, by cause (backoff, retry_after).",
+    ["cause"],
+)
 request_duration = Histogram(
-    f"{PREFIX}_request_duration_seconds", "Time for one request to UserFlux, answer or error.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-batch_events = Histogram(
-    f"{PREFIX}_batch_events", "Events per batch sent.", buckets=(1, 5, 10, 20, 30, 40, 50))
+    f"{PREFIX}_request_duration_seconds",
+    "Time for one request to UserFlux, answer or error.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+batch_events = Histogram(f"{PREFIX}_batch_events", "Events per batch sent.", buckets=(1, 5, 10, 20, 30, 40, 50))
 end_to_end_latency = Histogram(
     f"{PREFIX}_end_to_end_latency_seconds",
     "From the Kafka message's timestamp to the 2xx answer that delivered its event.",
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600))
-last_delivery = Gauge(
-    f"{PREFIX}_last_delivery_timestamp_seconds", "Unix time of the last batch UserFlux accepted.")
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+last_delivery = Gauge(f"{PREFIX}_last_delivery_timestamp_seconds", "Unix time of the last batch UserFlux accepted.")
 key_refused = Gauge(
     f"{PREFIX}_key_refused",
-    "1 once UserFlux refused the write key (401/403) or the address (404, 3xx): the process exits with code 3.")
+    "1 once UserFlux refused the write key (401/403) or the address (404, 3xx): the process exits with code 3.",
+)
 
 # -- what is held in memory -----------------------------------------------------------------
 
 pending_messages = Gauge(
-    f"{PREFIX}_pending_messages", "Messages read and not yet committable (buffered, in flight, or behind one).")
-buffered_events = Gauge(
-    f"{PREFIX}_buffered_events", "Events in open batches, not yet handed to a sender.")
-in_flight_events = Gauge(
-    f"{PREFIX}_in_flight_events", "Events in batches handed to the senders and not finished.")
-in_flight_batches = Gauge(
-    f"{PREFIX}_in_flight_batches", "Batches handed to the senders and not finished.")
+    f"{PREFIX}_pending_messages", "Messages read and not yet committable (buffered, in flight, or behind one)."
+)
+buffered_events = Gauge(f"{PREFIX}_buffered_events", "Events in open batches, not yet handed to a sender.")
+in_flight_events = Gauge(f"{PREFIX}_in_flight_events", "Events in batches handed to the senders and not finished.")
+in_flight_batches = Gauge(f"{PREFIX}_in_flight_batches", "Batches handed to the senders and not finished.")
 
 # -- Kafka ----------------------------------------------------------------------------------
 
-commits = Counter(
-    f"{PREFIX}_commits", "Offset commits by result (ok, failed).", ["result"])
-rebalances = Counter(
-    f"{PREFIX}_rebalances", "Partition changes by kind (assign, revoke, lost).", ["kind"])
-paused = Gauge(
-    f"{PREFIX}_consumption_paused", "1 while reading is paused because too much is pending.")
-paused_partitions = Gauge(
-    f"{PREFIX}_paused_partitions", "Partitions paused because too much is pending.")
-assigned_partitions = Gauge(
-    f"{PREFIX}_assigned_partitions", "Partitions this group member owns.")
+commits = Counter(f"{PREFIX}_commits", "Offset commits by result (ok, failed).", ["result"])
+rebalances = Counter(f"{PREFIX}_rebalances", "Partition changes by kind (assign, revoke, lost).", ["kind"])
+paused = Gauge(f"{PREFIX}_consumption_paused", "1 while reading is paused because too much is pending.")
+paused_partitions = Gauge(f"{PREFIX}_paused_partitions", "Partitions paused because too much is pending.")
+assigned_partitions = Gauge(f"{PREFIX}_assigned_partitions", "Partitions this group member owns.")
 consumer_lag = Gauge(
     f"{PREFIX}_consumer_lag_messages",
     "Messages behind, per owned partition: the high watermark minus the committed offset.",
-    ["topic", "partition"])
+    ["topic", "partition"],
+)
 committed_offset = Gauge(
-    f"{PREFIX}_committed_offset", "The group's committed offset, per owned partition.", ["topic", "partition"])
+    f"{PREFIX}_committed_offset", "The group's committed offset, per owned partition.", ["topic", "partition"]
+)
 oldest_pending_age = Gauge(
     f"{PREFIX}_oldest_pending_age_seconds",
     "Seconds since the oldest message read from the partition and not yet done was read (0: none pending).",
-    ["topic", "partition"])
+    ["topic", "partition"],
+)
 
 build_info = Info(f"{PREFIX}_build", "The connector's version.")
 build_info.info({"version": __version__})

@@ -9,7 +9,7 @@ dead-lettered". That is the whole at-least-once guarantee, kept here and nowhere
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class PartitionOffsets:

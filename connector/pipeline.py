@@ -24,7 +24,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable, TextIO, cast
+from collections.abc import Callable
+from typing import Any, TextIO, cast
 
 from . import metrics
 from .backpressure import Backpressure
@@ -59,9 +60,17 @@ DEAD_LETTER_FLUSH_S = 3.0  # dead letters still on their way at the very end
 
 
 class Pipeline:
-    def __init__(self, startup: Startup, dry_run: bool = False, out: TextIO | None = None, *,
-                 source_factory: Callable[..., Any] = KafkaSource, sender: Sender | None = None,
-                 dead_letters: DeadLetterQueue | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        startup: Startup,
+        dry_run: bool = False,
+        out: TextIO | None = None,
+        *,
+        source_factory: Callable[..., Any] = KafkaSource,
+        sender: Sender | None = None,
+        dead_letters: DeadLetterQueue | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         settings = self.settings = startup.settings
         self.dry_run = dry_run
         self.out = out or sys.stdout
@@ -76,31 +85,40 @@ class Pipeline:
         # SIGTERM during an outage then never reached the shutdown.
         self.completions: queue.Queue[BatchResult] = queue.Queue()
         self.stop_sending = threading.Event()
-        self.status = Status(loop_timeout_s=max(60.0, 2 * pipe.rebalance_timeout_s + 10),
-                             stall_timeout_s=pipe.stall_timeout_s, clock=clock)
+        self.status = Status(
+            loop_timeout_s=max(60.0, 2 * pipe.rebalance_timeout_s + 10),
+            stall_timeout_s=pipe.stall_timeout_s,
+            clock=clock,
+        )
         self.client: UserFluxClient | None = None
         if sender is None:
             if dry_run:
                 sender = PrintingSender(self.out)
             else:
                 self.client = UserFluxClient(make_route(uf.base_url, uf.api_key, uf.request_timeout_s, uf.tls))
-                policy = RetryPolicy(uf.retry.initial_backoff_ms / 1000, uf.retry.max_backoff_ms / 1000,
-                                     uf.retry.max_attempts)
+                policy = RetryPolicy(
+                    uf.retry.initial_backoff_ms / 1000, uf.retry.max_backoff_ms / 1000, uf.retry.max_attempts
+                )
                 sender = BatchSender(self.client, policy, self.stop_sending, health=self.status)
         self.pool = SenderPool(sender, 1 if dry_run else uf.max_in_flight, self.completions)
         # The first request of each batch goes out from this thread (sink/direct.py); the
         # pool's threads take the rest: retries, splits, and everything through a proxy.
         self.direct: DirectSender | None = None
         if self.client is not None and self.client.proxy is None and isinstance(sender, BatchSender):
-            self.direct = DirectSender(self.client.route, sender.gate, self.pool, self.completions,
-                                       uf.max_in_flight)
+            self.direct = DirectSender(self.client.route, sender.gate, self.pool, self.completions, uf.max_in_flight)
 
         kafka = dict(settings.kafka)
         if dry_run:
             # Never join the production group: it would take partitions from the real connector.
             kafka["group.id"] = kafka["group.id"] + ".dry-run"
-        self.checkpoint = Checkpoint(None, self.tracker, pipe.commit_interval_ms / 1000, enabled=not dry_run,
-                                     clock=clock, on_committed=self._committed)
+        self.checkpoint = Checkpoint(
+            None,
+            self.tracker,
+            pipe.commit_interval_ms / 1000,
+            enabled=not dry_run,
+            clock=clock,
+            on_committed=self._committed,
+        )
         self.source = source_factory(kafka, self, on_commit=self.checkpoint.on_commit_result)
         self.checkpoint.source = self.source
         self.backpressure = Backpressure(self.source, pipe.max_pending_messages, clock=clock)
@@ -108,8 +126,9 @@ class Pipeline:
             assert settings.dead_letter is not None
             dead_letters = DeadLetterQueue(settings.kafka, settings.dead_letter)
         self.dead_letters = dead_letters
-        self.invalid = InvalidRouter(settings.on_invalid, dead_letters, self._fail, self.status.progress,
-                                     out=self.out if dry_run else None)
+        self.invalid = InvalidRouter(
+            settings.on_invalid, dead_letters, self._fail, self.status.progress, out=self.out if dry_run else None
+        )
         self.series = metrics.PartitionSeries()
         self.lag: LagMonitor | None = None
         if settings.metrics.enabled and not dry_run:
@@ -132,10 +151,14 @@ class Pipeline:
         """Run until stopped by a signal or a fatal error; return the exit code."""
         topics = self.mapper.subscription()
         uf = self.settings.userflux
-        log.info("consumer group %r reading %s; %s in batches of up to %d, %d in flight",
-                 self.source_group, ", ".join(topics),
-                 "printing (dry run, nothing committed)" if self.dry_run else f"delivering to {uf.base_url}",
-                 uf.batch_size, uf.max_in_flight)
+        log.info(
+            "consumer group %r reading %s; %s in batches of up to %d, %d in flight",
+            self.source_group,
+            ", ".join(topics),
+            "printing (dry run, nothing committed)" if self.dry_run else f"delivering to {uf.base_url}",
+            uf.batch_size,
+            uf.max_in_flight,
+        )
         self._check_dead_letter_topic()
         self.source.subscribe(topics)
         if self.lag is not None:
@@ -160,8 +183,11 @@ class Pipeline:
         self._exit_now.set()
         if not self._stopping:
             self._stopping = True
-            log.info("%s: stopping; delivering what is in flight (up to %.0fs), then committing",
-                     name, self.settings.pipeline.shutdown_grace_s)
+            log.info(
+                "%s: stopping; delivering what is in flight (up to %.0fs), then committing",
+                name,
+                self.settings.pipeline.shutdown_grace_s,
+            )
         else:
             self._hurry = True
             log.warning("%s again: skipping the rest of the grace period", name)
@@ -209,8 +235,7 @@ class Pipeline:
             if not offsets.track(offset, read_at):
                 # At or below an offset already read in this assignment: the first copy is
                 # being handled. librdkafka does not rewind on its own, so say it loudly.
-                self.invalid.warn("ignoring %s[%d] offset %d: already read in this assignment",
-                                  key[0], key[1], offset)
+                self.invalid.warn("ignoring %s[%d] offset %d: already read in this assignment", key[0], key[1], offset)
                 continue
             try:
                 mapping, event = map_message(message)
@@ -294,8 +319,9 @@ class Pipeline:
             log.error("%s", error)
             if isinstance(error, (AuthError, DeliveryConfigError)):
                 metrics.key_refused.set(1)
-                self.status.set_state(KEY_REFUSED if isinstance(error, AuthError) else ADDRESS_REFUSED,
-                                      str(error)[:300])
+                self.status.set_state(
+                    KEY_REFUSED if isinstance(error, AuthError) else ADDRESS_REFUSED, str(error)[:300]
+                )
         self._stopping = True
 
     def _committed(self, key: Key, position: int) -> None:
@@ -323,22 +349,31 @@ class Pipeline:
         if partitions:
             metrics.rebalances.labels("revoke").inc()
         if owned and not self._closing:
-            log.info("revoking %s: finishing their messages (up to %.0fs)", _names(owned),
-                     self.settings.pipeline.rebalance_timeout_s)
+            log.info(
+                "revoking %s: finishing their messages (up to %.0fs)",
+                _names(owned),
+                self.settings.pipeline.rebalance_timeout_s,
+            )
             # 1. Send what is buffered, so the revoked partitions' messages get their chance.
             for batch in self.batcher.flush():
                 self._send(batch)
             # 2. Wait, bounded, until every message read from them is done.
             deadline = self.clock() + self.settings.pipeline.rebalance_timeout_s
-            while (any(self.tracker.partitions[k].pending for k in owned) and not self._hurry
-                   and self.fatal is None and self.clock() < deadline):
+            while (
+                any(self.tracker.partitions[k].pending for k in owned)
+                and not self._hurry
+                and self.fatal is None
+                and self.clock() < deadline
+            ):
                 self._drain(wait_s=0.02)
                 self._poll_dead_letters()
                 self.status.beat()
             unfinished = sum(self.tracker.partitions[k].pending for k in owned)
             if unfinished:
-                log.warning("%d messages of the revoked partitions did not finish in time; "
-                            "their next owner reads them again", unfinished)
+                log.warning(
+                    "%d messages of the revoked partitions did not finish in time; their next owner reads them again",
+                    unfinished,
+                )
         # 3. Commit what is done for them, while they are still ours.
         self.checkpoint.commit(owned, asynchronous=False)
         # 4. Forget them: late completions are ignored, and their senders give up.
@@ -347,8 +382,10 @@ class Pipeline:
     def on_lost(self, partitions: list[Key]) -> None:
         # Lost, not revoked: another member may own them already, so commit nothing.
         metrics.rebalances.labels("lost").inc()
-        log.warning("lost %s (the group moved on without us); their uncommitted messages "
-                    "are read again by the next owner", _names(partitions))
+        log.warning(
+            "lost %s (the group moved on without us); their uncommitted messages are read again by the next owner",
+            _names(partitions),
+        )
         self._release(partitions)
 
     def _release(self, partitions: list[Key]) -> None:
@@ -399,8 +436,11 @@ class Pipeline:
                 self._send(batch)
         # 3. Wait, up to the grace, for batches in flight and dead letters to finish (a
         #    batch of revoked partitions only is no longer ours to wait for).
-        while (self._owned_in_flight() or (self.dead_letters and self.dead_letters.in_flight)) \
-                and not self._hurry and self.clock() < deadline:
+        while (
+            (self._owned_in_flight() or (self.dead_letters and self.dead_letters.in_flight))
+            and not self._hurry
+            and self.clock() < deadline
+        ):
             self._drain(wait_s=0.05)
             self._poll_dead_letters()
             self.status.beat()
@@ -410,8 +450,13 @@ class Pipeline:
             self.direct.close()
         if self.in_flight:
             events = sum(len(b) for b in self.in_flight.values())
-            log.warning("%d batches (%d events) were not delivered within the %gs grace; they stay "
-                        "uncommitted and are delivered after the restart", len(self.in_flight), events, grace)
+            log.warning(
+                "%d batches (%d events) were not delivered within the %gs grace; they stay "
+                "uncommitted and are delivered after the restart",
+                len(self.in_flight),
+                events,
+                grace,
+            )
         # 5. Commit what is done, and 6. leave the group (on_revoke runs once more: it
         #    commits nothing new). Bounded: with the brokers away librdkafka waits for them
         #    without end, and a process that does not stop is killed without a word. With
@@ -419,8 +464,11 @@ class Pipeline:
         self._closing = True
         self.closed_cleanly = self._bounded(CLOSE_TIMEOUT_S, self._commit_and_leave)
         if not self.closed_cleanly:
-            log.warning("Kafka did not answer within %gs: stopping without a final commit or a clean leave; what "
-                        "was not committed is delivered again after the restart", CLOSE_TIMEOUT_S)
+            log.warning(
+                "Kafka did not answer within %gs: stopping without a final commit or a clean leave; what "
+                "was not committed is delivered again after the restart",
+                CLOSE_TIMEOUT_S,
+            )
         # 7. Release the rest.
         self.pool.close(timeout_s=1.0)
         if self.client is not None:
@@ -479,8 +527,11 @@ class Pipeline:
             return
         topic = self.dead_letters.topic
         if self.source.topic_exists(topic) is False:
-            log.warning("the dead-letter topic %r does not exist: dead letters fail unless the brokers "
-                        "create topics automatically; create it before messages turn out invalid", topic)
+            log.warning(
+                "the dead-letter topic %r does not exist: dead letters fail unless the brokers "
+                "create topics automatically; create it before messages turn out invalid",
+                topic,
+            )
 
 
 def _names(partitions: list[Key]) -> str:

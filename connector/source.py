@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Any, Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -50,8 +51,12 @@ def consumer_config(props: dict[str, str]) -> dict[str, Any]:
 
 
 class KafkaSource:
-    def __init__(self, props: dict[str, str], listener: RebalanceListener,
-                 on_commit: Callable[[KafkaError | None, list[TopicPartition]], None] | None = None):
+    def __init__(
+        self,
+        props: dict[str, str],
+        listener: RebalanceListener,
+        on_commit: Callable[[KafkaError | None, list[TopicPartition]], None] | None = None,
+    ):
         self.listener = listener
         self.fatal: KafkaFatalError | None = None
         self._on_commit_cb = on_commit

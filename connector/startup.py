@@ -9,8 +9,9 @@ never looks at YAML again.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping as EnvMapping
 from dataclasses import dataclass
-from typing import Any, Mapping as EnvMapping
+from typing import Any
 
 from .config import load
 from .config.model import Settings, TlsSettings
@@ -42,8 +43,11 @@ def parse_config(text: str, source: str = "<config>", env: EnvMapping[str, str] 
         topic = settings.dead_letter.topic
         for mapping in mappings:
             if mapping.matches(topic):
-                problems.add("dead_letter.topic", f"{topic!r} matches {mapping.label}: the connector would read "
-                             "its own dead letters; pick another topic or narrow the mapping")
+                problems.add(
+                    "dead_letter.topic",
+                    f"{topic!r} matches {mapping.label}: the connector would read "
+                    "its own dead letters; pick another topic or narrow the mapping",
+                )
     if problems or settings is None:
         load.fail(problems, tree, source)
     return Startup(settings, tuple(mappings))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 _PR_SET_NAME = 15
 _KERNEL_NAME_BYTES = 15  # the kernel keeps 16 bytes, the last one a NUL

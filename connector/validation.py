@@ -11,7 +11,8 @@ quoted at more than ``short_repr``'s length.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 REQUIRED: Any = object()
 
@@ -69,7 +70,9 @@ class Section:
         if not self.ok:
             # A section written as a plain string may be a secret put in the wrong place
             # (`userflux: ${USERFLUX_API_KEY}`): never quote it.
-            problems.add(path or "(top level)", f"expected {what}, found {describe(data, secret=isinstance(data, str))}")
+            problems.add(
+                path or "(top level)", f"expected {what}, found {describe(data, secret=isinstance(data, str))}"
+            )
             data = {}
         self.data: dict = data
 
@@ -85,7 +88,7 @@ class Section:
             return None
         return default
 
-    def section(self, key: str, required: bool = False) -> "Section":
+    def section(self, key: str, required: bool = False) -> Section:
         value = self.raw(key, REQUIRED if required else None)
         return Section(value, join(self.path, key), self.problems)
 
@@ -125,9 +128,12 @@ class Section:
     def _check_range(self, key, value, number, lo, hi, kind):
         if number is None or (lo is not None and number < lo) or (hi is not None and number > hi):
             bounds = (
-                f" from {lo} to {hi}" if lo is not None and hi is not None
-                else f" >= {lo}" if lo is not None
-                else f" <= {hi}" if hi is not None
+                f" from {lo} to {hi}"
+                if lo is not None and hi is not None
+                else f" >= {lo}"
+                if lo is not None
+                else f" <= {hi}"
+                if hi is not None
                 else ""
             )
             self.problems.add(join(self.path, key), f"expected {kind}{bounds}, found {describe(value)}")

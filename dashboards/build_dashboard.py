@@ -39,6 +39,7 @@ GRAPH_HEIGHT, GRAPH_WIDTH = 8, 12
 
 # --- PromQL ------------------------------------------------------------------------------
 
+
 def series(metric: str, topic: bool = False, extra: str = "") -> str:
     """A selector for one of the connector's metrics, filtered by the dashboard's variables."""
     matchers = TOPICS if topic else PODS
@@ -65,6 +66,7 @@ def by_partition(metric: str) -> str:
 
 # --- panels ------------------------------------------------------------------------------
 
+
 def target(expr: str, legend: str = "__auto", ref: str = "A") -> dict[str, Any]:
     return {"datasource": DATASOURCE, "expr": expr, "legendFormat": legend, "range": True, "refId": ref}
 
@@ -73,8 +75,9 @@ def thresholds(*steps: tuple[str, float | None]) -> dict[str, Any]:
     return {"mode": "absolute", "steps": [{"color": color, "value": value} for color, value in steps]}
 
 
-def stat(title: str, description: str, expr: str, unit: str,
-         steps: tuple[tuple[str, float | None], ...] = (("green", None),)) -> dict[str, Any]:
+def stat(
+    title: str, description: str, expr: str, unit: str, steps: tuple[tuple[str, float | None], ...] = (("green", None),)
+) -> dict[str, Any]:
     return {
         "type": "stat",
         "title": title,
@@ -82,20 +85,28 @@ def stat(title: str, description: str, expr: str, unit: str,
         "datasource": DATASOURCE,
         "targets": [target(expr, legend=title)],
         "fieldConfig": {
-            "defaults": {"unit": unit, "color": {"mode": "thresholds"}, "thresholds": thresholds(*steps),
-                         "mappings": []},
+            "defaults": {
+                "unit": unit,
+                "color": {"mode": "thresholds"},
+                "thresholds": thresholds(*steps),
+                "mappings": [],
+            },
             "overrides": [],
         },
         "options": {
             "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "colorMode": "value", "graphMode": "area", "justifyMode": "auto", "orientation": "auto",
+            "colorMode": "value",
+            "graphMode": "area",
+            "justifyMode": "auto",
+            "orientation": "auto",
             "textMode": "auto",
         },
     }
 
 
-def graph(title: str, description: str, queries: list[tuple[str, str]], unit: str = "short",
-          bars: bool = False) -> dict[str, Any]:
+def graph(
+    title: str, description: str, queries: list[tuple[str, str]], unit: str = "short", bars: bool = False
+) -> dict[str, Any]:
     """A time series panel; ``queries`` are (expression, legend) pairs."""
     return {
         "type": "timeseries",
@@ -109,8 +120,12 @@ def graph(title: str, description: str, queries: list[tuple[str, str]], unit: st
                 "min": 0,
                 "color": {"mode": "palette-classic"},
                 "custom": {
-                    "drawStyle": "bars" if bars else "line", "lineWidth": 1, "fillOpacity": 10,
-                    "showPoints": "never", "spanNulls": False, "stacking": {"mode": "none", "group": "A"},
+                    "drawStyle": "bars" if bars else "line",
+                    "lineWidth": 1,
+                    "fillOpacity": 10,
+                    "showPoints": "never",
+                    "spanNulls": False,
+                    "stacking": {"mode": "none", "group": "A"},
                 },
             },
             "overrides": [],
@@ -123,119 +138,243 @@ def graph(title: str, description: str, queries: list[tuple[str, str]], unit: st
 
 
 OVERVIEW = [
-    stat("Events delivered /s", "Events UserFlux accepted (2xx) per second.",
-         f"sum({rate('events_delivered_total', topic=True)}) or vector(0)", "short"),
-    stat("Error ratio",
-         "Share of requests to UserFlux that did not deliver: retried (5xx, 429, timeouts, connection "
-         "errors), rejected (400/413/422), refused (401/403) or fatal.",
-         f"sum({rate('requests_total', extra=NOT_DELIVERED)}) / sum({rate('requests_total')})",
-         "percentunit", (("green", None), ("orange", 0.05), ("red", 0.1))),
-    stat("Total lag", "Messages in the owned partitions not yet committed (high watermark minus committed offset).",
-         f"sum({by_partition('consumer_lag_messages')})", "short",
-         (("green", None), ("orange", 10000), ("red", 100000))),
-    stat("Dead letters /s", "Invalid messages written to the dead-letter topic per second.",
-         f"sum({rate('dead_letters_total', topic=True)}) or vector(0)", "short",
-         (("green", None), ("red", 0.001))),
-    stat("Oldest pending", "Age of the oldest message read and not yet done (delivered, filtered or "
-         "dead-lettered), over all partitions. Keeps growing while the connector is stuck.",
-         f"max({series('oldest_pending_age_seconds', topic=True)})", "s",
-         (("green", None), ("orange", 60), ("red", 300))),
-    stat("Replicas up", "Connector pods Prometheus scrapes successfully.",
-         f"sum(up{{{JOB_MATCHER}, {PODS}}})", "none", (("red", None), ("green", 1))),
+    stat(
+        "Events delivered /s",
+        "Events UserFlux accepted (2xx) per second.",
+        f"sum({rate('events_delivered_total', topic=True)}) or vector(0)",
+        "short",
+    ),
+    stat(
+        "Error ratio",
+        "Share of requests to UserFlux that did not deliver: retried (5xx, 429, timeouts, connection "
+        "errors), rejected (400/413/422), refused (401/403) or fatal.",
+        f"sum({rate('requests_total', extra=NOT_DELIVERED)}) / sum({rate('requests_total')})",
+        "percentunit",
+        (("green", None), ("orange", 0.05), ("red", 0.1)),
+    ),
+    stat(
+        "Total lag",
+        "Messages in the owned partitions not yet committed (high watermark minus committed offset).",
+        f"sum({by_partition('consumer_lag_messages')})",
+        "short",
+        (("green", None), ("orange", 10000), ("red", 100000)),
+    ),
+    stat(
+        "Dead letters /s",
+        "Invalid messages written to the dead-letter topic per second.",
+        f"sum({rate('dead_letters_total', topic=True)}) or vector(0)",
+        "short",
+        (("green", None), ("red", 0.001)),
+    ),
+    stat(
+        "Oldest pending",
+        "Age of the oldest message read and not yet done (delivered, filtered or "
+        "dead-lettered), over all partitions. Keeps growing while the connector is stuck.",
+        f"max({series('oldest_pending_age_seconds', topic=True)})",
+        "s",
+        (("green", None), ("orange", 60), ("red", 300)),
+    ),
+    stat(
+        "Replicas up",
+        "Connector pods Prometheus scrapes successfully.",
+        f"sum(up{{{JOB_MATCHER}, {PODS}}})",
+        "none",
+        (("red", None), ("green", 1)),
+    ),
 ]
 
 THROUGHPUT = [
-    graph("Messages consumed /s by topic", "Kafka messages read.",
-          [(rate_by("topic", "messages_consumed_total", topic=True), "{{topic}}")]),
-    graph("Events delivered /s by topic", "Events UserFlux accepted (2xx).",
-          [(rate_by("topic", "events_delivered_total", topic=True), "{{topic}}")]),
-    graph("Messages filtered /s by topic", "Messages a mapping's where: filter left out (committed, not sent).",
-          [(rate_by("topic", "messages_filtered_total", topic=True), "{{topic}}")]),
-    graph("Events delivered /s by pod", "How the work is shared between the replicas.",
-          [(rate_by("pod", "events_delivered_total", topic=True), "{{pod}}")]),
+    graph(
+        "Messages consumed /s by topic",
+        "Kafka messages read.",
+        [(rate_by("topic", "messages_consumed_total", topic=True), "{{topic}}")],
+    ),
+    graph(
+        "Events delivered /s by topic",
+        "Events UserFlux accepted (2xx).",
+        [(rate_by("topic", "events_delivered_total", topic=True), "{{topic}}")],
+    ),
+    graph(
+        "Messages filtered /s by topic",
+        "Messages a mapping's where: filter left out (committed, not sent).",
+        [(rate_by("topic", "messages_filtered_total", topic=True), "{{topic}}")],
+    ),
+    graph(
+        "Events delivered /s by pod",
+        "How the work is shared between the replicas.",
+        [(rate_by("pod", "events_delivered_total", topic=True), "{{pod}}")],
+    ),
 ]
 
 DELIVERY = [
-    graph("Requests /s by status code", "Requests to UserFlux by HTTP status, or timeout / connection.",
-          [(rate_by("code", "requests_total"), "{{code}}")], "reqps"),
-    graph("Requests /s by outcome", "delivered, retry (will be sent again), rejected (400/413/422: the batch is "
-          "split), auth (401/403), fatal (404, 3xx, other 4xx).",
-          [(rate_by("outcome", "requests_total"), "{{outcome}}")], "reqps"),
-    graph("Request latency", "One request to UserFlux, answer or error.",
-          [(quantile(q, "request_duration_seconds"), f"p{round(q * 100)}") for q in (0.5, 0.95, 0.99)], "s"),
-    graph("End-to-end latency", "From the Kafka message's timestamp to the 2xx that delivered it.",
-          [(quantile(q, "end_to_end_latency_seconds"), f"p{round(q * 100)}") for q in (0.5, 0.95, 0.99)], "s"),
-    graph("Retries /s by reason", "Requests retried, by the status code that caused it, or timeout / connection.",
-          [(rate_by("reason", "retries_total"), "{{reason}}")]),
-    graph("Senders waiting to retry", "Seconds per second spent waiting before a retry: the average number of "
-          "senders waiting. backoff is the connector's own backoff; retry_after is what UserFlux asked for.",
-          [(rate_by("cause", "retry_wait_seconds_total"), "{{cause}}")]),
-    graph("Batches in flight", "Batches handed to the senders and not finished (at most userflux.max_in_flight "
-          "per pod).",
-          [(f"sum by (pod) ({series('in_flight_batches')})", "{{pod}}")]),
-    graph("Events buffered, in flight; messages pending",
-          "Buffered: events in open batches, not yet sent. In flight: events in batches being sent. Pending: "
-          "messages read and not yet committable; reading pauses at pipeline.max_pending_messages.",
-          [(f"sum({series('buffered_events')})", "buffered events"),
-           (f"sum({series('in_flight_events')})", "in-flight events"),
-           (f"sum({series('pending_messages')})", "pending messages")]),
-    graph("Events per batch", "Events in each batch sent (at most userflux.batch_size, 50).",
-          [(f"sum({rate('batch_events_sum')}) / sum({rate('batch_events_count')})", "average"),
-           (quantile(0.5, "batch_events"), "p50"),
-           (quantile(0.95, "batch_events"), "p95")]),
-    graph("Time since last delivery", "Seconds since UserFlux last accepted a batch, per pod (none for a pod "
-          "that has delivered nothing since it started).",
-          [(f"time() - (max by (pod) ({series('last_delivery_timestamp_seconds')}) > 0)", "{{pod}}")], "s"),
+    graph(
+        "Requests /s by status code",
+        "Requests to UserFlux by HTTP status, or timeout / connection.",
+        [(rate_by("code", "requests_total"), "{{code}}")],
+        "reqps",
+    ),
+    graph(
+        "Requests /s by outcome",
+        "delivered, retry (will be sent again), rejected (400/413/422: the batch is "
+        "split), auth (401/403), fatal (404, 3xx, other 4xx).",
+        [(rate_by("outcome", "requests_total"), "{{outcome}}")],
+        "reqps",
+    ),
+    graph(
+        "Request latency",
+        "One request to UserFlux, answer or error.",
+        [(quantile(q, "request_duration_seconds"), f"p{round(q * 100)}") for q in (0.5, 0.95, 0.99)],
+        "s",
+    ),
+    graph(
+        "End-to-end latency",
+        "From the Kafka message's timestamp to the 2xx that delivered it.",
+        [(quantile(q, "end_to_end_latency_seconds"), f"p{round(q * 100)}") for q in (0.5, 0.95, 0.99)],
+        "s",
+    ),
+    graph(
+        "Retries /s by reason",
+        "Requests retried, by the status code that caused it, or timeout / connection.",
+        [(rate_by("reason", "retries_total"), "{{reason}}")],
+    ),
+    graph(
+        "Senders waiting to retry",
+        "Seconds per second spent waiting before a retry: the average number of "
+        "senders waiting. backoff is the connector's own backoff; retry_after is what UserFlux asked for.",
+        [(rate_by("cause", "retry_wait_seconds_total"), "{{cause}}")],
+    ),
+    graph(
+        "Batches in flight",
+        "Batches handed to the senders and not finished (at most userflux.max_in_flight per pod).",
+        [(f"sum by (pod) ({series('in_flight_batches')})", "{{pod}}")],
+    ),
+    graph(
+        "Events buffered, in flight; messages pending",
+        "Buffered: events in open batches, not yet sent. In flight: events in batches being sent. Pending: "
+        "messages read and not yet committable; reading pauses at pipeline.max_pending_messages.",
+        [
+            (f"sum({series('buffered_events')})", "buffered events"),
+            (f"sum({series('in_flight_events')})", "in-flight events"),
+            (f"sum({series('pending_messages')})", "pending messages"),
+        ],
+    ),
+    graph(
+        "Events per batch",
+        "Events in each batch sent (at most userflux.batch_size, 50).",
+        [
+            (f"sum({rate('batch_events_sum')}) / sum({rate('batch_events_count')})", "average"),
+            (quantile(0.5, "batch_events"), "p50"),
+            (quantile(0.95, "batch_events"), "p95"),
+        ],
+    ),
+    graph(
+        "Time since last delivery",
+        "Seconds since UserFlux last accepted a batch, per pod (none for a pod "
+        "that has delivered nothing since it started).",
+        [(f"time() - (max by (pod) ({series('last_delivery_timestamp_seconds')}) > 0)", "{{pod}}")],
+        "s",
+    ),
 ]
 
 KAFKA = [
-    graph("Consumer lag by partition", "High watermark minus committed offset, per owned partition.",
-          [(by_partition("consumer_lag_messages"), "{{topic}}/{{partition}} ({{namespace}})")]),
-    graph("Oldest pending message by partition", "Age of the oldest message read from the partition and not "
-          "yet done; 0 when nothing is pending.",
-          [(by_partition("oldest_pending_age_seconds"), "{{topic}}/{{partition}} ({{namespace}})")], "s"),
-    graph("Offset commits /s", "Offset commits by result.",
-          [(rate_by("result", "commits_total"), "{{result}}")]),
-    graph("Rebalances", "Partition assignments, revocations and losses (the group moved on without this member).",
-          [(f"sum by (kind) (increase({series('rebalances_total')}{RATE_INTERVAL}))", "{{kind}}")], bars=True),
-    graph("Assigned partitions by pod", "Partitions each member owns.",
-          [(f"sum by (pod) ({series('assigned_partitions')})", "{{pod}}")]),
-    graph("Paused partitions (backpressure)", "Partitions paused because too many messages are pending; "
-          "reading resumes when half are done.",
-          [(f"sum by (pod) ({series('paused_partitions')})", "{{pod}} partitions"),
-           (f"max by (pod) ({series('consumption_paused')})", "{{pod}} reading paused")]),
+    graph(
+        "Consumer lag by partition",
+        "High watermark minus committed offset, per owned partition.",
+        [(by_partition("consumer_lag_messages"), "{{topic}}/{{partition}} ({{namespace}})")],
+    ),
+    graph(
+        "Oldest pending message by partition",
+        "Age of the oldest message read from the partition and not yet done; 0 when nothing is pending.",
+        [(by_partition("oldest_pending_age_seconds"), "{{topic}}/{{partition}} ({{namespace}})")],
+        "s",
+    ),
+    graph("Offset commits /s", "Offset commits by result.", [(rate_by("result", "commits_total"), "{{result}}")]),
+    graph(
+        "Rebalances",
+        "Partition assignments, revocations and losses (the group moved on without this member).",
+        [(f"sum by (kind) (increase({series('rebalances_total')}{RATE_INTERVAL}))", "{{kind}}")],
+        bars=True,
+    ),
+    graph(
+        "Assigned partitions by pod",
+        "Partitions each member owns.",
+        [(f"sum by (pod) ({series('assigned_partitions')})", "{{pod}}")],
+    ),
+    graph(
+        "Paused partitions (backpressure)",
+        "Partitions paused because too many messages are pending; reading resumes when half are done.",
+        [
+            (f"sum by (pod) ({series('paused_partitions')})", "{{pod}} partitions"),
+            (f"max by (pod) ({series('consumption_paused')})", "{{pod}} reading paused"),
+        ],
+    ),
 ]
 
 ERRORS = [
-    graph("Invalid messages /s by stage", "Messages that can never be delivered: deserialize (not JSON), map "
-          "(no name, no id, bad timestamp...), deliver (UserFlux refused the event).",
-          [(rate_by("stage", "messages_invalid_total", topic=True), "{{stage}}")]),
-    graph("Invalid messages /s by action", "What on_invalid did with them: dead_letter, skip, stop, print "
-          "(dry run).",
-          [(rate_by("action", "messages_invalid_total", topic=True), "{{action}}")]),
-    graph("Dead letters /s", "Invalid messages written to the dead-letter topic, by source topic and stage.",
-          [(rate_by("topic, stage", "dead_letters_total", topic=True), "{{topic}} {{stage}}")]),
-    graph("Dead letters refused by the broker", "The run stops at the first one and commits nothing past it.",
-          [(f"sum by (topic, stage) (increase({series('dead_letter_failures_total', topic=True)}{RATE_INTERVAL}))",
-            "{{topic}} {{stage}}")], bars=True),
-    graph("Requests UserFlux refused /s", "rejected (400/413/422), auth (401/403) and fatal answers, by code.",
-          [(rate_by("outcome, code", "requests_total", extra=REFUSED),
-            "{{outcome}} {{code}}")], "reqps"),
-    graph("Write key refused", "1 while a pod lingers after UserFlux refused the write key or the address; it "
-          "then exits with code 3 and restarts.",
-          [(f"max by (pod) ({series('key_refused')})", "{{pod}}")]),
+    graph(
+        "Invalid messages /s by stage",
+        "Messages that can never be delivered: deserialize (not JSON), map "
+        "(no name, no id, bad timestamp...), deliver (UserFlux refused the event).",
+        [(rate_by("stage", "messages_invalid_total", topic=True), "{{stage}}")],
+    ),
+    graph(
+        "Invalid messages /s by action",
+        "What on_invalid did with them: dead_letter, skip, stop, print (dry run).",
+        [(rate_by("action", "messages_invalid_total", topic=True), "{{action}}")],
+    ),
+    graph(
+        "Dead letters /s",
+        "Invalid messages written to the dead-letter topic, by source topic and stage.",
+        [(rate_by("topic, stage", "dead_letters_total", topic=True), "{{topic}} {{stage}}")],
+    ),
+    graph(
+        "Dead letters refused by the broker",
+        "The run stops at the first one and commits nothing past it.",
+        [
+            (
+                f"sum by (topic, stage) (increase({series('dead_letter_failures_total', topic=True)}{RATE_INTERVAL}))",
+                "{{topic}} {{stage}}",
+            )
+        ],
+        bars=True,
+    ),
+    graph(
+        "Requests UserFlux refused /s",
+        "rejected (400/413/422), auth (401/403) and fatal answers, by code.",
+        [(rate_by("outcome, code", "requests_total", extra=REFUSED), "{{outcome}} {{code}}")],
+        "reqps",
+    ),
+    graph(
+        "Write key refused",
+        "1 while a pod lingers after UserFlux refused the write key or the address; it "
+        "then exits with code 3 and restarts.",
+        [(f"max by (pod) ({series('key_refused')})", "{{pod}}")],
+    ),
 ]
 
-ROWS = [("Overview", OVERVIEW), ("Throughput", THROUGHPUT), ("Delivery", DELIVERY), ("Kafka", KAFKA),
-        ("Errors", ERRORS)]
+ROWS = [
+    ("Overview", OVERVIEW),
+    ("Throughput", THROUGHPUT),
+    ("Delivery", DELIVERY),
+    ("Kafka", KAFKA),
+    ("Errors", ERRORS),
+]
 
 
 def layout(rows: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
     """Rows one under the other, their panels left to right, wrapping at Grafana's 24 columns."""
     panels, y, next_id = [], 0, 1
     for title, members in rows:
-        panels.append({"type": "row", "title": title, "id": next_id, "collapsed": False, "panels": [],
-                       "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}})
+        panels.append(
+            {
+                "type": "row",
+                "title": title,
+                "id": next_id,
+                "collapsed": False,
+                "panels": [],
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+            }
+        )
         next_id, y, x, line_height = next_id + 1, y + 1, 0, 0
         for panel in members:
             w, h = (STAT_WIDTH, STAT_HEIGHT) if panel["type"] == "stat" else (GRAPH_WIDTH, GRAPH_HEIGHT)
@@ -250,11 +389,21 @@ def layout(rows: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]
 def variable(name: str, label: str, query: str) -> dict[str, Any]:
     """A multi-value query variable whose "All" is the regex ``.*`` (queries match with =~)."""
     return {
-        "name": name, "label": label, "type": "query", "datasource": DATASOURCE,
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DATASOURCE,
         "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
-        "definition": query, "refresh": 2, "regex": "", "sort": 1,
-        "multi": True, "includeAll": True, "allValue": ".*",
-        "current": {}, "options": [], "hide": 0,
+        "definition": query,
+        "refresh": 2,
+        "regex": "",
+        "sort": 1,
+        "multi": True,
+        "includeAll": True,
+        "allValue": ".*",
+        "current": {},
+        "options": [],
+        "hide": 0,
     }
 
 
@@ -277,18 +426,39 @@ def dashboard() -> dict[str, Any]:
         "timezone": "",
         "weekStart": "",
         "links": [],
-        "annotations": {"list": [{
-            "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True,
-            "hide": True, "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts", "type": "dashboard",
-        }]},
-        "templating": {"list": [
-            {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
-             "regex": "", "current": {}, "options": [], "hide": 0, "refresh": 1, "multi": False,
-             "includeAll": False},
-            variable("namespace", "Namespace", f"label_values({PREFIX}build_info, namespace)"),
-            variable("pod", "Pod", f'label_values({PREFIX}build_info{{namespace=~"$namespace"}}, pod)'),
-            variable("topic", "Topic", f"label_values({series('messages_consumed_total')}, topic)"),
-        ]},
+        "annotations": {
+            "list": [
+                {
+                    "builtIn": 1,
+                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                    "enable": True,
+                    "hide": True,
+                    "iconColor": "rgba(0, 211, 255, 1)",
+                    "name": "Annotations & Alerts",
+                    "type": "dashboard",
+                }
+            ]
+        },
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "regex": "",
+                    "current": {},
+                    "options": [],
+                    "hide": 0,
+                    "refresh": 1,
+                    "multi": False,
+                    "includeAll": False,
+                },
+                variable("namespace", "Namespace", f"label_values({PREFIX}build_info, namespace)"),
+                variable("pod", "Pod", f'label_values({PREFIX}build_info{{namespace=~"$namespace"}}, pod)'),
+                variable("topic", "Topic", f"label_values({series('messages_consumed_total')}, topic)"),
+            ]
+        },
         "panels": layout(ROWS),
     }
 

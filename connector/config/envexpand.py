@@ -10,7 +10,8 @@ that is never closed is an error, not text left behind.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..validation import Problems, join
 
@@ -41,7 +42,7 @@ class _Expander:
     def run(self) -> str:
         out = self._until_close(depth=0)
         if self.pos < len(self.text):  # a stray '}' at the top level is ordinary text
-            out += self.text[self.pos:]
+            out += self.text[self.pos :]
         return out
 
     def _until_close(self, depth: int) -> str:
@@ -78,8 +79,10 @@ class _Expander:
                 return ""
             value = self.env.get(name)
             if value is None and not self.unused:
-                self._problem(f"environment variable {name} is not set (referenced as ${{{name}}}; "
-                              f"set it or write ${{{name}:-default}})")
+                self._problem(
+                    f"environment variable {name} is not set (referenced as ${{{name}}}; "
+                    f"set it or write ${{{name}:-default}})"
+                )
             return value or ""
         name = text[start:separator]  # ${NAME:-default}: the default runs to its own '}'
         self.pos = separator + 2
@@ -103,8 +106,10 @@ class _Expander:
         return False
 
     def _unclosed(self, start: int) -> str:
-        self._broken(f"'${{' at position {start - 2} is not closed; write ${{NAME}} or ${{NAME:-default}} "
-                     "(or $${ for a literal ${)")
+        self._broken(
+            f"'${{' at position {start - 2} is not closed; write ${{NAME}} or ${{NAME:-default}} "
+            "(or $${ for a literal ${)"
+        )
         return ""
 
     def _problem(self, message: str) -> None:

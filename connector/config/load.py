@@ -12,7 +12,9 @@ import dataclasses
 import difflib
 import ipaddress
 import re
-from typing import Any, Hashable, Mapping as EnvMapping, NoReturn
+from collections.abc import Hashable
+from collections.abc import Mapping as EnvMapping
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import yaml
@@ -93,7 +95,9 @@ def _secret_values(tree: Any) -> list[str]:
     for props in (tree.get("kafka"), producer):
         if isinstance(props, dict):
             found += [value for key, value in props.items() if is_secret_property(str(key))]
-    return [str(value).strip() for value in found if isinstance(value, (str, int, float)) and len(str(value).strip()) >= 4]
+    return [
+        str(value).strip() for value in found if isinstance(value, (str, int, float)) and len(str(value).strip()) >= 4
+    ]
 
 
 def _mask(line: str, secrets: list[str]) -> str:
@@ -124,9 +128,7 @@ class _StrictLoader(yaml.SafeLoader):
             if not isinstance(key, Hashable):
                 break  # SafeLoader reports "found unhashable key" with its line
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -157,8 +159,15 @@ def build(tree: Any, source: str, problems: Problems) -> Settings | None:
     for props in (kafka, dead_letter.producer if dead_letter else {}):
         secrets += [v for k, v in props.items() if is_secret_property(k) and v]
     return Settings(
-        source=source, kafka=kafka, userflux=userflux, on_invalid=on_invalid, dead_letter=dead_letter,
-        metrics=metrics, pipeline=pipeline, limits=limits, secrets=tuple(secrets),
+        source=source,
+        kafka=kafka,
+        userflux=userflux,
+        on_invalid=on_invalid,
+        dead_letter=dead_letter,
+        metrics=metrics,
+        pipeline=pipeline,
+        limits=limits,
+        secrets=tuple(secrets),
     )
 
 
@@ -189,8 +198,9 @@ def _properties(raw: Any, where: str, problems: Problems) -> dict[str, str]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        problems.add(where, f"expected a mapping of librdkafka properties, found "
-                            f"{describe(raw, secret=isinstance(raw, str))}")  # it may hold a password
+        problems.add(
+            where, f"expected a mapping of librdkafka properties, found {describe(raw, secret=isinstance(raw, str))}"
+        )  # it may hold a password
         return {}
     props: dict[str, str] = {}
     for key, value in raw.items():
@@ -203,8 +213,11 @@ def _properties(raw: Any, where: str, problems: Problems) -> dict[str, str]:
         elif isinstance(value, list) and all(isinstance(v, str) for v in value):
             props[str(key)] = ",".join(value)  # e.g. bootstrap.servers as a list
         else:
-            problems.add(here, f"expected a string, number or boolean (librdkafka properties are flat "
-                               f"dotted keys such as sasl.mechanism), found {describe(value, secret)}")
+            problems.add(
+                here,
+                f"expected a string, number or boolean (librdkafka properties are flat "
+                f"dotted keys such as sasl.mechanism), found {describe(value, secret)}",
+            )
     return props
 
 
@@ -220,7 +233,9 @@ def _kafka(raw: Any, problems: Problems) -> dict[str, str]:
             continue  # e.g. an unset ${VAR}: already reported
         if not props.get(key, "").strip() and not (key == "bootstrap.servers" and props.get("metadata.broker.list")):
             typo = difflib.get_close_matches(key, [k for k in props if k != key], n=1, cutoff=0.8)
-            problems.add(f"kafka.{key}", "is required" + (f" (found {typo[0]!r}: did you mean {key!r}?)" if typo else ""))
+            problems.add(
+                f"kafka.{key}", "is required" + (f" (found {typo[0]!r}: did you mean {key!r}?)" if typo else "")
+            )
     for key, why in _OWNED_PROPERTIES.items():
         if key in props and props[key].lower() != "false":
             problems.add(f"kafka.{key}", f"must not be set: {why}")
@@ -236,15 +251,25 @@ def _userflux(section: Section, problems: Problems) -> UserFluxSettings | None:
     if base_url is not None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            problems.add("userflux.base_url", f"expected an http(s) URL like {DEFAULT_BASE_URL}, "
-                                              f"found {_without_credentials(base_url)!r}")
+            problems.add(
+                "userflux.base_url",
+                f"expected an http(s) URL like {DEFAULT_BASE_URL}, found {_without_credentials(base_url)!r}",
+            )
         elif parts.query or parts.fragment:
-            problems.add("userflux.base_url", "expected a URL without query or fragment; the connector adds the path and locationEnrichment")
+            problems.add(
+                "userflux.base_url",
+                "expected a URL without query or fragment; the connector adds the path and locationEnrichment",
+            )
         elif parts.username is not None or parts.password is not None:
-            problems.add("userflux.base_url", "expected a URL without user:password@; the write key is userflux.api_key")
+            problems.add(
+                "userflux.base_url", "expected a URL without user:password@; the write key is userflux.api_key"
+            )
         elif parts.scheme == "http" and not is_loopback(parts.hostname) and allow_insecure_http is False:
-            problems.add("userflux.base_url", f"plain http to {parts.hostname} would send the write key and the events "
-                                              "unencrypted; use https, or set userflux.allow_insecure_http: true")
+            problems.add(
+                "userflux.base_url",
+                f"plain http to {parts.hostname} would send the write key and the events "
+                "unencrypted; use https, or set userflux.allow_insecure_http: true",
+            )
     api_key = section.get_str("api_key", secret=True)
     if api_key is not None and any(ch.isspace() for ch in api_key.strip()):
         problems.add("userflux.api_key", "contains white space; expected the write key alone (without 'Bearer ')")
@@ -256,7 +281,10 @@ def _userflux(section: Section, problems: Problems) -> UserFluxSettings | None:
     )
     retry_section.finish()
     if retry.initial_backoff_ms and retry.max_backoff_ms and retry.initial_backoff_ms > retry.max_backoff_ms:
-        problems.add("userflux.retry", f"initial_backoff_ms ({retry.initial_backoff_ms}) is above max_backoff_ms ({retry.max_backoff_ms})")
+        problems.add(
+            "userflux.retry",
+            f"initial_backoff_ms ({retry.initial_backoff_ms}) is above max_backoff_ms ({retry.max_backoff_ms})",
+        )
     tls = _tls(section.section("tls"), problems)
     settings = UserFluxSettings(
         base_url=(base_url or "").rstrip("/"),
@@ -296,13 +324,17 @@ def _without_credentials(url: str) -> str:
 def _dead_letter(raw: Any, on_invalid: str | None, problems: Problems) -> DeadLetterSettings | None:
     if raw is None:
         if on_invalid == "dead_letter":
-            problems.add("dead_letter.topic", "is required when on_invalid is dead_letter (the default); "
-                                              "set it, or choose on_invalid: skip or stop")
+            problems.add(
+                "dead_letter.topic",
+                "is required when on_invalid is dead_letter (the default); set it, or choose on_invalid: skip or stop",
+            )
         return None
     section = Section(raw, "dead_letter", problems)
     topic = section.get_str("topic")
     if topic is not None and (topic.startswith("^") or not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", topic)):
-        problems.add("dead_letter.topic", f"expected a Kafka topic name (letters, digits, '.', '_', '-'), found {topic!r}")
+        problems.add(
+            "dead_letter.topic", f"expected a Kafka topic name (letters, digits, '.', '_', '-'), found {topic!r}"
+        )
     producer = _properties(section.raw("producer", None), "dead_letter.producer", problems)
     section.finish()
     return DeadLetterSettings(topic=topic, producer=producer) if topic else None

@@ -30,8 +30,8 @@ class Mapping:
         topics: frozenset[str] | None,
         pattern: re.Pattern | None,
         location_enrichment: bool,
-        where: "Filter | None",
-        builder: "EventBuilder",
+        where: Filter | None,
+        builder: EventBuilder,
         spec: dict,
     ):
         self.index = index
@@ -83,7 +83,9 @@ class Filter:
     def describe(self) -> str:
         words = {"in": "in", "not_in": "not in"}
         return " and ".join(
-            f"{path} {'exists' if operand else 'is missing'}" if op == "exists" else f"{path} {words[op]} {_show_list(operand)}"
+            f"{path} {'exists' if operand else 'is missing'}"
+            if op == "exists"
+            else f"{path} {words[op]} {_show_list(operand)}"
             for _, path, op, operand in self.conditions
         )
 
@@ -131,8 +133,14 @@ def _show_list(values: tuple) -> str:
 
 
 class EventBuilder:
-    def __init__(self, name: Extractor, user_id: Extractor | None, anonymous_id: Extractor | None,
-                 timestamp: Extractor | None, properties: "PropertiesBuilder"):
+    def __init__(
+        self,
+        name: Extractor,
+        user_id: Extractor | None,
+        anonymous_id: Extractor | None,
+        timestamp: Extractor | None,
+        properties: PropertiesBuilder,
+    ):
         self.name = name
         self.user_id = user_id
         self.anonymous_id = anonymous_id
@@ -141,18 +149,28 @@ class EventBuilder:
         # build(value, message) -> the event dict: the per-message path, generated from
         # these specs once (generated.py), with the common cases (a name already seen, a
         # string id, epoch milliseconds) settled inline and the rest left to the checks below.
-        self.build, self.source = generate(self, {
-            "VALID_NAMES": _VALID_NAMES, "ABSENT_IDS": _ABSENT_IDS, "iso_ms": iso_ms,
-            "EARLIEST_MS": EARLIEST_MS, "MILLIS_BELOW": MILLIS_BELOW,
-            "EARLIEST_S": EARLIEST_S, "SECONDS_BELOW": SECONDS_BELOW,
-        })
+        self.build, self.source = generate(
+            self,
+            {
+                "VALID_NAMES": _VALID_NAMES,
+                "ABSENT_IDS": _ABSENT_IDS,
+                "iso_ms": iso_ms,
+                "EARLIEST_MS": EARLIEST_MS,
+                "MILLIS_BELOW": MILLIS_BELOW,
+                "EARLIEST_S": EARLIEST_S,
+                "SECONDS_BELOW": SECONDS_BELOW,
+            },
+        )
 
     def summary(self) -> list[tuple[str, str]]:
         return [
             ("name", self.name.describe),
             ("userId", self.user_id.describe if self.user_id else "not mapped"),
             ("anonymousId", self.anonymous_id.describe if self.anonymous_id else "not mapped"),
-            ("timestamp", (self.timestamp.describe + ", else " if self.timestamp else "") + "the Kafka message's timestamp"),
+            (
+                "timestamp",
+                (self.timestamp.describe + ", else " if self.timestamp else "") + "the Kafka message's timestamp",
+            ),
             ("properties", self.properties.describe()),
         ]
 
@@ -165,7 +183,9 @@ class EventBuilder:
 
     def _name(self, found: Any, value: Any, message: Any) -> str:
         if blank_id(found):
-            raise InvalidMessage(f"name: no value found for {self.name.describe}{self.name.why_missing(value, message)}")
+            raise InvalidMessage(
+                f"name: no value found for {self.name.describe}{self.name.why_missing(value, message)}"
+            )
         if isinstance(found, bool) or not isinstance(found, (str, int, float)):
             raise InvalidMessage(f"name: expected a string from {self.name.describe}, found {describe(found)}")
         name = found if isinstance(found, str) else _number_text(found)
@@ -220,8 +240,13 @@ def _number_text(number: int | float) -> str:
 class PropertiesBuilder:
     """``properties:``: an object copied from ``from``, narrowed by include/exclude, plus ``set``."""
 
-    def __init__(self, source: Extractor | None, include: tuple[str, ...] | None,
-                 exclude: tuple[tuple[str, ...], ...], assign: tuple[tuple[str, Extractor], ...]):
+    def __init__(
+        self,
+        source: Extractor | None,
+        include: tuple[str, ...] | None,
+        exclude: tuple[tuple[str, ...], ...],
+        assign: tuple[tuple[str, Extractor], ...],
+    ):
         self.source = source
         self.include = include
         self.exclude = exclude
@@ -257,7 +282,9 @@ class PropertiesBuilder:
                     props = dict(found)  # a copy: exclude must not change the message value
             else:
                 assert self.source is not None  # as self._source
-                raise InvalidMessage(f"properties: expected an object from {self.source.describe}, found {describe(found)}")
+                raise InvalidMessage(
+                    f"properties: expected an object from {self.source.describe}, found {describe(found)}"
+                )
             for path in self.exclude:
                 _remove(props, path)
         for key, get in self._assign:
@@ -295,14 +322,19 @@ def compile_mapping(raw: Any, index: int, problems: Problems, default_location_e
     has_topics, has_pattern = section.has("topics"), section.has("pattern")
     if has_topics == has_pattern:
         section.raw("topics", None), section.raw("pattern", None)
-        problems.add(where, "expected exactly one of topics (a list of names) or pattern (a regex), found "
-                     + ("both" if has_topics else "neither"))
+        problems.add(
+            where,
+            "expected exactly one of topics (a list of names) or pattern (a regex), found "
+            + ("both" if has_topics else "neither"),
+        )
     elif has_topics:
         raw_topics = section.raw("topics")
         if isinstance(raw_topics, str):
             raw_topics = [raw_topics]
         if not isinstance(raw_topics, list) or not raw_topics or not all(isinstance(t, str) and t for t in raw_topics):
-            problems.add(join(where, "topics"), f"expected a non-empty list of topic names, found {describe(raw_topics)}")
+            problems.add(
+                join(where, "topics"), f"expected a non-empty list of topic names, found {describe(raw_topics)}"
+            )
         else:
             bad = [t for t in raw_topics if t.startswith("^")]
             if bad:
@@ -312,8 +344,10 @@ def compile_mapping(raw: Any, index: int, problems: Problems, default_location_e
         text = section.get_str("pattern")
         if text is not None:
             if not text.startswith("^"):
-                problems.add(join(where, "pattern"),
-                             f"a Kafka regex subscription must start with '^', found {text!r} (did you mean {'^' + text!r}?)")
+                problems.add(
+                    join(where, "pattern"),
+                    f"a Kafka regex subscription must start with '^', found {text!r} (did you mean {'^' + text!r}?)",
+                )
             else:
                 try:
                     pattern = re.compile(text)
@@ -371,8 +405,11 @@ def _compile_event(section: Section, problems: Problems) -> EventBuilder | None:
     if not section.ok:
         return None
     before = len(problems.lines)
-    name = compile_field(section.raw("name"), join(section.path, "name"), problems, blank_id) \
-        if section.has("name") else section.raw("name")
+    name = (
+        compile_field(section.raw("name"), join(section.path, "name"), problems, blank_id)
+        if section.has("name")
+        else section.raw("name")
+    )
     ids = {}
     for field in ("userId", "anonymousId"):
         raw = section.raw(field, None)

@@ -16,7 +16,8 @@ null, or a blank string; for ids and names the SDK's placeholders "null" and
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..validation import Problems, Section, describe, join
 from .paths import MISSING, compile_ref
@@ -42,8 +43,9 @@ class Extractor:
 
     __slots__ = ("get", "describe", "explain")
 
-    def __init__(self, get: Callable[[Any, Any], Any], describe: str,
-                 explain: Callable[[Any, Any], str | None] | None = None):
+    def __init__(
+        self, get: Callable[[Any, Any], Any], describe: str, explain: Callable[[Any, Any], str | None] | None = None
+    ):
         self.get = get
         self.describe = describe
         self.explain = explain

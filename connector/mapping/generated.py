@@ -14,13 +14,14 @@ methods of ``EventBuilder``. ``builder.source`` keeps the generated text for deb
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .paths import MISSING, _step
 
 # The function, with {placeholders} for what differs between mappings. Reading a field is
 # an expression: a lookup written out, or a call of the spec's getter.
-_TEMPLATE = '''\
+_TEMPLATE = """\
 def build(value, message):
     found = {name}
     name = found if type(found) is str and found in VALID_NAMES else builder._name(found, value, message)
@@ -44,13 +45,13 @@ def build(value, message):
         event["timestamp"] = builder._timestamp(ts, message)
     event["properties"] = {properties}
     return event
-'''
+"""
 
 # An id: the common case (a usable string) settled inline, everything else by _id.
-_ID = '''\
+_ID = """\
     found = {read}
     {var} = found if type(found) is str and found and found not in ABSENT_IDS and not found.isspace() \\
-        else builder._id("{field}", builder.{attr}, found)'''
+        else builder._id("{field}", builder.{attr}, found)"""
 
 
 def generate(builder: Any, names: dict[str, Any]) -> tuple[Callable[[Any, Any], dict], str]:
@@ -71,9 +72,11 @@ def generate(builder: Any, names: dict[str, Any]) -> tuple[Callable[[Any, Any], 
             return f"(value.get({key}, MISSING) if type(value) is dict else step(value, {key}))"
         if segments is not None and len(segments) == 2:
             first, second = bind(segments[0]), bind(segments[1])
-            return (f"(node.get({second}, MISSING) if type(node := (value.get({first}, MISSING) "
-                    f"if type(value) is dict else step(value, {first}))) is dict "
-                    f"else (step(node, {second}) if node is not MISSING else MISSING))")
+            return (
+                f"(node.get({second}, MISSING) if type(node := (value.get({first}, MISSING) "
+                f"if type(value) is dict else step(value, {first}))) is dict "
+                f"else (step(node, {second}) if node is not MISSING else MISSING))"
+            )
         return f"{bind(spec.get)}(value, message)"
 
     def identifier(spec: Any, var: str, field: str, attr: str) -> str:
@@ -82,11 +85,17 @@ def generate(builder: Any, names: dict[str, Any]) -> tuple[Callable[[Any, Any], 
         return _ID.format(read=read(spec), var=var, field=field, attr=attr)
 
     properties = builder.properties
-    plain_copy = (properties.source is not None and properties.include is None and not properties.exclude
-                  and not properties.assign)
+    plain_copy = (
+        properties.source is not None
+        and properties.include is None
+        and not properties.exclude
+        and not properties.assign
+    )
     if plain_copy:  # the whole object copied: only a value that is not an object needs the builder
-        props = (f"(dict(found) if type(found := {read(properties.source)}) is dict "
-                 f"else builder.properties.build(value, message))")
+        props = (
+            f"(dict(found) if type(found := {read(properties.source)}) is dict "
+            f"else builder.properties.build(value, message))"
+        )
     else:
         props = "builder.properties.build(value, message)"
     source = _TEMPLATE.format(

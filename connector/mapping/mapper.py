@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
@@ -61,8 +62,11 @@ class MessageMapper:
         if mapping is None:
             # Only possible when librdkafka's regex dialect matched a topic Python's did not.
             raise InvalidMessage(f"no mapping matches topic {topic!r}", "map")
-        plan = self._plans[topic] = (mapping, mapping.where.keeps if mapping.where is not None else None,
-                                     mapping.builder.build)
+        plan = self._plans[topic] = (
+            mapping,
+            mapping.where.keeps if mapping.where is not None else None,
+            mapping.builder.build,
+        )
         return plan
 
     def decode(self, raw: bytes | str | None) -> Any:
@@ -80,8 +84,9 @@ def decode_value(raw: bytes | str | None, limits: LimitsSettings = _DEFAULT_LIMI
     if raw is None:
         raise InvalidMessage("the message has no value (a tombstone)", "deserialize")
     if len(raw) > limits.max_message_bytes:
-        raise InvalidMessage(f"the value is {len(raw)} bytes, over limits.max_message_bytes "
-                             f"({limits.max_message_bytes})", "deserialize")
+        raise InvalidMessage(
+            f"the value is {len(raw)} bytes, over limits.max_message_bytes ({limits.max_message_bytes})", "deserialize"
+        )
     if type(raw) is bytes:
         shape = raw.translate(_SHAPE)  # digits become "0", brackets "[", the rest " "
         if _LONG_NUMBER not in shape:
@@ -111,8 +116,10 @@ def _decode_exact(raw: bytes | str, limits: LimitsSettings) -> Any:
         raise _too_deep(limits)
     # "\ud800" decodes to a lone surrogate, which is not text: no event could carry it.
     if _SURROGATE_ESCAPE.search(raw) and _holds_lone_surrogate(value):
-        raise InvalidMessage("the value is not JSON text: it holds a lone UTF-16 surrogate (\\ud800-\\udfff "
-                             "without its pair)", "deserialize")
+        raise InvalidMessage(
+            "the value is not JSON text: it holds a lone UTF-16 surrogate (\\ud800-\\udfff without its pair)",
+            "deserialize",
+        )
     return value
 
 
@@ -144,8 +151,10 @@ def _holds_lone_surrogate(value: Any) -> bool:
 
 
 def _too_deep(limits: LimitsSettings) -> InvalidMessage:
-    return InvalidMessage(f"the value nests objects and arrays more than limits.max_nesting_depth "
-                          f"({limits.max_nesting_depth}) deep", "deserialize")
+    return InvalidMessage(
+        f"the value nests objects and arrays more than limits.max_nesting_depth ({limits.max_nesting_depth}) deep",
+        "deserialize",
+    )
 
 
 def _decode_error(exc: ValueError) -> str:

@@ -11,7 +11,8 @@ value found or ``MISSING``; nothing is parsed per message.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..validation import type_name
 
@@ -156,7 +157,7 @@ def _compile_metadata(text: str) -> Getter:
     if text in _METADATA_GETTERS:
         return _METADATA_GETTERS[text]
     if text.startswith("@headers."):
-        name = text[len("@headers."):]
+        name = text[len("@headers.") :]
         if not name:
             raise ValueError("'@headers.' needs a header name, e.g. '@headers.device-id'")
 

@@ -12,7 +12,7 @@ would file it decades away from the user's other events.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..validation import short_repr, type_name
@@ -72,7 +72,7 @@ def iso_ms(text: str) -> int | None:
 
 def _epoch_ms(parsed: datetime) -> int:
     if parsed.tzinfo is None:  # UTC; timestamp() would take the machine's local time
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return round(parsed.timestamp() * 1000)
 
 
@@ -90,7 +90,9 @@ def _from_number(number: float) -> int:
     if number < 0:
         raise ValueError(f"{short_repr(number)} is before 1970")
     if number >= _NANOS_BELOW:  # also keeps huge integers from overflowing the float division below
-        raise ValueError(f"{short_repr(number)} is too large for epoch seconds, milliseconds, microseconds or nanoseconds")
+        raise ValueError(
+            f"{short_repr(number)} is too large for epoch seconds, milliseconds, microseconds or nanoseconds"
+        )
     if number < _SECONDS_BELOW:
         return round(number * 1000)
     if number < _MILLIS_BELOW:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import httpx
 
@@ -42,8 +42,12 @@ class Route:
 
     def request(self, body: bytes, location_enrichment: bool) -> bytes:
         """The request's bytes: one buffer, ready to write."""
-        return request_bytes(b"POST", self.targets[location_enrichment],
-                             self.headers + [(b"Content-Length", str(len(body)).encode("ascii"))], body)
+        return request_bytes(
+            b"POST",
+            self.targets[location_enrichment],
+            self.headers + [(b"Content-Length", str(len(body)).encode("ascii"))],
+            body,
+        )
 
 
 def make_route(base_url: str, api_key: Secret, timeout_s: float, tls: TlsSettings | None = None) -> Route:
@@ -58,10 +62,18 @@ def make_route(base_url: str, api_key: Secret, timeout_s: float, tls: TlsSetting
     ]
     # Without TLS settings of its own, the context httpx would make (certifi's CAs, or
     # SSL_CERT_FILE / SSL_CERT_DIR from the environment).
-    context = ssl_context(tls) if tls is not None and (tls.ca_file or tls.client_cert_file) \
-        else httpx.create_ssl_context()
-    return Route(url=str(url), origin=(url.scheme, url.host, url.port), targets=targets, headers=headers,
-                 ssl_context=context, timeout_s=timeout_s, key=api_key.reveal())
+    context = (
+        ssl_context(tls) if tls is not None and (tls.ca_file or tls.client_cert_file) else httpx.create_ssl_context()
+    )
+    return Route(
+        url=str(url),
+        origin=(url.scheme, url.host, url.port),
+        targets=targets,
+        headers=headers,
+        ssl_context=context,
+        timeout_s=timeout_s,
+        key=api_key.reveal(),
+    )
 
 
 class UserFluxClient:
@@ -77,8 +89,9 @@ class UserFluxClient:
         self._opened: list[Connection | ProxyConnection] = []
         self._lock = threading.Lock()  # only taken when a thread opens a connection
 
-    def post_batch(self, body: bytes, location_enrichment: bool,
-                   admit: Callable[[], bool] | None = None) -> Outcome | None:
+    def post_batch(
+        self, body: bytes, location_enrichment: bool, admit: Callable[[], bool] | None = None
+    ) -> Outcome | None:
         """What UserFlux's answer means; None when ``admit``, asked once the connection is
         open, said no (then nothing was sent). Behind a proxy ``admit`` is not asked."""
         route = self.route

@@ -34,10 +34,19 @@ import select
 import socket
 import ssl
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from .errors import (CertificateRefused, ConnectError, ConnectTimeout, NotAdmitted, ReadError, ReadTimeout,
-                     TransportError, WriteError, WriteTimeout)
+from .errors import (
+    CertificateRefused,
+    ConnectError,
+    ConnectTimeout,
+    NotAdmitted,
+    ReadError,
+    ReadTimeout,
+    TransportError,
+    WriteError,
+    WriteTimeout,
+)
 from .http11 import AnswerReader, Response, read_answer
 
 KEEPALIVE_EXPIRY_S = 5.0  # as httpx's default: a connection idle longer is replaced
@@ -58,13 +67,13 @@ class Connection:
         self._timeout = sock.gettimeout()
 
     @classmethod
-    def open(cls, origin: Origin, ssl_context: ssl.SSLContext, timeout_s: float) -> "Connection":
+    def open(cls, origin: Origin, ssl_context: ssl.SSLContext, timeout_s: float) -> Connection:
         """Connect (and shake hands, for https) within ``timeout_s``."""
         scheme, host, port = origin
         address = (host, port or (443 if scheme == "https" else 80))
         try:
             sock = socket.create_connection(address, timeout_s)
-        except socket.timeout:
+        except TimeoutError:
             raise ConnectTimeout(f"connecting to {host}:{address[1]} took longer than {timeout_s:g} s") from None
         except OSError as exc:
             raise ConnectError(f"connecting to {host}:{address[1]}: {_why(exc)}") from None
@@ -72,7 +81,7 @@ class Connection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if scheme == "https":
                 sock = ssl_context.wrap_socket(sock, server_hostname=host)
-        except socket.timeout:
+        except TimeoutError:
             sock.close()
             raise ConnectTimeout(f"the TLS handshake with {host} took longer than {timeout_s:g} s") from None
         except ssl.SSLCertVerificationError as exc:
@@ -131,9 +140,10 @@ class Connection:
         self._settimeout(timeout_s)
         try:
             sock.sendall(data)
-        except socket.timeout:
-            return self._after_write_error(WriteTimeout(f"sending the request took longer than {timeout_s:g} s"),
-                                           deadline)
+        except TimeoutError:
+            return self._after_write_error(
+                WriteTimeout(f"sending the request took longer than {timeout_s:g} s"), deadline
+            )
         except OSError as exc:
             return self._after_write_error(WriteError(f"sending the request: {_why(exc)}"), deadline)
         reader = AnswerReader()
@@ -150,7 +160,7 @@ class Connection:
 
         try:
             return read_answer(recv, reader)
-        except socket.timeout:
+        except TimeoutError:
             why = f"no complete answer within {timeout_s:g} s"
             answer = reader.cut_short(why)
             if answer is None:
@@ -172,8 +182,7 @@ class Connection:
         except TransportError:
             raise error from None
         if 200 <= answer.status < 300:
-            raise WriteError(f"{error}; the server answered {answer.status} before it had the whole request") \
-                from None
+            raise WriteError(f"{error}; the server answered {answer.status} before it had the whole request") from None
         answer.reusable = False
         return answer
 

@@ -39,7 +39,8 @@ import socket
 import ssl
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import metrics
 from ..batcher import Batch
@@ -75,8 +76,15 @@ class _Request:
 
 
 class DirectSender:
-    def __init__(self, route: Route, gate: Gate, pool: Any, completions: "queue.Queue[BatchResult]", slots: int,
-                 encode: Callable[[list[dict]], bytes] = encode_batch):
+    def __init__(
+        self,
+        route: Route,
+        gate: Gate,
+        pool: Any,
+        completions: queue.Queue[BatchResult],
+        slots: int,
+        encode: Callable[[list[dict]], bytes] = encode_batch,
+    ):
         self.route = route
         self.gate = gate
         self.pool = pool  # SenderPool: submit(batch, tried), busy
@@ -87,8 +95,8 @@ class DirectSender:
         self._busy: dict[socket.socket, tuple[Connection, _Request]] = {}
         self._waiting: deque[Batch] = deque()
         self._dialing = 0
-        self._dialed: "queue.SimpleQueue[Connection | BaseException]" = queue.SimpleQueue()
-        self._dial_work: "queue.SimpleQueue[bool]" = queue.SimpleQueue()
+        self._dialed: queue.SimpleQueue[Connection | BaseException] = queue.SimpleQueue()
+        self._dial_work: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._dialer: Any = None
         self._redial_at = 0.0
         self._closed = False
@@ -195,8 +203,10 @@ class DirectSender:
             else:
                 # The pool's senders connect, retry and back off on their own; these
                 # batches go to them until a connection can be opened again.
-                log.debug("could not open a connection to UserFlux (%s); sending from the sender threads",
-                          type(dialed).__name__)
+                log.debug(
+                    "could not open a connection to UserFlux (%s); sending from the sender threads",
+                    type(dialed).__name__,
+                )
                 self._redial_at = time.monotonic() + REDIAL_AFTER_S
 
     # -- progress ----------------------------------------------------------------------------
@@ -276,19 +286,32 @@ class DirectSender:
         if answer is not None:
             self._end(connection, request, answer)
         elif request.unsent and request.write_error is None:
-            self._end(connection, request, error=WriteTimeout(f"sending the request took longer than "
-                                                              f"{self.route.timeout_s:g} s"))
+            self._end(
+                connection,
+                request,
+                error=WriteTimeout(f"sending the request took longer than {self.route.timeout_s:g} s"),
+            )
         else:
             self._end(connection, request, error=ReadTimeout(why))
 
-    def _end(self, connection: Connection, request: _Request, answer: Response | None = None,
-             error: TransportError | None = None) -> None:
+    def _end(
+        self,
+        connection: Connection,
+        request: _Request,
+        answer: Response | None = None,
+        error: TransportError | None = None,
+    ) -> None:
         """The request is over: with an answer, or with ``error``."""
         del self._busy[connection.sock]
         if answer is not None and request.unsent and 200 <= answer.status < 300:
             # Answered 2xx before it had the whole request: UserFlux cannot have stored it.
-            error, answer = WriteError(f"{request.write_error or 'the request was not sent in full'}; the server "
-                                       f"answered {answer.status} before it had the whole request"), None
+            error, answer = (
+                WriteError(
+                    f"{request.write_error or 'the request was not sent in full'}; the server "
+                    f"answered {answer.status} before it had the whole request"
+                ),
+                None,
+            )
         elif answer is None and error is not None and request.write_error is not None:
             error = request.write_error  # nothing was heard after the write failed: that is what happened
         if answer is not None and answer.reusable and not request.unsent:

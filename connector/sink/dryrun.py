@@ -19,8 +19,11 @@ class PrintingSender:
 
     def send(self, batch: Batch, tried: Any = None) -> BatchResult:
         line = json.dumps(
-            {"batch": batch.id, "locationEnrichment": batch.location_enrichment,
-             "events": [item.event for item in batch.items]},
+            {
+                "batch": batch.id,
+                "locationEnrichment": batch.location_enrichment,
+                "events": [item.event for item in batch.items],
+            },
             ensure_ascii=False,
         )
         with self._lock:

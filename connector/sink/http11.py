@@ -33,7 +33,7 @@ nothing arrived after the answer.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import ClosedError, ProtocolError
 
@@ -63,8 +63,15 @@ class Response:
 
     __slots__ = ("status", "reason", "headers", "body", "reusable", "incomplete")
 
-    def __init__(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
-                 reusable: bool, incomplete: str = ""):
+    def __init__(
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        reusable: bool,
+        incomplete: str = "",
+    ):
         self.status = status
         self.reason = reason
         self.headers = headers
@@ -81,8 +88,10 @@ class Response:
         return found
 
     def __repr__(self) -> str:
-        return (f"Response({self.status}, {self.reason!r}, {len(self.headers)} headers, {len(self.body)} bytes, "
-                f"reusable={self.reusable}{', incomplete=' + repr(self.incomplete) if self.incomplete else ''})")
+        return (
+            f"Response({self.status}, {self.reason!r}, {len(self.headers)} headers, {len(self.body)} bytes, "
+            f"reusable={self.reusable}{', incomplete=' + repr(self.incomplete) if self.incomplete else ''})"
+        )
 
 
 def request_bytes(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
@@ -97,7 +106,7 @@ def request_bytes(method: bytes, target: bytes, headers: list[tuple[bytes, bytes
     return b"".join(parts)
 
 
-def read_answer(recv: Callable[[int], bytes], reader: "AnswerReader | None" = None) -> Response:
+def read_answer(recv: Callable[[int], bytes], reader: AnswerReader | None = None) -> Response:
     """Read one answer with ``recv`` (a blocking socket's): until it is complete, or the
     server closes. Errors of ``recv`` pass through; ``reader.cut_short`` can then tell
     whether the head had arrived."""
@@ -120,8 +129,21 @@ class AnswerReader:
     answer. Once a response is returned, the reader is done.
     """
 
-    __slots__ = ("_buffer", "_state", "_scanned", "_interim", "_status", "_reason", "_headers", "_keep_alive",
-                 "_body", "_remaining", "max_head", "max_body", "max_interim")
+    __slots__ = (
+        "_buffer",
+        "_state",
+        "_scanned",
+        "_interim",
+        "_status",
+        "_reason",
+        "_headers",
+        "_keep_alive",
+        "_body",
+        "_remaining",
+        "max_head",
+        "max_body",
+        "max_interim",
+    )
 
     def __init__(self, max_head: int = MAX_HEAD, max_body: int = MAX_BODY, max_interim: int = MAX_INTERIM):
         self.max_head = max_head
@@ -155,8 +177,10 @@ class AnswerReader:
         if state == _UNTIL_CLOSE:
             return self._finish(framed=False)
         if state == _HEAD:
-            raise ClosedError(f"the server closed the connection "
-                              f"{'in the middle of' if self._buffer or self._interim else 'before'} the answer")
+            raise ClosedError(
+                f"the server closed the connection "
+                f"{'in the middle of' if self._buffer or self._interim else 'before'} the answer"
+            )
         if state == _DONE:
             raise RuntimeError("the answer was read already")
         return self._incomplete("the server closed the connection in the middle of the answer's body")
@@ -193,7 +217,7 @@ class AnswerReader:
                         return self._incomplete(f"a chunk's size line is longer than {self.max_head:,} bytes")
                     return None
                 line = bytes(buffer[:end])
-                del buffer[:end + 2]
+                del buffer[: end + 2]
                 self._scanned = 0
                 match = _CHUNK_SIZE.fullmatch(line)
                 if match is None:
@@ -211,7 +235,7 @@ class AnswerReader:
                     return None
                 self._state = _CHUNK_END
             elif state == _CHUNK_END:
-                if buffer[:2] != b"\r\n"[:len(buffer)]:
+                if buffer[:2] != b"\r\n"[: len(buffer)]:
                     return self._incomplete("a chunk does not end with CRLF")
                 if len(buffer) < 2:
                     return None
@@ -252,7 +276,7 @@ class AnswerReader:
         a bare LF as a line's end)."""
         buffer = self._buffer
         if buffer[:1] == b"\n" or buffer[:2] == b"\r\n":  # no lines at all
-            del buffer[:1 if buffer[:1] == b"\n" else 2]
+            del buffer[: 1 if buffer[:1] == b"\n" else 2]
             return []
         match = _BLANK_LINE.search(buffer, max(0, self._scanned - 2))
         if match is None:
@@ -263,7 +287,7 @@ class AnswerReader:
         end = match.end()
         if end > self.max_head:
             raise ProtocolError(f"{what} is longer than {self.max_head:,} bytes")
-        lines = bytes(buffer[:match.start()]).split(b"\n")
+        lines = bytes(buffer[: match.start()]).split(b"\n")
         del buffer[:end]
         self._scanned = 0
         return [line[:-1] if line[-1:] == b"\r" else line for line in lines]
@@ -337,7 +361,7 @@ def _fields(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
         if fold is not None:
             if folded is None:
                 raise ProtocolError("a continuation line before the first header field")
-            folded += b" " + line[fold.end():]
+            folded += b" " + line[fold.end() :]
             continue
         if folded is not None:
             fields.append(_field(folded))

@@ -74,8 +74,13 @@ def of_response(response: Response, duration_s: float, key: str = "") -> Outcome
     if kind == FATAL and 300 <= status < 400 and location is not None:
         detail += f" (redirect to {_redact(location.decode('latin-1'), key)})"
     retry_after = response.header(b"retry-after")
-    return Outcome(kind, str(status), detail,
-                   parse_retry_after(retry_after.decode("latin-1")) if retry_after is not None else None, duration_s)
+    return Outcome(
+        kind,
+        str(status),
+        detail,
+        parse_retry_after(retry_after.decode("latin-1")) if retry_after is not None else None,
+        duration_s,
+    )
 
 
 def of_error(error: TransportError, duration_s: float) -> Outcome:
@@ -84,8 +89,7 @@ def of_error(error: TransportError, duration_s: float) -> Outcome:
         return Outcome(RETRY, "timeout", f"no answer within the timeout: {error}", duration_s=duration_s)
     if isinstance(error, CertificateRefused):  # not transient: the configuration must change
         return Outcome(FATAL, "tls", f"the server's TLS certificate was refused: {error}", duration_s=duration_s)
-    return Outcome(RETRY, "connection", f"connection failed: {type(error).__name__}: {error}",
-                   duration_s=duration_s)
+    return Outcome(RETRY, "connection", f"connection failed: {type(error).__name__}: {error}", duration_s=duration_s)
 
 
 def record(gate: Gate, ticket: Ticket, outcome: Outcome) -> float:

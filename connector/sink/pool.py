@@ -31,18 +31,16 @@ class Sender(Protocol):
 
 
 class SenderPool:
-    def __init__(self, sender: Sender, workers: int, completions: "queue.Queue[BatchResult]"):
+    def __init__(self, sender: Sender, workers: int, completions: queue.Queue[BatchResult]):
         self.sender = sender
         self.completions = completions
-        self._work: "queue.SimpleQueue[tuple[Batch, Any] | None]" = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[tuple[Batch, Any] | None] = queue.SimpleQueue()
         self._submitted = 0  # only the pipeline's thread submits
         self._finished = 0
         self._count_lock = threading.Lock()
         # Daemon threads: a request stuck past the shutdown grace must not keep the
         # process alive; its batch is simply not committed.
-        self._threads = [
-            daemon_thread(self._run, f"sender-{i}") for i in range(workers)
-        ]
+        self._threads = [daemon_thread(self._run, f"sender-{i}") for i in range(workers)]
         for thread in self._threads:
             thread.start()
 
@@ -66,8 +64,11 @@ class SenderPool:
                 result = self.sender.send(batch, tried) if tried is not None else self.sender.send(batch)
             except Exception as exc:  # a bug must stop the run, not lose the batch silently
                 log.exception("sender failed on batch #%d", batch.id)
-                result = BatchResult(batch, abandoned=list(batch.items),
-                                     failure=FatalError(f"internal error while sending batch #{batch.id}: {exc!r}"))
+                result = BatchResult(
+                    batch,
+                    abandoned=list(batch.items),
+                    failure=FatalError(f"internal error while sending batch #{batch.id}: {exc!r}"),
+                )
             with self._count_lock:
                 self._finished += 1
             self.completions.put(result)

@@ -16,8 +16,17 @@ import httpcore
 import httpx
 
 from .connection import KEEPALIVE_EXPIRY_S
-from .errors import (CertificateRefused, ConnectError, ConnectTimeout, ProtocolError, ReadError, ReadTimeout,
-                     TransportError, WriteError, WriteTimeout)
+from .errors import (
+    CertificateRefused,
+    ConnectError,
+    ConnectTimeout,
+    ProtocolError,
+    ReadError,
+    ReadTimeout,
+    TransportError,
+    WriteError,
+    WriteTimeout,
+)
 from .http11 import Response
 
 # httpcore's exceptions, most specific first.
@@ -57,17 +66,20 @@ class ProxyConnection:
         self._pool = httpcore.HTTPProxy(
             proxy_url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
             proxy_auth=(url.username, url.password) if url.username else None,
-            ssl_context=ssl_context, max_connections=1, max_keepalive_connections=1,
-            keepalive_expiry=KEEPALIVE_EXPIRY_S)
+            ssl_context=ssl_context,
+            max_connections=1,
+            max_keepalive_connections=1,
+            keepalive_expiry=KEEPALIVE_EXPIRY_S,
+        )
 
-    def exchange(self, url: httpx.URL, headers: list[tuple[bytes, bytes]], body: bytes,
-                 timeout_s: float) -> Response:
+    def exchange(self, url: httpx.URL, headers: list[tuple[bytes, bytes]], body: bytes, timeout_s: float) -> Response:
         request = httpcore.Request(
             method=b"POST",
             url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
-            headers=headers, content=body,
-            extensions={"timeout": {"connect": timeout_s, "read": timeout_s, "write": timeout_s,
-                                    "pool": timeout_s}})
+            headers=headers,
+            content=body,
+            extensions={"timeout": {"connect": timeout_s, "read": timeout_s, "write": timeout_s, "pool": timeout_s}},
+        )
         try:
             response = self._pool.handle_request(request)
             try:
@@ -77,8 +89,13 @@ class ProxyConnection:
         except Exception as exc:
             raise _translate(exc) from None
         reason = response.extensions.get("reason_phrase", b"")
-        return Response(response.status, reason if isinstance(reason, bytes) else b"", list(response.headers),
-                        content, reusable=True)
+        return Response(
+            response.status,
+            reason if isinstance(reason, bytes) else b"",
+            list(response.headers),
+            content,
+            reusable=True,
+        )
 
     def close(self) -> None:
         self._pool.close()

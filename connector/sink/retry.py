@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import random
 import time
-from datetime import timezone
+from collections.abc import Callable
+from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Callable
 
 # A Retry-After beyond this is a server mistake; waiting an hour still keeps the data.
 MAX_RETRY_AFTER_S = 3600.0
@@ -34,7 +34,7 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
         if when is None:
             return None
         if when.tzinfo is None:  # asctime and "-0000" dates: HTTP dates are always GMT
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - now()
     if seconds != seconds:  # NaN
         return None
@@ -42,8 +42,13 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
 
 
 class RetryPolicy:
-    def __init__(self, initial_backoff_s: float, max_backoff_s: float, max_attempts: int = 0,
-                 rng: Callable[[], float] = random.random):
+    def __init__(
+        self,
+        initial_backoff_s: float,
+        max_backoff_s: float,
+        max_attempts: int = 0,
+        rng: Callable[[], float] = random.random,
+    ):
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
         self.max_attempts = max_attempts  # 0: forever

@@ -15,8 +15,9 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from .. import metrics
 from ..batcher import Batch, Item
@@ -49,9 +50,15 @@ class Health(Protocol):
 
 
 class BatchSender:
-    def __init__(self, client: UserFluxClient, policy: RetryPolicy, stop: threading.Event,
-                 encode: Callable[[list[dict]], bytes] = encode_batch, health: Health | None = None,
-                 gate: Gate | None = None):
+    def __init__(
+        self,
+        client: UserFluxClient,
+        policy: RetryPolicy,
+        stop: threading.Event,
+        encode: Callable[[list[dict]], bytes] = encode_batch,
+        health: Health | None = None,
+        gate: Gate | None = None,
+    ):
         self.client = client
         self.policy = policy
         self.stop = stop  # set when the pipeline gives up on work in flight
@@ -90,8 +97,12 @@ class BatchSender:
                 return
             if answer.kind == REJECT:
                 if len(items) > 1:
-                    log.info("batch #%d: UserFlux refused %d events (%s); splitting to find the refused ones",
-                             batch.id, len(items), answer.detail)
+                    log.info(
+                        "batch #%d: UserFlux refused %d events (%s); splitting to find the refused ones",
+                        batch.id,
+                        len(items),
+                        answer.detail,
+                    )
                 self._split(batch, items, f"UserFlux refused the event: {answer.detail}", result)
                 return
             if answer.kind in (AUTH, FATAL):
@@ -124,8 +135,9 @@ class BatchSender:
             # 3. Send. Opening a connection can take long: if a hold began meanwhile,
             #    nothing is sent (None); back to 1.
             try:
-                answer = self.client.post_batch(body, batch.location_enrichment,
-                                                admit=functools.partial(self.gate.admits, ticket))
+                answer = self.client.post_batch(
+                    body, batch.location_enrichment, admit=functools.partial(self.gate.admits, ticket)
+                )
             except BaseException:
                 self.gate.cancel(ticket)
                 raise
@@ -140,8 +152,15 @@ class BatchSender:
         failure only delays this batch, by its own backoff. False when stopped meanwhile."""
         own = 0.0 if self.gate.failing else self.policy.delay(attempts)
         delay = max(own, held)
-        log.warning("batch #%d (%d events): %s; retry %d in %.2fs%s", batch.id, len(items), answer.detail,
-                    attempts, delay, " (Retry-After)" if answer.retry_after_s is not None else "")
+        log.warning(
+            "batch #%d (%d events): %s; retry %d in %.2fs%s",
+            batch.id,
+            len(items),
+            answer.detail,
+            attempts,
+            delay,
+            " (Retry-After)" if answer.retry_after_s is not None else "",
+        )
         metrics.retries.labels(answer.code).inc()
         if self.health is not None and answer.code.isdigit():  # an answer, not a timeout
             self.health.error_answered(delay)

@@ -13,6 +13,7 @@ import certifi
 
 from ..config.model import TlsSettings
 
+
 class TlsFileError(ValueError):
     """A configured TLS file cannot be used; ``key`` names the setting."""
 
@@ -32,8 +33,9 @@ def ssl_context(tls: TlsSettings) -> ssl.SSLContext:
             context.load_cert_chain(tls.client_cert_file, tls.client_key_file)
         except (OSError, ssl.SSLError) as exc:
             files = tls.client_cert_file + (f" and {tls.client_key_file}" if tls.client_key_file else "")
-            raise TlsFileError("client_cert_file", f"cannot load a PEM certificate and its private key from "
-                                                   f"{files}: {_why(exc)}") from None
+            raise TlsFileError(
+                "client_cert_file", f"cannot load a PEM certificate and its private key from {files}: {_why(exc)}"
+            ) from None
     return context
 
 

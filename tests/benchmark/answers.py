@@ -27,15 +27,17 @@ import statistics
 import tempfile
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import h11
 
 from connector.sink.connection import Connection
 from connector.sink.http11 import AnswerReader
 
-ANSWER = (b"HTTP/1.1 204 No Content\r\nDate: Mon, 07 Dec 2026 21:00:00 GMT\r\nServer: envoy\r\n"
-          b"x-envoy-upstream-service-time: 3\r\nVia: 1.1 google\r\n\r\n")
+ANSWER = (
+    b"HTTP/1.1 204 No Content\r\nDate: Mon, 07 Dec 2026 21:00:00 GMT\r\nServer: envoy\r\n"
+    b"x-envoy-upstream-service-time: 3\r\nVia: 1.1 google\r\n\r\n"
+)
 
 
 def ours() -> None:
@@ -44,8 +46,11 @@ def ours() -> None:
 
 def h11_reads() -> Callable[[], None]:
     connection = h11.Connection(h11.CLIENT)
-    request = h11.Request(method="POST", target="/event/ingest/batch",
-                          headers=[("Host", "integration-api.userflux.co"), ("Content-Length", "2")])
+    request = h11.Request(
+        method="POST",
+        target="/event/ingest/batch",
+        headers=[("Host", "integration-api.userflux.co"), ("Content-Length", "2")],
+    )
 
     def read() -> None:
         connection.send(request)
@@ -111,8 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         tls, close_tls = resting_connection(True, (str(certs.server_cert), str(certs.server_key)))
         try:
             assert plain.usable() and tls.usable(), "a resting connection must be usable"
-            works = {"ours": ours, "h11": h11_reads(), "reuse check, plain": plain.usable,
-                     "reuse check, TLS": tls.usable}
+            works = {
+                "ours": ours,
+                "h11": h11_reads(),
+                "reuse check, plain": plain.usable,
+                "reuse check, TLS": tls.usable,
+            }
             figures: dict[str, list[float]] = {name: [] for name in works}
             for _ in range(args.runs):  # interleaved, so the machine's drift spreads evenly
                 for name, work in works.items():

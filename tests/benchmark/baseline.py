@@ -33,8 +33,11 @@ def timestamp_ms(value):
 
 
 def to_event(value: dict) -> dict:
-    event = {"name": value["event"], "timestamp": timestamp_ms(value["sent_at"]),
-             "properties": value.get("properties") or {}}
+    event = {
+        "name": value["event"],
+        "timestamp": timestamp_ms(value["sent_at"]),
+        "properties": value.get("properties") or {},
+    }
     user_id = (value.get("user") or {}).get("id")
     if user_id is not None:
         event["userId"] = str(user_id)  # UserFlux takes string ids; some trackers send numbers
@@ -52,13 +55,20 @@ def main() -> None:
     class UserFluxSink(BatchingSink):
         def __init__(self, url: str, api_key: str, threads: int):
             super().__init__()
-            self.client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30,
-                                       limits=httpx.Limits(max_connections=threads))
+            self.client = httpx.Client(
+                base_url=url,
+                headers={"Authorization": f"Bearer {api_key}"},
+                timeout=30,
+                limits=httpx.Limits(max_connections=threads),
+            )
             self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
 
         def post(self, chunk) -> int:
-            response = self.client.post("/event/ingest/batch", params={"locationEnrichment": "false"},
-                                        json={"events": [item.value for item in chunk]})
+            response = self.client.post(
+                "/event/ingest/batch",
+                params={"locationEnrichment": "false"},
+                json={"events": [item.value for item in chunk]},
+            )
             return response.status_code
 
         def write(self, batch: SinkBatch) -> None:
@@ -74,8 +84,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("topics", nargs="+")
     args = parser.parse_args()
-    app = Application(broker_address=args.bootstrap, consumer_group=args.group, auto_offset_reset="earliest",
-                      commit_interval=1.0, auto_create_topics=False)
+    app = Application(
+        broker_address=args.bootstrap,
+        consumer_group=args.group,
+        auto_offset_reset="earliest",
+        commit_interval=1.0,
+        auto_create_topics=False,
+    )
     sink = UserFluxSink(args.url, os.environ["USERFLUX_API_KEY"], args.threads)
     for name in args.topics:
         app.dataframe(app.topic(name, value_deserializer="json")).apply(to_event).sink(sink)

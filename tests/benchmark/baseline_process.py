@@ -24,18 +24,42 @@ def baseline_python() -> pathlib.Path:
 
 
 class BaselineProcess:
-    def __init__(self, *, bootstrap: str, group: str, topics: list[str], base_url: str, api_key: str, threads: int,
-                 log_path: pathlib.Path):
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        group: str,
+        topics: list[str],
+        base_url: str,
+        api_key: str,
+        threads: int,
+        log_path: pathlib.Path,
+    ):
         python = baseline_python()
         self.stderr_path = log_path
         self._err = open(log_path, "ab")
         self.process = subprocess.Popen(
-            [str(python), str(APP), "--bootstrap", bootstrap, "--group", group, "--url", base_url,
-             "--threads", str(threads), *topics],
-            stdin=subprocess.DEVNULL, stdout=self._err, stderr=self._err, cwd=REPO,
-            env={**os.environ, API_KEY_VARIABLE: api_key})
+            [
+                str(python),
+                str(APP),
+                "--bootstrap",
+                bootstrap,
+                "--group",
+                group,
+                "--url",
+                base_url,
+                "--threads",
+                str(threads),
+                *topics,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._err,
+            stderr=self._err,
+            cwd=REPO,
+            env={**os.environ, API_KEY_VARIABLE: api_key},
+        )
 
-    def __enter__(self) -> "BaselineProcess":
+    def __enter__(self) -> BaselineProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:

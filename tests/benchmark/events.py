@@ -18,7 +18,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 from confluent_kafka import Producer
 
@@ -48,11 +48,20 @@ _WEIGHTS = [k[2] for k in KINDS]
 
 _PATHS = ("/", "/pricing", "/products/shoes", "/products/bags", "/cart", "/checkout", "/blog/launch", "/account")
 _REFERRERS = (None, None, "https://www.google.com/", "https://t.co/x1", "https://mail.example.org/")
-_DEVICES = (("desktop", "macOS", "Chrome"), ("desktop", "Windows", "Edge"), ("mobile", "iOS", "Safari"),
-            ("mobile", "Android", "Chrome"), ("tablet", "iPadOS", "Safari"))
+_DEVICES = (
+    ("desktop", "macOS", "Chrome"),
+    ("desktop", "Windows", "Edge"),
+    ("mobile", "iOS", "Safari"),
+    ("mobile", "Android", "Chrome"),
+    ("tablet", "iPadOS", "Safari"),
+)
 _CAMPAIGNS = (None, None, None, ("newsletter", "email", "black-friday"), ("google", "cpc", "brand"))
-_PRODUCTS = (("SKU-1042", "Trail Runner", "shoes", 129.9), ("SKU-2210", "Weekender", "bags", 89.0),
-             ("SKU-3301", "Rain Shell", "jackets", 159.5), ("SKU-4187", "Wool Socks", "accessories", 14.99))
+_PRODUCTS = (
+    ("SKU-1042", "Trail Runner", "shoes", 129.9),
+    ("SKU-2210", "Weekender", "bags", 89.0),
+    ("SKU-3301", "Rain Shell", "jackets", 159.5),
+    ("SKU-4187", "Wool Socks", "accessories", 14.99),
+)
 _PLANS = ("free", "pro", "team")
 _OFFSETS = (timezone(timedelta(hours=2)), timezone(timedelta(hours=-5)), timezone(timedelta(hours=5, minutes=30)))
 
@@ -63,7 +72,7 @@ def sent_at(ms: int, form: int) -> int | float | str:
         return ms
     if form == 1:
         return round(ms / 1000, 3)  # epoch seconds, as time.time() gives them
-    when = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    when = datetime.fromtimestamp(ms / 1000, tz=UTC)
     if form == 2:
         return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return when.astimezone(_OFFSETS[ms % len(_OFFSETS)]).isoformat(timespec="milliseconds")
@@ -98,23 +107,37 @@ class EventFactory:
             page["referrer"] = referrer
         properties: dict = {
             "page": page,
-            "context": {"device": {"type": device[0], "os": device[1], "browser": device[2]},
-                        "locale": rng.choice(("en-US", "de-DE", "fr-FR")), "library": "tracker-js/3.4.1"},
+            "context": {
+                "device": {"type": device[0], "os": device[1], "browser": device[2]},
+                "locale": rng.choice(("en-US", "de-DE", "fr-FR")),
+                "library": "tracker-js/3.4.1",
+            },
         }
         campaign = rng.choice(_CAMPAIGNS)
         if campaign is not None:
             properties["campaign"] = {"source": campaign[0], "medium": campaign[1], "name": campaign[2]}
         if name in ("product_viewed", "add_to_cart"):
             sku, title, category, price = rng.choice(_PRODUCTS)
-            properties["product"] = {"sku": sku, "name": title, "category": category, "price": price,
-                                     "quantity": rng.randint(1, 3)}
+            properties["product"] = {
+                "sku": sku,
+                "name": title,
+                "category": category,
+                "price": price,
+                "quantity": rng.randint(1, 3),
+            }
         elif name in ("checkout_started", "order_completed"):
             items = rng.sample(_PRODUCTS, rng.randint(1, 2))
-            properties["order"] = {"id": f"ord_{rng.getrandbits(32):08x}", "currency": "EUR",
-                                   "total": round(sum(p[3] for p in items), 2), "skus": [p[0] for p in items]}
+            properties["order"] = {
+                "id": f"ord_{rng.getrandbits(32):08x}",
+                "currency": "EUR",
+                "total": round(sum(p[3] for p in items), 2),
+                "skus": [p[0] for p in items],
+            }
         elif name == "search":
-            properties["search"] = {"query": rng.choice(("running shoes", "rain jacket", "gift")),
-                                    "results": rng.randint(0, 80)}
+            properties["search"] = {
+                "query": rng.choice(("running shoes", "rain jacket", "gift")),
+                "results": rng.randint(0, 80),
+            }
         elif name == "video_played":
             properties["video"] = {"id": f"vid_{rng.randrange(300)}", "position_s": rng.randint(0, 600)}
         doc["properties"] = properties
@@ -145,28 +168,31 @@ class _Sending:
     """A producer tuned for throughput (large batches, lz4); delivery errors fail the run."""
 
     def __init__(self, bootstrap: str, linger_ms: int):
-        self.producer = Producer({
-            "bootstrap.servers": bootstrap,
-            "linger.ms": linger_ms,
-            "batch.size": 1_000_000,
-            "compression.type": "lz4",
-            "queue.buffering.max.messages": 500_000,
-            "queue.buffering.max.kbytes": 512 * 1024,
-        })
+        self.producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "linger.ms": linger_ms,
+                "batch.size": 1_000_000,
+                "compression.type": "lz4",
+                "queue.buffering.max.messages": 500_000,
+                "queue.buffering.max.kbytes": 512 * 1024,
+            }
+        )
         self.errors: list = []
         self.produced = Produced()
 
     def send(self, topic: str, key: bytes, value: bytes, kind: str, timestamp_ms: int = 0) -> None:
         for _ in range(FULL_QUEUE_POLLS):
             try:
-                self.producer.produce(topic, value=value, key=key, timestamp=timestamp_ms,
-                                      on_delivery=self._delivered)
+                self.producer.produce(topic, value=value, key=key, timestamp=timestamp_ms, on_delivery=self._delivered)
                 break
             except BufferError:  # the local queue is full: let it drain
                 self.producer.poll(0.05)
         else:
-            raise BenchError(f"the broker took nothing for {FULL_QUEUE_POLLS * 0.05:.0f} s: producing failed "
-                             f"({self.errors or 'no error reported'})")
+            raise BenchError(
+                f"the broker took nothing for {FULL_QUEUE_POLLS * 0.05:.0f} s: producing failed "
+                f"({self.errors or 'no error reported'})"
+            )
         self.produced.add(value, kind)
 
     def _delivered(self, error, _message) -> None:

@@ -38,7 +38,6 @@ import time
 import uuid
 from typing import Any
 
-
 from tests.benchmark.errors import BenchError
 from tests.benchmark.events import preload
 from tests.benchmark.run import API_KEY, WINDOW
@@ -51,18 +50,31 @@ TOPIC = "floor-events"
 DEAD_LETTER_TOPIC = "floor-dead-letters"
 
 
-def child(mode: str, bootstrap: str, base_url: str, events: int, topic: str = TOPIC,
-          dead_letter_topic: str = DEAD_LETTER_TOPIC, in_flight: int = 8) -> dict[str, Any]:
+def child(
+    mode: str,
+    bootstrap: str,
+    base_url: str,
+    events: int,
+    topic: str = TOPIC,
+    dead_letter_topic: str = DEAD_LETTER_TOPIC,
+    in_flight: int = 8,
+) -> dict[str, Any]:
     """One run, in this process: the pipeline until ``events`` are delivered."""
     import yaml
 
     from connector.cli import _tune_gc
-    from connector.startup import parse_config
     from connector.pipeline import Pipeline
     from connector.sink.sender import BatchResult
+    from connector.startup import parse_config
 
-    config = SCENARIOS["a"].config(bootstrap=bootstrap, base_url=base_url, group=f"floor-{uuid.uuid4().hex}",
-                                   topics=[topic], metrics_port=0, dead_letter_topic=dead_letter_topic)
+    config = SCENARIOS["a"].config(
+        bootstrap=bootstrap,
+        base_url=base_url,
+        group=f"floor-{uuid.uuid4().hex}",
+        topics=[topic],
+        metrics_port=0,
+        dead_letter_topic=dead_letter_topic,
+    )
     config["userflux"]["api_key"] = API_KEY
     config["userflux"]["max_in_flight"] = in_flight
     config["metrics"] = {"enabled": False}
@@ -70,6 +82,7 @@ def child(mode: str, bootstrap: str, base_url: str, events: int, topic: str = TO
     _tune_gc()  # as `userflux-connector run` does
     send = pipeline.pool.sender.send
     if mode == "loop":
+
         def send(batch: Any) -> BatchResult:
             return BatchResult(batch, delivered=list(batch.items), delivered_at=time.time())
     elif mode not in MODES:
@@ -98,6 +111,7 @@ def child(mode: str, bootstrap: str, base_url: str, events: int, topic: str = TO
 
         pipeline._complete = completed  # type: ignore[method-assign]
     elif mode == "threads":
+
         class Counted:  # the sender the pool's threads call
             def send(self, batch: Any, tried: Any = None) -> BatchResult:
                 return counted(batch)
@@ -105,6 +119,7 @@ def child(mode: str, bootstrap: str, base_url: str, events: int, topic: str = TO
         pipeline.direct = None
         pipeline.pool.sender = Counted()
     else:
+
         class Inline:  # the pool's interface, on the loop's thread
             def submit(self, batch: Any) -> None:
                 pipeline.completions.put(counted(batch))
@@ -119,18 +134,26 @@ def child(mode: str, bootstrap: str, base_url: str, events: int, topic: str = TO
     if code != 0 or len(marks) < len(WINDOW):
         raise SystemExit(f"the pipeline exited with code {code} after {delivered} events")
     (start_at, start_cpu, start_n), (end_at, end_cpu, end_n) = marks[WINDOW[0]], marks[WINDOW[1]]
-    return {"mode": mode, "cpu_us_per_event": (end_cpu - start_cpu) / (end_n - start_n) * 1e6,
-            "events_per_s": (end_n - start_n) / (end_at - start_at)}
+    return {
+        "mode": mode,
+        "cpu_us_per_event": (end_cpu - start_cpu) / (end_n - start_n) * 1e6,
+        "events_per_s": (end_n - start_n) / (end_at - start_at),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmark.floor", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=300_000, help="events preloaded (default %(default)s)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each mode (default %(default)s)")
-    parser.add_argument("--sink-delay-ms", type=float, default=0.0,
-                        help="the sink answers this long after each request (default %(default)s)")
-    parser.add_argument("--in-flight", type=int, default=8,
-                        help="requests open at once: max_in_flight (default %(default)s)")
+    parser.add_argument(
+        "--sink-delay-ms",
+        type=float,
+        default=0.0,
+        help="the sink answers this long after each request (default %(default)s)",
+    )
+    parser.add_argument(
+        "--in-flight", type=int, default=8, help="requests open at once: max_in_flight (default %(default)s)"
+    )
     parser.add_argument("--modes", default=",".join(MODES), help="which modes (default %(default)s)")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "BOOTSTRAP", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -154,16 +177,32 @@ def main(argv: list[str] | None = None) -> int:
             for index in range(1, args.runs + 1):
                 for mode in modes:
                     run = subprocess.run(
-                        [sys.executable, "-m", "tests.benchmark.floor", "--events", str(produced.count),
-                         "--in-flight", str(args.in_flight), "--child", mode, broker.bootstrap_servers,
-                         sink.base_url],
-                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120 + produced.count / 1000)
+                        [
+                            sys.executable,
+                            "-m",
+                            "tests.benchmark.floor",
+                            "--events",
+                            str(produced.count),
+                            "--in-flight",
+                            str(args.in_flight),
+                            "--child",
+                            mode,
+                            broker.bootstrap_servers,
+                            sink.base_url,
+                        ],
+                        cwd=REPO_ROOT,
+                        capture_output=True,
+                        text=True,
+                        timeout=120 + produced.count / 1000,
+                    )
                     if run.returncode != 0:
                         raise BenchError(f"{mode} run {index} failed:\n{run.stderr[-3000:]}")
                     result = json.loads(run.stdout.strip().splitlines()[-1])
                     found[mode].append(result)
-                    print(f"   {mode:6} run {index}: {result['cpu_us_per_event']:.1f} µs CPU/event, "
-                          f"{result['events_per_s']:,.0f} events/s")
+                    print(
+                        f"   {mode:6} run {index}: {result['cpu_us_per_event']:.1f} µs CPU/event, "
+                        f"{result['events_per_s']:,.0f} events/s"
+                    )
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -179,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         rate = statistics.median(r["events_per_s"] for r in found[mode])
         median = statistics.median(cpu)
         share = f", {rate / bound:.0%} of the bound {bound:,.0f}/s" if bound and mode != "loop" else ""
-        print(f"{mode:6} {median:5.1f} µs CPU/event ±{(max(cpu) - min(cpu)) / 2 / median:.0%}, "
-              f"{rate:8,.0f} events/s{share}")
+        print(
+            f"{mode:6} {median:5.1f} µs CPU/event ±{(max(cpu) - min(cpu)) / 2 / median:.0%}, "
+            f"{rate:8,.0f} events/s{share}"
+        )
     return 0
 
 

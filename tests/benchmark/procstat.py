@@ -86,10 +86,14 @@ def machine() -> dict:
     import confluent_kafka
 
     return {
-        "cpu": model, "cores": os.cpu_count(), "memory_gb": memory_gb,
-        "kernel": platform.release(), "python": platform.python_version(),
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gb": memory_gb,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
         "librdkafka": confluent_kafka.libversion()[0],
-        "httpx": metadata.version("httpx"), "confluent_kafka": metadata.version("confluent-kafka"),
+        "httpx": metadata.version("httpx"),
+        "confluent_kafka": metadata.version("confluent-kafka"),
         "commit": _git_commit(),
     }
 
@@ -97,10 +101,16 @@ def machine() -> dict:
 def _git_commit() -> str:
     here = pathlib.Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "connector"], cwd=here.parents[1],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "connector"],
+            cwd=here.parents[1],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{commit}{'+changes' if dirty else ''}" if commit else "unknown"

@@ -42,9 +42,24 @@ class Profiler:
         self.seconds = 0.0
         self._log = open(path.with_suffix(".log"), "wb")
         self.process = subprocess.Popen(
-            [py_spy(), "record", "--pid", str(pid), "--rate", str(RATE), "--gil", "--format", "raw", "--function",
-             "--output", str(path)],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+            [
+                py_spy(),
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                str(RATE),
+                "--gil",
+                "--format",
+                "raw",
+                "--function",
+                "--output",
+                str(path),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
 
     @property
     def running(self) -> bool:
@@ -99,16 +114,25 @@ def summary(path: pathlib.Path, seconds: float = 0.0, top: int = 15) -> dict[str
     def share(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(name, n / total) for name, n in counter.most_common(top)] if total else []
 
-    return {"samples": total, "gil_busy": total / (seconds * RATE) if seconds else None,
-            "functions": share(by_function), "areas": share(by_area), "stages": share(by_stage)}
+    return {
+        "samples": total,
+        "gil_busy": total / (seconds * RATE) if seconds else None,
+        "functions": share(by_function),
+        "areas": share(by_area),
+        "stages": share(by_stage),
+    }
 
 
 def format_summary(found: dict[str, Any]) -> str:
-    lines = [f"{found['samples']} samples of the thread holding the GIL"
-             + (f" (held in about {found['gil_busy']:.0%} of the samples taken)" if found["gil_busy"] else "")]
-    for title, key in (("connector module on the stack (its library calls included)", "stages"),
-                       ("where the samples were taken, by package", "areas"),
-                       ("where the samples were taken, by function", "functions")):
+    lines = [
+        f"{found['samples']} samples of the thread holding the GIL"
+        + (f" (held in about {found['gil_busy']:.0%} of the samples taken)" if found["gil_busy"] else "")
+    ]
+    for title, key in (
+        ("connector module on the stack (its library calls included)", "stages"),
+        ("where the samples were taken, by package", "areas"),
+        ("where the samples were taken, by function", "functions"),
+    ):
         lines.append(f"  {title}:")
         lines.extend(f"    {share:6.1%}  {name}" for name, share in found[key])
     return "\n".join(lines)

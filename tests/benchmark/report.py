@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import pathlib
 import statistics
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # (key in the summary, how to find it in a run's result)
 FIGURES: dict[str, Callable[[dict], float | None]] = {
@@ -35,8 +36,12 @@ def summarize(runs: list[dict]) -> dict[str, dict[str, float]]:
     for name, get in FIGURES.items():
         values = [v for v in map(get, runs) if v is not None]
         if values:
-            found[name] = {"median": statistics.median(values), "min": min(values), "max": max(values),
-                           "runs": len(values)}
+            found[name] = {
+                "median": statistics.median(values),
+                "min": min(values),
+                "max": max(values),
+                "runs": len(values),
+            }
     return found
 
 
@@ -78,9 +83,19 @@ def table(results: dict[str, Any]) -> str:
     rows = [header]
     for key, scenario in results["scenarios"].items():
         s = scenario["summary"]
-        rows.append((f"({key}) {scenario['title']}", _cell(s, "events_per_s"), _cell(s, "cpu_us_per_event", 1),
-                     _cell(s, "peak_rss_mb"), _cell(s, "latency_p50_ms"), _cell(s, "latency_p99_ms"),
-                     _cell(s, "requests_per_s"), _cell(s, "mean_batch", 1), _notes(scenario)))
+        rows.append(
+            (
+                f"({key}) {scenario['title']}",
+                _cell(s, "events_per_s"),
+                _cell(s, "cpu_us_per_event", 1),
+                _cell(s, "peak_rss_mb"),
+                _cell(s, "latency_p50_ms"),
+                _cell(s, "latency_p99_ms"),
+                _cell(s, "requests_per_s"),
+                _cell(s, "mean_batch", 1),
+                _notes(scenario),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for n, row in enumerate(rows):

@@ -21,8 +21,9 @@ import pathlib
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from tests.benchmark import procstat
 from tests.benchmark.baseline_process import BaselineProcess
@@ -80,34 +81,57 @@ def run_once(scenario: Scenario, setup: Setup, index: int) -> dict[str, Any]:
     metrics_port = _free_ports(1)[0]
     expected = scenario.expected(setup.produced)
     deadline = time.monotonic() + setup.timeout_s
-    result: dict[str, Any] = {"run": index, "expected_events": expected,
-                              "filtered": setup.produced.count - expected}
-    with SinkProcess(API_KEY, delay_ms=scenario.sink_delay_ms, down=scenario.outage,
-                     log_path=str(setup.work_dir / f"sink-{tag}.log")) as sink:
+    result: dict[str, Any] = {"run": index, "expected_events": expected, "filtered": setup.produced.count - expected}
+    with SinkProcess(
+        API_KEY, delay_ms=scenario.sink_delay_ms, down=scenario.outage, log_path=str(setup.work_dir / f"sink-{tag}.log")
+    ) as sink:
         group = f"bench-{tag}"
-        config = scenario.config(bootstrap=setup.bootstrap, base_url=sink.base_url, group=group,
-                                 topics=[setup.backlog_topic, live_topic], metrics_port=metrics_port,
-                                 dead_letter_topic=setup.dead_letter_topic)
+        config = scenario.config(
+            bootstrap=setup.bootstrap,
+            base_url=sink.base_url,
+            group=group,
+            topics=[setup.backlog_topic, live_topic],
+            metrics_port=metrics_port,
+            dead_letter_topic=setup.dead_letter_topic,
+        )
         for section, key, value in setup.overrides:
             config.setdefault(section, {})[key] = value
         path = write_config(setup.work_dir / f"connector-{tag}.yaml", config)
         if scenario.baseline_threads:
             process: ConnectorProcess | BaselineProcess = BaselineProcess(
-                bootstrap=setup.bootstrap, group=group, topics=[setup.backlog_topic, live_topic],
-                base_url=sink.base_url, api_key=API_KEY, threads=scenario.baseline_threads,
-                log_path=setup.work_dir / f"baseline-{tag}.log")
+                bootstrap=setup.bootstrap,
+                group=group,
+                topics=[setup.backlog_topic, live_topic],
+                base_url=sink.base_url,
+                api_key=API_KEY,
+                threads=scenario.baseline_threads,
+                log_path=setup.work_dir / f"baseline-{tag}.log",
+            )
         else:
             process = ConnectorProcess(path, env={API_KEY_VARIABLE: API_KEY}, log_level="INFO")
         with process as connector:
             pid, alive = connector.process.pid, _liveness(connector)
 
             def all_committed_in(topic: str) -> None:
-                _wait(lambda: all_committed(setup.bootstrap, group, topic, setup.partitions), deadline,
-                      f"every offset of {topic} to be committed", alive)
+                _wait(
+                    lambda: all_committed(setup.bootstrap, group, topic, setup.partitions),
+                    deadline,
+                    f"every offset of {topic} to be committed",
+                    alive,
+                )
 
             if scenario.outage:
-                result.update(_outage(sink, pid, f"http://127.0.0.1:{metrics_port}/metrics", setup.produced.count,
-                                      setup.outage_s, deadline, alive))
+                result.update(
+                    _outage(
+                        sink,
+                        pid,
+                        f"http://127.0.0.1:{metrics_port}/metrics",
+                        setup.produced.count,
+                        setup.outage_s,
+                        deadline,
+                        alive,
+                    )
+                )
             profile_path = setup.profile_dir / f"profile-{tag}.txt" if setup.profile_dir else None
             samples, profiled_s = _follow(sink, pid, expected, deadline, alive, profile_path)
             result.update(_window(samples, expected))
@@ -144,13 +168,16 @@ def run_once(scenario: Scenario, setup: Setup, index: int) -> dict[str, Any]:
 def _liveness(connector: ConnectorProcess | BaselineProcess) -> Callable[[], None]:
     def check() -> None:
         if not connector.running():
-            raise BenchError(f"the process measured exited with code {connector.process.poll()}:\n"
-                             f"{connector.stderr[-3000:]}")
+            raise BenchError(
+                f"the process measured exited with code {connector.process.poll()}:\n{connector.stderr[-3000:]}"
+            )
+
     return check
 
 
-def _wait(predicate: Callable[[], Any], deadline: float, what: str, alive: Callable[[], None],
-          interval_s: float = 0.25) -> Any:
+def _wait(
+    predicate: Callable[[], Any], deadline: float, what: str, alive: Callable[[], None], interval_s: float = 0.25
+) -> Any:
     while time.monotonic() < deadline:
         found = predicate()
         if found:
@@ -160,8 +187,14 @@ def _wait(predicate: Callable[[], Any], deadline: float, what: str, alive: Calla
     raise BenchError(f"timed out waiting for {what}")
 
 
-def _follow(sink: SinkProcess, pid: int, expected: int, deadline: float, alive: Callable[[], None],
-            profile_path: pathlib.Path | None) -> tuple[list[Sample], float]:
+def _follow(
+    sink: SinkProcess,
+    pid: int,
+    expected: int,
+    deadline: float,
+    alive: Callable[[], None],
+    profile_path: pathlib.Path | None,
+) -> tuple[list[Sample], float]:
     """Sample until the sink has every expected event; profile the window if asked.
     Returns the samples and the seconds profiled."""
     samples: list[Sample] = []
@@ -169,14 +202,23 @@ def _follow(sink: SinkProcess, pid: int, expected: int, deadline: float, alive: 
     try:
         while time.monotonic() < deadline:
             stats = sink.stats()
-            samples.append(Sample(time.monotonic(), stats["events"], stats["requests"],
-                                  procstat.cpu_seconds(pid), procstat.cpu_seconds(sink.pid),
-                                  procstat.thread_cpu_seconds(pid)))
+            samples.append(
+                Sample(
+                    time.monotonic(),
+                    stats["events"],
+                    stats["requests"],
+                    procstat.cpu_seconds(pid),
+                    procstat.cpu_seconds(sink.pid),
+                    procstat.thread_cpu_seconds(pid),
+                )
+            )
             events = stats["events"]
             wrong = {status: n for status, n in stats["refused"].items() if status != "503"}
             if wrong:
-                raise BenchError(f"the sink refused requests (HTTP status: count) {wrong}; "
-                                 "its log in the work directory says why (--keep keeps it)")
+                raise BenchError(
+                    f"the sink refused requests (HTTP status: count) {wrong}; "
+                    "its log in the work directory says why (--keep keeps it)"
+                )
             if profile_path and profiler is None and events >= WINDOW[0] * expected:
                 profiler = Profiler(pid, profile_path)
             if profiler is not None and profiler.running and events >= WINDOW[1] * expected:
@@ -197,8 +239,9 @@ def _window(samples: list[Sample], expected: int) -> dict[str, Any]:
     end = next(s for s in samples if s.events >= WINDOW[1] * expected)
     events, seconds = end.events - start.events, end.at - start.at
     if events <= 0 or seconds <= 0:
-        raise BenchError(f"the steady window holds {events} events in {seconds:.2f} s: too few to measure; "
-                         "use more events")
+        raise BenchError(
+            f"the steady window holds {events} events in {seconds:.2f} s: too few to measure; use more events"
+        )
     requests = end.requests - start.requests
     return {
         "events_per_s": events / seconds,
@@ -216,19 +259,38 @@ def _window(samples: list[Sample], expected: int) -> dict[str, Any]:
     }
 
 
-def _latency(scenario: Scenario, setup: Setup, sink: SinkProcess, live_topic: str, before: int, deadline: float,
-             alive: Callable[[], None]) -> dict[str, Any]:
+def _latency(
+    scenario: Scenario,
+    setup: Setup,
+    sink: SinkProcess,
+    live_topic: str,
+    before: int,
+    deadline: float,
+    alive: Callable[[], None],
+) -> dict[str, Any]:
     sink.record_latency()
     produced = produce_at_rate(setup.bootstrap, live_topic, setup.live_rate, setup.live_seconds)
     want = before + scenario.expected(produced)
-    _wait(lambda: sink.stats()["events"] >= want, min(deadline, time.monotonic() + 60),
-          "the live events to arrive", alive, interval_s=0.1)
+    _wait(
+        lambda: sink.stats()["events"] >= want,
+        min(deadline, time.monotonic() + 60),
+        "the live events to arrive",
+        alive,
+        interval_s=0.1,
+    )
     latency = sink.latency()
     return {**latency, "rate": setup.live_rate, "seconds": setup.live_seconds, "produced": scenario.expected(produced)}
 
 
-def _outage(sink: SinkProcess, pid: int, metrics_url: str, backlog: int, seconds: float, deadline: float,
-            alive: Callable[[], None]) -> dict[str, Any]:
+def _outage(
+    sink: SinkProcess,
+    pid: int,
+    metrics_url: str,
+    backlog: int,
+    seconds: float,
+    deadline: float,
+    alive: Callable[[], None],
+) -> dict[str, Any]:
     """Keep the sink down until the connector has paused reading (or read a backlog smaller than
     ``max_pending_messages``), and ``seconds`` more; then bring it up."""
     started = time.monotonic()
@@ -246,8 +308,14 @@ def _outage(sink: SinkProcess, pid: int, metrics_url: str, backlog: int, seconds
         time.sleep(0.2)
     pending = _metrics(metrics_url, PENDING).get(PENDING)  # a gauge refreshed every second: read it late
     sink.up()
-    return {"outage": {"seconds": time.monotonic() - started, "pending_while_down": pending,
-                       "rss_mb": rss, "refused": sink.stats()["refused"]}}
+    return {
+        "outage": {
+            "seconds": time.monotonic() - started,
+            "pending_while_down": pending,
+            "rss_mb": rss,
+            "refused": sink.stats()["refused"],
+        }
+    }
 
 
 def _mean_request_ms(metrics_url: str) -> float | None:
@@ -275,8 +343,11 @@ def _metrics(url: str, *names: str) -> dict[str, float]:
 
 def as_dict(setup: Setup) -> dict[str, Any]:
     found = dataclasses.asdict(setup)
-    found["produced"] = {"count": setup.produced.count, "mean_bytes": setup.produced.bytes / max(1, setup.produced.count),
-                         "types": dict(setup.produced.types)}
+    found["produced"] = {
+        "count": setup.produced.count,
+        "mean_bytes": setup.produced.bytes / max(1, setup.produced.count),
+        "types": dict(setup.produced.types),
+    }
     for key in ("work_dir", "profile_dir"):
         found[key] = str(found[key]) if found[key] else None
     return found

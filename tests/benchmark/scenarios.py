@@ -19,8 +19,13 @@ from tests.benchmark.events import FILTERED_TYPE, Produced
 API_KEY_VARIABLE = "USERFLUX_API_KEY"
 
 # The mapping a user writes for these web events (as in config/connector.yaml).
-PLAIN_EVENT = {"name": "event", "userId": "user.id", "anonymousId": "anonymous_id", "timestamp": "sent_at",
-               "properties": "properties"}
+PLAIN_EVENT = {
+    "name": "event",
+    "userId": "user.id",
+    "anonymousId": "anonymous_id",
+    "timestamp": "sent_at",
+    "properties": "properties",
+}
 
 # (d): a composed name, a filter, and properties built from the message and its metadata.
 FEATURES_EVENT = {
@@ -28,9 +33,15 @@ FEATURES_EVENT = {
     "userId": "user.id",
     "anonymousId": "anonymous_id",
     "timestamp": "sent_at",
-    "properties": {"from": "properties", "exclude": ["context.library"],
-                   "set": {"plan": {"path": "user.plan", "default": "anonymous"}, "source": {"value": "web"},
-                           "kafka_topic": "@topic"}},
+    "properties": {
+        "from": "properties",
+        "exclude": ["context.library"],
+        "set": {
+            "plan": {"path": "user.plan", "default": "anonymous"},
+            "source": {"value": "web"},
+            "kafka_topic": "@topic",
+        },
+    },
 }
 FEATURES_WHERE = {"path": "type", "not_in": [FILTERED_TYPE]}
 
@@ -63,8 +74,9 @@ class Scenario:
         """How many of the produced messages become events UserFlux receives."""
         return produced.passing() if self.where is not None else produced.count
 
-    def config(self, *, bootstrap: str, base_url: str, group: str, topics: list[str], metrics_port: int,
-               dead_letter_topic: str) -> dict[str, Any]:
+    def config(
+        self, *, bootstrap: str, base_url: str, group: str, topics: list[str], metrics_port: int, dead_letter_topic: str
+    ) -> dict[str, Any]:
         mapping: dict[str, Any] = {"topics": topics}
         if self.where is not None:
             mapping["where"] = self.where
@@ -79,11 +91,14 @@ class Scenario:
         }
 
 
-SCENARIOS = {s.key: s for s in (
-    Scenario("a", "loopback, CPU-bound"),
-    Scenario("b", "50 ms round trip, max_in_flight 16", userflux={"max_in_flight": 16}, sink_delay_ms=50),
-    Scenario("c", "backlog while UserFlux is down, then up", outage=True),
-    Scenario("d", "template, where filter, properties.set", event=FEATURES_EVENT, where=FEATURES_WHERE),
-    # What a user could write instead: (a)'s job and sink, a quixstreams application.
-    Scenario("q", "quixstreams application (baseline)", baseline_threads=8),
-)}
+SCENARIOS = {
+    s.key: s
+    for s in (
+        Scenario("a", "loopback, CPU-bound"),
+        Scenario("b", "50 ms round trip, max_in_flight 16", userflux={"max_in_flight": 16}, sink_delay_ms=50),
+        Scenario("c", "backlog while UserFlux is down, then up", outage=True),
+        Scenario("d", "template, where filter, properties.set", event=FEATURES_EVENT, where=FEATURES_WHERE),
+        # What a user could write instead: (a)'s job and sink, a quixstreams application.
+        Scenario("q", "quixstreams application (baseline)", baseline_threads=8),
+    )
+}

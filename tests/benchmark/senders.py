@@ -31,7 +31,8 @@ import statistics
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpcore
 import httpx
@@ -45,20 +46,28 @@ def sample_body_and_mapper() -> tuple[bytes, Callable[[], None]]:
     """The request body, and one step of the busy thread's work (mapping 100 messages)."""
     import yaml
 
-    from connector.startup import parse_config
     from connector.mapping.mapper import MessageMapper
     from connector.sink.request import encode_batch
+    from connector.startup import parse_config
     from tests.benchmark.events import EventFactory
     from tests.benchmark.scenarios import SCENARIOS
     from tests.support.fakes import FakeMessage
 
-    config = SCENARIOS["a"].config(bootstrap="127.0.0.1:1", base_url="http://127.0.0.1:2", group="g", topics=["t"],
-                                   metrics_port=1, dead_letter_topic="d")
+    config = SCENARIOS["a"].config(
+        bootstrap="127.0.0.1:1",
+        base_url="http://127.0.0.1:2",
+        group="g",
+        topics=["t"],
+        metrics_port=1,
+        dead_letter_topic="d",
+    )
     config["userflux"]["api_key"] = API_KEY
     mapper = MessageMapper(parse_config(yaml.safe_dump(config)).mappings)
     factory = EventFactory(seed=4)
-    messages = [FakeMessage(topic="t", offset=i, key=key, value=value)
-                for i, (key, value, _kind) in enumerate(factory.message(1_764_320_000_000 + i) for i in range(100))]
+    messages = [
+        FakeMessage(topic="t", offset=i, key=key, value=value)
+        for i, (key, value, _kind) in enumerate(factory.message(1_764_320_000_000 + i) for i in range(100))
+    ]
     body = encode_batch([mapper.map(message)[1] for message in messages[:50]])
 
     def map_some() -> None:
@@ -122,8 +131,14 @@ class _AioStream(httpcore.AsyncNetworkStream):
 
 
 class AioBackend(httpcore.AsyncNetworkBackend):
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None, socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
         sock = socket.socket()
         sock.setblocking(False)
@@ -160,15 +175,20 @@ def run_asyncio(base_url: str, body: bytes, requests: int, in_flight: int) -> fl
     url = httpx.URL(base_url + "/event/ingest/batch?locationEnrichment=false")
     target = url.raw_path
     core_url = httpcore.URL(scheme=b"http", host=url.raw_host, port=url.port, target=target)
-    headers = [(b"Host", url.netloc), (b"Authorization", f"Bearer {API_KEY}".encode()),
-               (b"Content-Type", b"application/json"), (b"Content-Length", str(len(body)).encode())]
+    headers = [
+        (b"Host", url.netloc),
+        (b"Authorization", f"Bearer {API_KEY}".encode()),
+        (b"Content-Type", b"application/json"),
+        (b"Content-Length", str(len(body)).encode()),
+    ]
 
     async def main() -> None:
         async def work(count: int) -> None:
             async with httpcore.AsyncHTTPConnection(core_url.origin, network_backend=AioBackend()) as connection:
                 for _ in range(count):
                     response = await connection.handle_async_request(
-                        httpcore.Request(b"POST", core_url, headers=headers, content=body))
+                        httpcore.Request(b"POST", core_url, headers=headers, content=body)
+                    )
                     await response.aread()
                     await response.aclose()
                     if response.status != 204:
@@ -181,13 +201,17 @@ def run_asyncio(base_url: str, body: bytes, requests: int, in_flight: int) -> fl
 
 def run_httpx_async(base_url: str, body: bytes, requests: int, in_flight: int) -> float:
     async def main() -> None:
-        async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {API_KEY}",
-                                                                  "Content-Type": "application/json"},
-                                     limits=httpx.Limits(max_connections=in_flight)) as client:
+        async with httpx.AsyncClient(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+            limits=httpx.Limits(max_connections=in_flight),
+        ) as client:
+
             async def work(count: int) -> None:
                 for _ in range(count):
-                    response = await client.post("/event/ingest/batch", params={"locationEnrichment": "false"},
-                                                 content=body)
+                    response = await client.post(
+                        "/event/ingest/batch", params={"locationEnrichment": "false"}, content=body
+                    )
                     if response.status_code != 204:
                         raise RuntimeError(f"the sink answered {response.status_code}")
 
@@ -214,7 +238,7 @@ class Busy:
         while not self._stop.is_set():
             step()
 
-    def __enter__(self) -> "Busy":
+    def __enter__(self) -> Busy:
         self._thread.start()
         return self
 
@@ -242,8 +266,10 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         us = measure(model, sink.base_url, body, args.requests)
                     found.setdefault((model, busy), []).append(us)
-    print(f"CPU µs per request of the sending threads (median of {args.runs}; {args.requests:,} requests of "
-          f"{len(body):,} bytes each; {os.cpu_count()} cores)")
+    print(
+        f"CPU µs per request of the sending threads (median of {args.runs}; {args.requests:,} requests of "
+        f"{len(body):,} bytes each; {os.cpu_count()} cores)"
+    )
     print(f"{'model':14} {'alone':>8} {'beside a busy thread':>22}")
     for model in MODELS:
         alone, beside = (statistics.median(found[(model, b)]) for b in (False, True))

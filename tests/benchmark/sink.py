@@ -59,14 +59,23 @@ LOGGED_REFUSALS = 20  # per status, on stderr: enough to see why
 _TIMESTAMP_KEY = b'"timestamp":'
 _TIMESTAMPS = re.compile(rb'"timestamp":(\d+)')
 _NO_CONTENT = b"HTTP/1.1 204 No Content\r\n\r\n"
-_REASONS = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-            411: "Length Required", 413: "Content Too Large", 415: "Unsupported Media Type",
-            503: "Service Unavailable"}
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    503: "Service Unavailable",
+}
 
 
 def _response(status: int, body: bytes, extra: str = "", close: bool = False) -> bytes:
-    head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{extra}")
+    head = (
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}"
+    )
     if close:
         head += "Connection: close\r\n"
     return (head + "\r\n").encode() + body
@@ -152,9 +161,16 @@ class SinkState:
         return found
 
     def stats(self) -> dict[str, Any]:
-        return {"events": self.events, "requests": self.requests, "refused": dict(self.refused),
-                "full_checks": self.full_checks, "connections": self.connections, "down": self.down,
-                "delay_ms": round(self.delay_s * 1000), "latency_recorded": self.latency_count}
+        return {
+            "events": self.events,
+            "requests": self.requests,
+            "refused": dict(self.refused),
+            "full_checks": self.full_checks,
+            "connections": self.connections,
+            "down": self.down,
+            "delay_ms": round(self.delay_s * 1000),
+            "latency_recorded": self.latency_count,
+        }
 
 
 class _Connection(asyncio.Protocol):
@@ -185,7 +201,7 @@ class _Connection(asyncio.Protocol):
                         self._fail(_error(400, "request head too large", close=True))
                     return
                 lines = bytes(self.buffer[:end]).split(b"\r\n")
-                del self.buffer[:end + 4]
+                del self.buffer[: end + 4]
                 try:
                     method, target, _version = lines[0].split(b" ", 2)
                 except ValueError:
@@ -208,8 +224,8 @@ class _Connection(asyncio.Protocol):
                 self.head = (method, target, headers)
             if len(self.buffer) < self.length:
                 return
-            body = bytes(self.buffer[:self.length])
-            del self.buffer[:self.length]
+            body = bytes(self.buffer[: self.length])
+            del self.buffer[: self.length]
             method, target, headers = self.head
             self.head = None
             self._request(method, target, headers, body)
@@ -348,15 +364,38 @@ def main(argv: list[str] | None = None) -> int:
 class SinkProcess:
     """The sink in a process of its own (so its CPU is not the connector's), and its controls."""
 
-    def __init__(self, api_key: str, *, delay_ms: float = 0.0, down: bool = False, retry_after_s: int = 1,
-                 log_path: str | None = None, start_timeout_s: float = 20.0):
-        cmd = [sys.executable, "-m", "tests.benchmark.sink", "--api-key", api_key,
-               "--delay-ms", str(delay_ms), "--retry-after", str(retry_after_s)]
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        delay_ms: float = 0.0,
+        down: bool = False,
+        retry_after_s: int = 1,
+        log_path: str | None = None,
+        start_timeout_s: float = 20.0,
+    ):
+        cmd = [
+            sys.executable,
+            "-m",
+            "tests.benchmark.sink",
+            "--api-key",
+            api_key,
+            "--delay-ms",
+            str(delay_ms),
+            "--retry-after",
+            str(retry_after_s),
+        ]
         if down:
             cmd.append("--down")
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
-                                        start_new_session=True, preexec_fn=_pdeathsig_preexec(os.getpid()))
+        self.process = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_pdeathsig_preexec(os.getpid()),
+        )
         self.address = self._read_address(start_timeout_s)
         self.base_url = f"http://{self.address}"
         host, port = self.address.rsplit(":", 1)
@@ -419,7 +458,7 @@ class SinkProcess:
         if self._log is not subprocess.DEVNULL:
             self._log.close()
 
-    def __enter__(self) -> "SinkProcess":
+    def __enter__(self) -> SinkProcess:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -82,15 +82,18 @@ def test_flapping_is_avoided_except_where_one_sample_is_the_news(rules):
 
 
 def test_promtool_accepts_the_rules(promtool):
-    result = subprocess.run([promtool, "check", "rules", "--lint=all", "--lint-fatal", str(ALERTS)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [promtool, "check", "rules", "--lint=all", "--lint-fatal", str(ALERTS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(EXPECTED_ALERTS)} rules found" in result.stdout
 
 
 def test_promtool_unit_tests_of_the_rules_pass(promtool):
-    result = subprocess.run([promtool, "test", "rules", str(ALERT_TESTS)], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([promtool, "test", "rules", str(ALERT_TESTS)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 

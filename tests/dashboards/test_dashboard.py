@@ -10,8 +10,15 @@ import yaml
 
 from dashboards import build_dashboard
 from tests.support.monitoring import (
-    DASHBOARD, dashboard_expressions, dashboard_panels, documented_metrics, documented_name, load_dashboard,
-    metric_names, selectors, substitute_grafana_variables,
+    DASHBOARD,
+    dashboard_expressions,
+    dashboard_panels,
+    documented_metrics,
+    documented_name,
+    load_dashboard,
+    metric_names,
+    selectors,
+    substitute_grafana_variables,
 )
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -93,27 +100,51 @@ def test_rows_are_overview_throughput_delivery_kafka_errors(dashboard):
 
 def used_in(panels: list[dict]) -> set[str]:
     histograms = [m.name for m in documented_metrics().values() if m.type == "histogram"]
-    return {documented_name(name, histograms).removeprefix("userflux_connector_")
-            for panel in panels for target in panel["targets"] for name in metric_names(target["expr"])}
+    return {
+        documented_name(name, histograms).removeprefix("userflux_connector_")
+        for panel in panels
+        for target in panel["targets"]
+        for name in metric_names(target["expr"])
+    }
 
 
 def test_the_overview_is_six_stats_for_what_matters_most(dashboard):
     overview = rows(dashboard)["Overview"]
     assert [p["type"] for p in overview] == ["stat"] * 6
-    assert used_in(overview) == {"events_delivered_total", "requests_total", "consumer_lag_messages",
-                                 "dead_letters_total", "oldest_pending_age_seconds", "up"}
+    assert used_in(overview) == {
+        "events_delivered_total",
+        "requests_total",
+        "consumer_lag_messages",
+        "dead_letters_total",
+        "oldest_pending_age_seconds",
+        "up",
+    }
     by_title = {p["title"]: p for p in overview}
     assert by_title["Error ratio"]["fieldConfig"]["defaults"]["unit"] == "percentunit"
     assert by_title["Oldest pending"]["fieldConfig"]["defaults"]["unit"] == "s"
 
 
-@pytest.mark.parametrize("row, metrics", [
-    ("Throughput", {"messages_consumed_total", "events_delivered_total", "messages_filtered_total"}),
-    ("Delivery", {"requests_total", "request_duration_seconds", "end_to_end_latency_seconds", "retries_total",
-                  "retry_wait_seconds_total", "in_flight_batches", "in_flight_events", "batch_events"}),
-    ("Kafka", {"consumer_lag_messages", "commits_total", "rebalances_total", "paused_partitions"}),
-    ("Errors", {"messages_invalid_total", "dead_letters_total"}),
-])
+@pytest.mark.parametrize(
+    "row, metrics",
+    [
+        ("Throughput", {"messages_consumed_total", "events_delivered_total", "messages_filtered_total"}),
+        (
+            "Delivery",
+            {
+                "requests_total",
+                "request_duration_seconds",
+                "end_to_end_latency_seconds",
+                "retries_total",
+                "retry_wait_seconds_total",
+                "in_flight_batches",
+                "in_flight_events",
+                "batch_events",
+            },
+        ),
+        ("Kafka", {"consumer_lag_messages", "commits_total", "rebalances_total", "paused_partitions"}),
+        ("Errors", {"messages_invalid_total", "dead_letters_total"}),
+    ],
+)
 def test_each_row_shows_what_the_issue_lists(dashboard, row, metrics):
     assert metrics <= used_in(rows(dashboard)[row])
 
@@ -164,9 +195,17 @@ def test_counters_are_read_with_rate_and_histograms_with_quantiles_over_le(dashb
 def test_every_query_is_valid_promql(dashboard, promtool, tmp_path):
     """promtool parses rule files: each query becomes a throwaway recording rule."""
     expressions = dashboard_expressions(dashboard)
-    rules = {"groups": [{"name": "dashboard-queries", "rules": [
-        {"record": f"dashboard:query_{i}", "expr": substitute_grafana_variables(expr)}
-        for i, (_, expr) in enumerate(expressions)]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard-queries",
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": substitute_grafana_variables(expr)}
+                    for i, (_, expr) in enumerate(expressions)
+                ],
+            }
+        ]
+    }
     path = tmp_path / "dashboard-queries.yaml"
     path.write_text(yaml.safe_dump(rules))
     result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)

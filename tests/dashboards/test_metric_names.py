@@ -6,33 +6,52 @@ import pytest
 
 from tests.support.docs import github_anchor, heading_anchors
 from tests.support.monitoring import (
-    OPERATIONS, Selector, dashboard_expressions, documented_metrics, documented_name, exported_series,
-    load_dashboard, load_rules, metric_names, rule_expressions, selectors, substitute_grafana_variables,
-    used_metric_names, variable_query,
+    OPERATIONS,
+    Selector,
+    dashboard_expressions,
+    documented_metrics,
+    documented_name,
+    exported_series,
+    load_dashboard,
+    load_rules,
+    metric_names,
+    rule_expressions,
+    selectors,
+    substitute_grafana_variables,
+    used_metric_names,
+    variable_query,
 )
 
 
-@pytest.mark.parametrize("expr, names", [
-    ('histogram_quantile(0.99, sum by (le) (rate(x_seconds_bucket{pod=~"$pod"}[$__rate_interval])))',
-     {"x_seconds_bucket"}),
-    ("sum(rate(a_total[5m])) / ignoring(code) group_left sum(rate(b_total[5m] offset 1h)) > bool 1e3",
-     {"a_total", "b_total"}),
-    ('count by (namespace, job) (up{job=~".*"}) unless on (namespace) (up == 1) or absent(up)', {"up"}),
-    ("deriv((sum by (topic) (max by (topic, partition) (lag)))[15m:1m]) > 0", {"lag"}),
-    ("sum(x) by (le, pod) + sum without (instance) (y)", {"x", "y"}),
-    ('{__name__="by_name", a="b"}', {"by_name"}),
-    ('label_replace(x, "dst", "$1", "src", "(.*)") and time() - z @ 100 > Inf', {"x", "z"}),
-    ('max_over_time(k{a="sum(not_a_metric)"}[15m]) == 1', {"k"}),
-    ("topk(3, rate(c_total[1m])) or vector(0)", {"c_total"}),
-])
+@pytest.mark.parametrize(
+    "expr, names",
+    [
+        (
+            'histogram_quantile(0.99, sum by (le) (rate(x_seconds_bucket{pod=~"$pod"}[$__rate_interval])))',
+            {"x_seconds_bucket"},
+        ),
+        (
+            "sum(rate(a_total[5m])) / ignoring(code) group_left sum(rate(b_total[5m] offset 1h)) > bool 1e3",
+            {"a_total", "b_total"},
+        ),
+        ('count by (namespace, job) (up{job=~".*"}) unless on (namespace) (up == 1) or absent(up)', {"up"}),
+        ("deriv((sum by (topic) (max by (topic, partition) (lag)))[15m:1m]) > 0", {"lag"}),
+        ("sum(x) by (le, pod) + sum without (instance) (y)", {"x", "y"}),
+        ('{__name__="by_name", a="b"}', {"by_name"}),
+        ('label_replace(x, "dst", "$1", "src", "(.*)") and time() - z @ 100 > Inf', {"x", "z"}),
+        ('max_over_time(k{a="sum(not_a_metric)"}[15m]) == 1', {"k"}),
+        ("topk(3, rate(c_total[1m])) or vector(0)", {"c_total"}),
+    ],
+)
 def test_metric_names_are_the_series_an_expression_reads(expr, names):
     assert metric_names(expr) == names
 
 
 def test_selectors_keep_their_label_matchers():
     (selector,) = selectors('rate(x_total{namespace=~"$namespace", code!="204", "quoted"="v\\"q"}[5m])')
-    assert selector == Selector("x_total", (("namespace", "=~", "$namespace"), ("code", "!=", "204"),
-                                            ("quoted", "=", 'v"q')))
+    assert selector == Selector(
+        "x_total", (("namespace", "=~", "$namespace"), ("code", "!=", "204"), ("quoted", "=", 'v"q'))
+    )
     assert selector.matcher("code") == ("!=", "204")
     assert selector.matcher("pod") is None
 
@@ -47,8 +66,10 @@ def test_documented_name_strips_histogram_suffixes_only_from_histograms():
 
 
 def test_grafana_variables_become_what_prometheus_receives():
-    assert substitute_grafana_variables('rate(x{a=~"$namespace", b=~"${pod}"}[$__rate_interval])') == \
-        'rate(x{a=~".*", b=~".*"}[5m])'
+    assert (
+        substitute_grafana_variables('rate(x{a=~"$namespace", b=~"${pod}"}[$__rate_interval])')
+        == 'rate(x{a=~".*", b=~".*"}[5m])'
+    )
     assert substitute_grafana_variables("increase(x[$__interval]) / ${__range}") == "increase(x[1m]) / 1h"
 
 
@@ -60,14 +81,27 @@ def test_variable_queries_yield_their_expression():
 
 
 def test_exported_series_come_from_type_lines_and_samples():
-    scrape = "\n".join([
-        "# HELP a_total Things.", "# TYPE a_total counter",  # no sample yet: still exported
-        "# TYPE d_seconds histogram", 'd_seconds_bucket{le="+Inf"} 1.0', "d_seconds_count 1.0", "d_seconds_sum 0.1",
-        "# TYPE g gauge", 'g{topic="t"} 3.0', "untyped_one 1",
-    ])
+    scrape = "\n".join(
+        [
+            "# HELP a_total Things.",
+            "# TYPE a_total counter",  # no sample yet: still exported
+            "# TYPE d_seconds histogram",
+            'd_seconds_bucket{le="+Inf"} 1.0',
+            "d_seconds_count 1.0",
+            "d_seconds_sum 0.1",
+            "# TYPE g gauge",
+            'g{topic="t"} 3.0',
+            "untyped_one 1",
+        ]
+    )
     assert exported_series(scrape) == {
-        "a_total": "counter", "d_seconds_bucket": "histogram", "d_seconds_sum": "histogram",
-        "d_seconds_count": "histogram", "g": "gauge", "untyped_one": "untyped"}
+        "a_total": "counter",
+        "d_seconds_bucket": "histogram",
+        "d_seconds_sum": "histogram",
+        "d_seconds_count": "histogram",
+        "g": "gauge",
+        "untyped_one": "untyped",
+    }
 
 
 def test_github_anchors():

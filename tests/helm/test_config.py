@@ -91,13 +91,16 @@ def test_kafka_credentials_and_tls_files_come_from_the_operator_s_secrets():
     assert set(secret["data"]) == {"api-key"}
 
 
-@pytest.mark.parametrize("change, rolls", [
-    ({"config.mappings": [{"topics": ["other"], "event": {"name": "event", "userId": "u"}}]}, {"config"}),
-    ({"config.pipeline.shutdown_grace_s": 20}, {"config"}),
-    ({"apiKey.value": "another-key"}, {"secret"}),
-    ({"kafkaSasl": {"enabled": True, "username": "u", "password": "p"}}, {"config", "secret"}),
-    ({"replicaCount": 3}, set()),
-])
+@pytest.mark.parametrize(
+    "change, rolls",
+    [
+        ({"config.mappings": [{"topics": ["other"], "event": {"name": "event", "userId": "u"}}]}, {"config"}),
+        ({"config.pipeline.shutdown_grace_s": 20}, {"config"}),
+        ({"apiKey.value": "another-key"}, {"secret"}),
+        ({"kafkaSasl": {"enabled": True, "username": "u", "password": "p"}}, {"config", "secret"}),
+        ({"replicaCount": 3}, set()),
+    ],
+)
 def test_checksums_change_exactly_when_config_or_credentials_change(change, rolls):
     before = _checksums(render([SCENARIOS["default"]]))
     after = _checksums(render([SCENARIOS["default"]], change))

@@ -79,8 +79,9 @@ def test_service_monitor_selects_the_metrics_service_port():
 @pytest.mark.parametrize("release", ["uf", "userflux-connector", "prod-userflux-connector-eu"])
 def test_the_scrape_job_is_named_as_the_alert_rules_and_dashboard_select_it(release):
     # The Prometheus Operator names the job after the Service a ServiceMonitor selects.
-    text = helm("template", release, str(CHART), "--namespace", NAMESPACE,
-                "--values", str(SCENARIOS["monitoring"])).stdout
+    text = helm(
+        "template", release, str(CHART), "--namespace", NAMESPACE, "--values", str(SCENARIOS["monitoring"])
+    ).stdout
     service = one([m for m in yaml.safe_load_all(text) if m], "Service")
     assert "userflux-connector" in service["metadata"]["name"]
 
@@ -109,8 +110,11 @@ def test_keda_scales_the_deployment_on_lag_capped_at_the_partitions():
     scaled, deployment = one(manifests, "ScaledObject"), one(manifests, "Deployment")
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     assert "replicas" not in deployment["spec"]  # the autoscaler owns it
-    assert scaled["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                                "name": deployment["metadata"]["name"]}
+    assert scaled["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (2, 12)
     trigger = scaled["spec"]["triggers"][0]
     assert trigger["type"] == "kafka"
@@ -143,7 +147,9 @@ def test_hpa_scales_the_deployment_on_cpu():
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
     assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
     assert one(manifests, "PodDisruptionBudget")["spec"] == {
-        "minAvailable": 1, "selector": deployment["spec"]["selector"]}
+        "minAvailable": 1,
+        "selector": deployment["spec"]["selector"],
+    }
 
 
 def test_scheduling_values_reach_the_pod():
@@ -178,8 +184,17 @@ def test_notes_say_how_to_watch_it_and_that_extra_replicas_sit_idle(tmp_path: pa
     notes = (templates / "NOTES.txt").read_text()
     (templates / "_notes.tpl").write_text('{{- define "notes" }}' + notes + "{{- end }}")
     (templates / "notes.yaml").write_text('notes: {{ include "notes" . | toJson }}')
-    rendered = helm("template", RELEASE, str(chart), "--namespace", NAMESPACE, "--values", str(SCENARIOS["keda"]),
-                    "--show-only", "templates/notes.yaml").stdout
+    rendered = helm(
+        "template",
+        RELEASE,
+        str(chart),
+        "--namespace",
+        NAMESPACE,
+        "--values",
+        str(SCENARIOS["keda"]),
+        "--show-only",
+        "templates/notes.yaml",
+    ).stdout
     notes = " ".join(yaml.safe_load(rendered)["notes"].split())
     assert f"rollout status deployment/{RELEASE}-userflux-connector" in notes
     assert "replicas beyond the partition count of the mapped topics get no partition and sit idle" in notes

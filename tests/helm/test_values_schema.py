@@ -17,7 +17,10 @@ REFUSED_BY_SCHEMA = {
     "an unknown autoscaler": ({"autoscaling.mode": "vpa"}, "/autoscaling/mode"),
     "a monitor switch that is no switch": ({"prometheus.monitor.enabled": "yes"}, "/prometheus/monitor/enabled"),
     "a Kafka password in the ConfigMap": ({"config.kafka.ssl\\.key\\.password": "hunter2"}, "ssl.key.password"),
-    "a dead-letter password in the ConfigMap": ({"config.dead_letter.producer": {"sasl.password": "x"}}, "sasl.password"),
+    "a dead-letter password in the ConfigMap": (
+        {"config.dead_letter.producer": {"sasl.password": "x"}},
+        "sasl.password",
+    ),
     "the API key in the ConfigMap": ({"config.userflux.api_key": "${MY_KEY}"}, "/config/userflux/api_key"),
     "SASL credentials written by hand": ({"config.kafka.sasl\\.username": "me"}, "sasl.username"),
     "metrics turned off": ({"config.metrics.enabled": False}, "/config/metrics/enabled"),
@@ -32,17 +35,29 @@ REFUSED_BY_TEMPLATES = {
     "no API key at all": ({"apiKey.value": ""}, "the UserFlux Write Only API Key is required"),
     "two API key sources": ({"apiKey.existingSecret": "s"}, "either value or existingSecret, not both"),
     "SASL without credentials": ({"kafkaSasl.enabled": True}, "kafkaSasl: enabled needs"),
-    "a grace shorter than the connector's": ({"terminationGracePeriodSeconds": 30},
-                                             "must be longer than config.pipeline.shutdown_grace_s"),
-    "KEDA reading ${VAR} servers": ({"autoscaling": {"enabled": True, "mode": "keda"},
-                                     "config.kafka.bootstrap\\.servers": "${KAFKA_BOOTSTRAP_SERVERS}"},
-                                    "cannot expand ${VAR}"),
-    "an HPA scaling to zero": ({"autoscaling": {"enabled": True, "mode": "hpa", "minReplicas": 0}},
-                               "an HPA needs at least 1"),
-    "alert rules that would not find the job": ({"fullnameOverride": "events-to-uf", "prometheus.rules.enabled": True},
-                                                "keep \"userflux-connector\" in fullnameOverride"),
-    "a ServiceMonitor without its Service": ({"service.enabled": False, "prometheus.monitor.enabled": True},
-                                             "enable service.enabled, or use kind: PodMonitor"),
+    "a grace shorter than the connector's": (
+        {"terminationGracePeriodSeconds": 30},
+        "must be longer than config.pipeline.shutdown_grace_s",
+    ),
+    "KEDA reading ${VAR} servers": (
+        {
+            "autoscaling": {"enabled": True, "mode": "keda"},
+            "config.kafka.bootstrap\\.servers": "${KAFKA_BOOTSTRAP_SERVERS}",
+        },
+        "cannot expand ${VAR}",
+    ),
+    "an HPA scaling to zero": (
+        {"autoscaling": {"enabled": True, "mode": "hpa", "minReplicas": 0}},
+        "an HPA needs at least 1",
+    ),
+    "alert rules that would not find the job": (
+        {"fullnameOverride": "events-to-uf", "prometheus.rules.enabled": True},
+        'keep "userflux-connector" in fullnameOverride',
+    ),
+    "a ServiceMonitor without its Service": (
+        {"service.enabled": False, "prometheus.monitor.enabled": True},
+        "enable service.enabled, or use kind: PodMonitor",
+    ),
 }
 
 
@@ -62,10 +77,13 @@ def test_the_templates_refuse(case):
 
 def test_what_the_schema_allows_still_renders():
     # Secrets by reference, any librdkafka property and type, a longer grace.
-    render([SCENARIOS["default"]], {
-        "config.kafka.ssl\\.key\\.password": "${KAFKA_SSL_KEY_PASSWORD}",
-        "config.kafka.fetch\\.max\\.bytes": 1048576,
-        "config.kafka.enable\\.partition\\.eof": False,
-        "config.pipeline.stall_timeout_s": 300,
-        "terminationGracePeriodSeconds": 31,
-    })
+    render(
+        [SCENARIOS["default"]],
+        {
+            "config.kafka.ssl\\.key\\.password": "${KAFKA_SSL_KEY_PASSWORD}",
+            "config.kafka.fetch\\.max\\.bytes": 1048576,
+            "config.kafka.enable\\.partition\\.eof": False,
+            "config.pipeline.stall_timeout_s": 300,
+            "terminationGracePeriodSeconds": 31,
+        },
+    )

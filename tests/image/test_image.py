@@ -38,16 +38,22 @@ def container(built):
     image.buildah("rm", name, capture=True)
 
 
-def run(container: str, *command: str, volumes: tuple[str, ...] = (), env: dict[str, str] | None = None,
-        timeout_s: float = 60) -> subprocess.CompletedProcess:
+def run(
+    container: str,
+    *command: str,
+    volumes: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    timeout_s: float = 60,
+) -> subprocess.CompletedProcess:
     """`buildah run`: the command in the image's filesystem, as the image's user."""
     args = ["run", "--isolation", "chroot"]
     for volume in volumes:
         args += ["--volume", volume]
     for key, value in (env or {}).items():
         args += ["--env", f"{key}={value}"]
-    return subprocess.run([*image.buildah_command(), *args, container, "--", *command],
-                          capture_output=True, text=True, timeout=timeout_s)
+    return subprocess.run(
+        [*image.buildah_command(), *args, container, "--", *command], capture_output=True, text=True, timeout=timeout_s
+    )
 
 
 def test_the_image_is_configured_as_the_dockerfile_says(built):
@@ -72,10 +78,14 @@ def test_version_runs_as_the_non_root_user(container):
 
 
 def test_no_compiler_cache_source_or_installer_is_left(container):
-    result = run(container, "sh", "-c",
-                 "for p in /src /dist /opt/build /root/.cache /opt/userflux-connector/bin/pip "
-                 "/usr/bin/gcc /usr/bin/cc /usr/bin/make; do test -e $p && echo $p; done; "
-                 "find / -xdev -name tests -path '*site-packages/tests' 2>/dev/null; true")
+    result = run(
+        container,
+        "sh",
+        "-c",
+        "for p in /src /dist /opt/build /root/.cache /opt/userflux-connector/bin/pip "
+        "/usr/bin/gcc /usr/bin/cc /usr/bin/make; do test -e $p && echo $p; done; "
+        "find / -xdev -name tests -path '*site-packages/tests' 2>/dev/null; true",
+    )
     assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
 
 
@@ -88,8 +98,15 @@ def test_check_accepts_the_config_the_chart_renders(container, scenario, tmp_pat
     shutil.copy(image.HOST_CA_BUNDLE, tls / "ca.crt")
     for path in (config_dir, config_dir / "config.yaml", tls, tls / "ca.crt"):
         path.chmod(0o755 if path.is_dir() else 0o644)  # readable by the image's user, as a mounted ConfigMap is
-    result = run(container, "userflux-connector", "check", "--config", f"{CONFIG_DIR}/config.yaml",
-                 volumes=(f"{config_dir}:{CONFIG_DIR}:ro", f"{tls}:{TLS_MOUNT}:ro"), env=POD_ENV)
+    result = run(
+        container,
+        "userflux-connector",
+        "check",
+        "--config",
+        f"{CONFIG_DIR}/config.yaml",
+        volumes=(f"{config_dir}:{CONFIG_DIR}:ro", f"{tls}:{TLS_MOUNT}:ro"),
+        env=POD_ENV,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{CONFIG_DIR}/config.yaml: OK")
 
@@ -115,14 +132,20 @@ def test_pid_1_on_a_read_only_root_stops_cleanly_on_sigterm(built, container, tm
     user = built["OCIv1"]["config"]["User"]
     # A new mount and PID namespace: the image read-only, /proc and /dev as a runtime
     # gives them, the config mounted; then exec, so the connector itself is PID 1.
-    script = (f"mount --bind {rootfs} {root} && mount -o remount,bind,ro {root} && "
-              f"mount -t proc proc {root}/proc && mount --rbind /dev {root}/dev && "
-              f"mount --bind {config_dir} {root}{CONFIG_DIR} && "
-              f"exec chroot --userspec={user} {root} env -i "
-              + " ".join(f"{k}={v}" for k, v in env.items())
-              + f" userflux-connector run --config {CONFIG_DIR}/config.yaml")
-    process = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
-                                "sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    script = (
+        f"mount --bind {rootfs} {root} && mount -o remount,bind,ro {root} && "
+        f"mount -t proc proc {root}/proc && mount --rbind /dev {root}/dev && "
+        f"mount --bind {config_dir} {root}{CONFIG_DIR} && "
+        f"exec chroot --userspec={user} {root} env -i "
+        + " ".join(f"{k}={v}" for k, v in env.items())
+        + f" userflux-connector run --config {CONFIG_DIR}/config.yaml"
+    )
+    process = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "sh", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         connector = _wait_for_child(process.pid)
         status = _wait_for_status(connector)

@@ -20,9 +20,18 @@ def test_an_outage_run_delivers_and_commits_every_event_and_reports_its_figures(
     # More than max_pending_messages (10,000): the connector holds at that bound while UserFlux
     # is down, and the rest is read after, so the steady window spans many samples.
     produced = preload(kafka_bootstrap, backlog, 20_000)
-    setup = Setup(bootstrap=kafka_bootstrap, backlog_topic=backlog, partitions=3, produced=produced,
-                  dead_letter_topic=dead_letters, work_dir=tmp_path, live_rate=500, live_seconds=1.0,
-                  outage_s=1.0, timeout_s=90)
+    setup = Setup(
+        bootstrap=kafka_bootstrap,
+        backlog_topic=backlog,
+        partitions=3,
+        produced=produced,
+        dead_letter_topic=dead_letters,
+        work_dir=tmp_path,
+        live_rate=500,
+        live_seconds=1.0,
+        outage_s=1.0,
+        timeout_s=90,
+    )
 
     result = run_once(SCENARIOS["c"], setup, 1)
 

@@ -17,8 +17,13 @@ PATH = "/event/ingest/batch?locationEnrichment=false"
 
 
 def event(i: int = 0, **over) -> dict:
-    return {"name": "page_view", "userId": f"u{i}", "timestamp": int(time.time() * 1000), "properties": {"i": i},
-            **over}
+    return {
+        "name": "page_view",
+        "userId": f"u{i}",
+        "timestamp": int(time.time() * 1000),
+        "properties": {"i": i},
+        **over,
+    }
 
 
 def body(events: list[dict]) -> bytes:
@@ -26,8 +31,10 @@ def body(events: list[dict]) -> bytes:
 
 
 def raw_request(payload: bytes, key: str = KEY) -> bytes:
-    return (f"POST {PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n").encode() + payload
+    return (
+        f"POST {PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
 
 
 def read_answers(sock: socket.socket, count: int, timeout_s: float = 5.0) -> list[int]:
@@ -42,12 +49,14 @@ def read_answers(sock: socket.socket, count: int, timeout_s: float = 5.0) -> lis
             data += chunk
             continue
         head = data[:head_end].decode()
-        length = next((int(line.split(":")[1]) for line in head.split("\r\n") if line.lower().startswith("content-length")), 0)
+        length = next(
+            (int(line.split(":")[1]) for line in head.split("\r\n") if line.lower().startswith("content-length")), 0
+        )
         if len(data) < head_end + 4 + length:
             data += sock.recv(65536)
             continue
         statuses.append(int(head.split(" ")[1]))
-        data = data[head_end + 4 + length:]
+        data = data[head_end + 4 + length :]
     return statuses
 
 
@@ -84,29 +93,38 @@ def test_a_wrong_key_is_refused_with_401_and_nothing_counted(sink, client):
     assert after["refused"]["401"] - before["refused"].get("401", 0) == 1
 
 
-@pytest.mark.parametrize("payload", [
-    b'{"batch":[{"timestamp":1}]}',
-    body([]),
-    body([{"name": "no_timestamp", "userId": "u"}]),
-    body([event(i) for i in range(51)]),
-], ids=["not-events", "empty", "no-timestamp", "51-events"])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"batch":[{"timestamp":1}]}',
+        body([]),
+        body([{"name": "no_timestamp", "userId": "u"}]),
+        body([event(i) for i in range(51)]),
+    ],
+    ids=["not-events", "empty", "no-timestamp", "51-events"],
+)
 def test_a_body_that_is_not_a_batch_of_1_to_50_events_is_refused_with_400(client, payload):
     assert post(client, payload).status_code == 400
 
 
 def test_the_first_request_and_every_64th_are_checked_event_by_event():
     bad = body([event(0), event(1, name="page view")])
-    with SinkProcess(KEY) as sink, httpx.Client(base_url=sink.base_url, headers={"Authorization": f"Bearer {KEY}"}) as c:
+    with (
+        SinkProcess(KEY) as sink,
+        httpx.Client(base_url=sink.base_url, headers={"Authorization": f"Bearer {KEY}"}) as c,
+    ):
         assert post(c, bad).status_code == 400  # the first: checked in full
         statuses = [post(c, bad).status_code for _ in range(FULL_CHECK_EVERY)]
-        assert statuses[:FULL_CHECK_EVERY - 1] == [204] * (FULL_CHECK_EVERY - 1)  # the cheap check only
+        assert statuses[: FULL_CHECK_EVERY - 1] == [204] * (FULL_CHECK_EVERY - 1)  # the cheap check only
         assert statuses[-1] == 400
         assert sink.stats()["full_checks"] == 2
 
 
 def test_down_answers_503_with_retry_after_until_it_is_told_to_come_up():
-    with SinkProcess(KEY, down=True, retry_after_s=2) as sink, \
-            httpx.Client(base_url=sink.base_url, headers={"Authorization": f"Bearer {KEY}"}) as c:
+    with (
+        SinkProcess(KEY, down=True, retry_after_s=2) as sink,
+        httpx.Client(base_url=sink.base_url, headers={"Authorization": f"Bearer {KEY}"}) as c,
+    ):
         answer = post(c, body([event()]))
         assert (answer.status_code, answer.headers["retry-after"]) == (503, "2")
         sink.up()
@@ -140,8 +158,11 @@ def test_a_delay_holds_each_answer_without_holding_other_connections_and_keeps_t
 
         # Pipelined on one connection: answered in the order asked, the refused one included.
         with socket.create_connection((host, int(port))) as sock:
-            sock.sendall(raw_request(body([event()])) + raw_request(body([event()]), key="wrong")
-                         + raw_request(body([event(), event()])))
+            sock.sendall(
+                raw_request(body([event()]))
+                + raw_request(body([event()]), key="wrong")
+                + raw_request(body([event(), event()]))
+            )
             assert read_answers(sock, 3) == [204, 401, 204]
         assert sink.stats()["events"] == 6 + 3
 
@@ -153,7 +174,7 @@ def test_a_request_arriving_in_pieces_is_read_whole(sink):
     with socket.create_connection((host, int(port))) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for start in range(0, len(request), 700):
-            sock.sendall(request[start:start + 700])
+            sock.sendall(request[start : start + 700])
             time.sleep(0.001)
         assert read_answers(sock, 1) == [204]
     assert sink.stats()["events"] - before == 50
@@ -163,8 +184,19 @@ def test_latency_is_recorded_when_asked_from_each_events_timestamp_to_the_answer
     post(client, body([event()]))  # before recording: not counted
     sink.record_latency()
     now_ms = int(time.time() * 1000)
-    assert post(client, body([event(0, timestamp=now_ms - 2_000), event(1, timestamp=now_ms - 1_000),
-                              event(2, timestamp=now_ms - 1_000)])).status_code == 204
+    assert (
+        post(
+            client,
+            body(
+                [
+                    event(0, timestamp=now_ms - 2_000),
+                    event(1, timestamp=now_ms - 1_000),
+                    event(2, timestamp=now_ms - 1_000),
+                ]
+            ),
+        ).status_code
+        == 204
+    )
     latency = sink.latency()
     assert latency["count"] == sink.stats()["latency_recorded"] == 3
     assert 1_000 <= latency["p50"] < 1_500

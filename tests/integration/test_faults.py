@@ -10,7 +10,6 @@ import signal
 import time
 
 import pytest
-
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from tests.support.connector_process import free_port
@@ -62,13 +61,17 @@ def test_1_kill_9_at_random_moments_loses_nothing(scenario, standin):
     s.check_processes(0)
     mid_request = s.in_flight_at(killed_at)
     assert mid_request >= 0.8 * kills, f"only {mid_request} of {kills} kills landed with a request in flight"
-    report("1. kill -9 mid-batch", kills=kills, kills_with_requests_in_flight=mid_request,
-           seconds=elapsed(started), **figures)
+    report(
+        "1. kill -9 mid-batch",
+        kills=kills,
+        kills_with_requests_in_flight=mid_request,
+        seconds=elapsed(started),
+        **figures,
+    )
 
 
 def test_2_a_long_outage_pauses_reading_bounds_memory_and_drains_after(scenario, standin):
-    s = scenario("outage", latency_s=0.02,
-                 userflux={"max_in_flight": 8})
+    s = scenario("outage", latency_s=0.02, userflux={"max_in_flight": 8})
     port = free_port()
     s.events.produce(2000)
     process = s.start("c", metrics={"enabled": True, "port": port})
@@ -98,8 +101,14 @@ def test_2_a_long_outage_pauses_reading_bounds_memory_and_drains_after(scenario,
     assert peak_rss < 200, f"peak RSS {peak_rss:.0f} MB"
     assert process.stop() == 0
     s.check_processes(0)
-    report("2. UserFlux 503 for a long stretch", outage_s=outage_s, backlog=len(produced.valid),
-           outage_requests=outage_requests, peak_rss_mb=round(peak_rss), **figures)
+    report(
+        "2. UserFlux 503 for a long stretch",
+        outage_s=outage_s,
+        backlog=len(produced.valid),
+        outage_requests=outage_requests,
+        peak_rss_mb=round(peak_rss),
+        **figures,
+    )
 
 
 def test_3_a_429_storm_holds_every_sender_until_the_retry_after(scenario, standin):
@@ -120,14 +129,14 @@ def test_3_a_429_storm_holds_every_sender_until_the_retry_after(scenario, standi
     told = [r.answered_at for r in requests if r.status == 429]
     early = [r for r in requests if any(t + 0.25 < r.received_at < t + retry_after for t in told)]
     assert told and not early, f"{len(early)} of {len(requests)} requests went out before the Retry-After"
-    report("3. 429 storm with Retry-After: 1", storm_s=storm_s, answered_429=len(told), sent_early=len(early),
-           **figures)
+    report(
+        "3. 429 storm with Retry-After: 1", storm_s=storm_s, answered_429=len(told), sent_early=len(early), **figures
+    )
 
 
 def test_4_resets_slow_answers_and_a_server_that_never_answers_lose_nothing(scenario, standin):
     timeout_s, latency_s = 1.0, 0.05
-    s = scenario("network", latency_s=latency_s,
-                 userflux={"request_timeout_s": timeout_s})
+    s = scenario("network", latency_s=latency_s, userflux={"request_timeout_s": timeout_s})
     s.events.start(per_second=scale(800, 2000), max_events=scale(20_000, 500_000))
     process = s.start("c")
     wait_until(lambda: s.standin.event_count() >= 300, 60, "deliveries before the faults")
@@ -148,8 +157,13 @@ def test_4_resets_slow_answers_and_a_server_that_never_answers_lose_nothing(scen
     figures = s.finish(produced, duplicates_allowed=50 * len(late))  # a late answer's batch was sent again
     assert process.stop() == 0
     s.check_processes(0)
-    report("4. resets, answers slower than the timeout, no answer at all", stretch_s=stretch, resets=resets,
-           late_answers=len(late), **figures)
+    report(
+        "4. resets, answers slower than the timeout, no answer at all",
+        stretch_s=stretch,
+        resets=resets,
+        late_answers=len(late),
+        **figures,
+    )
 
 
 def test_6_three_instances_churning_commit_only_what_they_own(scenario, standin):
@@ -205,8 +219,9 @@ def assert_commits_only_owned(log: str, topic: str) -> None:
 def fault_broker(tmp_path_factory):
     """A broker of this module's own, which the tests may stop and restart, and which does
     not create topics on first use (so a dead-letter topic can be missing)."""
-    broker = KafkaBroker(tmp_path_factory.mktemp("fault-broker"), ensure_jars(),
-                         overrides={"auto.create.topics.enable": "false"})
+    broker = KafkaBroker(
+        tmp_path_factory.mktemp("fault-broker"), ensure_jars(), overrides={"auto.create.topics.enable": "false"}
+    )
     try:
         broker.start()
     except BrokerError as exc:
@@ -265,9 +280,13 @@ def test_5b_sigterm_while_the_broker_is_down_exits_within_a_bound(scenario, faul
 @pytest.mark.parametrize("why", ["missing", "refused"])
 def test_9_a_dead_letter_topic_that_cannot_be_written_loses_nothing(scenario, fault_broker, standin, why):
     bootstrap = fault_broker.bootstrap_servers
-    s = scenario(f"dlq-{why}", bootstrap, create_dlq=False,
-                 # librdkafka waits this long for a topic to appear before failing its messages
-                 dead_letter={"producer": {"topic.metadata.propagation.max.ms": 1000}})
+    s = scenario(
+        f"dlq-{why}",
+        bootstrap,
+        create_dlq=False,
+        # librdkafka waits this long for a topic to appear before failing its messages
+        dead_letter={"producer": {"topic.metadata.propagation.max.ms": 1000}},
+    )
     if why == "refused":  # too small for even the slimmed dead letter: the broker refuses it
         create_topic(bootstrap, s.dlq, config={"max.message.bytes": "64"})
     s.events.produce(scale(500, 5000))
@@ -289,9 +308,11 @@ def test_9_a_dead_letter_topic_that_cannot_be_written_loses_nothing(scenario, fa
 
 def alter_topic(bootstrap: str, topic: str, config: dict[str, str]) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    resource = ConfigResource(ConfigResource.Type.TOPIC, topic,
-                              incremental_configs=[ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
-                                                   for k, v in config.items()])
+    resource = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        topic,
+        incremental_configs=[ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()],
+    )
     for future in admin.incremental_alter_configs([resource]).values():
         future.result(30)
 
@@ -336,4 +357,3 @@ def test_10_sigterm_during_an_outage_exits_within_its_grace_committing_only_what
     assert again.stop() == 0
     s.check_processes(0)
     report("10. SIGTERM during an outage", stop_s=round(took, 1), grace_s=grace, **figures)
-

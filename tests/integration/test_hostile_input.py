@@ -20,15 +20,26 @@ from tests.support.kafka_tools import all_committed, new_topic, produce, read_al
 pytestmark = pytest.mark.kafka
 
 MIB = 1024 * 1024
-MAPPING = {"event": {"name": "event", "userId": "user.id", "anonymousId": "anonymous_id",
-                     "timestamp": "sent_at", "properties": "properties"}}
+MAPPING = {
+    "event": {
+        "name": "event",
+        "userId": "user.id",
+        "anonymousId": "anonymous_id",
+        "timestamp": "sent_at",
+        "properties": "properties",
+    }
+}
 
 
 def good(**changes) -> tuple[bytes, str]:
     """A valid event, its unique id in properties.test_id; ``changes`` replace fields."""
     test_id = uuid.uuid4().hex
-    value = {"event": "page_view", "user": {"id": f"u-{test_id[:6]}"}, "sent_at": 1_700_000_000,
-             "properties": {"test_id": test_id}}
+    value = {
+        "event": "page_view",
+        "user": {"id": f"u-{test_id[:6]}"},
+        "sent_at": 1_700_000_000,
+        "properties": {"test_id": test_id},
+    }
     for key, changed in changes.items():
         if key.startswith("properties_"):
             value["properties"][key.removeprefix("properties_")] = changed
@@ -77,8 +88,10 @@ case(good()[0].replace(b'"sent_at": 1700000000', b'"sent_at": -Infinity'), ("des
 case(good()[0].replace(b'"sent_at": 1700000000', b'"sent_at": 1e400'), ("deserialize", "too large for a JSON number"))
 case(good()[0].replace(b'"sent_at": 1700000000', b'"sent_at": 0'), ("map", "before 1973-03-03"))
 good_case(properties_big=1e308, properties_huge_int=10**100, properties_tiny=5e-324)
-case(good(properties_digits=0)[0].replace(b'"digits": 0', b'"digits": ' + b"7" * 5000),
-     ("deserialize", "a number has too many digits"))
+case(
+    good(properties_digits=0)[0].replace(b'"digits": 0', b'"digits": ' + b"7" * 5000),
+    ("deserialize", "a number has too many digits"),
+)
 case(good(event="Page Viewed")[0], ("map", "contains white space"))
 case(good(event="null")[0], ("map", "name: no value found"))
 case(good(event="x" * 2000 + " y")[0], ("map", "contains white space"))  # a long value, quoted shortened
@@ -100,18 +113,36 @@ def test_hostile_input_is_dead_lettered_and_good_events_are_delivered(kafka_boot
     dlq = new_topic(kafka_bootstrap, "hostile-dlq")
     group = unique("group")
     port = free_port()
-    config = write_config(tmp_path / "c.yaml", base_config(
-        kafka_bootstrap, standin.base_url, API_KEY, group, [{"topics": [topic], **MAPPING}],
-        on_invalid="dead_letter", metrics={"enabled": True, "port": port},
-        dead_letter={"topic": dlq, "producer": {"message.max.bytes": str(8 * MIB)}}))
-    produce(kafka_bootstrap, topic, [value for value, _, _, _ in CASES],
-            key=lambda i: CASES[i][1], headers=lambda i: CASES[i][2], client={"message.max.bytes": str(10 * MIB)})
+    config = write_config(
+        tmp_path / "c.yaml",
+        base_config(
+            kafka_bootstrap,
+            standin.base_url,
+            API_KEY,
+            group,
+            [{"topics": [topic], **MAPPING}],
+            on_invalid="dead_letter",
+            metrics={"enabled": True, "port": port},
+            dead_letter={"topic": dlq, "producer": {"message.max.bytes": str(8 * MIB)}},
+        ),
+    )
+    produce(
+        kafka_bootstrap,
+        topic,
+        [value for value, _, _, _ in CASES],
+        key=lambda i: CASES[i][1],
+        headers=lambda i: CASES[i][2],
+        client={"message.max.bytes": str(10 * MIB)},
+    )
     good_ids = {expected for _, _, _, expected in CASES if isinstance(expected, str)}
     bad = {offset: expected for offset, (_, _, _, expected) in enumerate(CASES) if isinstance(expected, tuple)}
 
     with ConnectorProcess(config) as connector:
-        wait_until(lambda: good_ids <= {e["properties"]["test_id"] for e in standin.events()}, 90,
-                   "every good event accepted by the stand-in")
+        wait_until(
+            lambda: good_ids <= {e["properties"]["test_id"] for e in standin.events()},
+            90,
+            "every good event accepted by the stand-in",
+        )
         letters = read_all(kafka_bootstrap, dlq, len(bad), timeout_s=60)
         wait_until(lambda: all_committed(kafka_bootstrap, group, topic), 30, "offsets committed to the end")
         assert connector.running(), f"the connector stopped:\n{connector.stderr[-3000:]}"

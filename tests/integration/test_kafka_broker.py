@@ -29,18 +29,21 @@ def test_produce_and_consume_with_a_group(kafka_bootstrap: str) -> None:
 
     sent = {f"message-{i}".encode() for i in range(10)}
     for i in range(10):
-        producer.produce(topic, value=f"message-{i}".encode(), key=str(i).encode(),
-                         partition=i % 3, on_delivery=on_delivery)
+        producer.produce(
+            topic, value=f"message-{i}".encode(), key=str(i).encode(), partition=i % 3, on_delivery=on_delivery
+        )
     assert producer.flush(30) == 0
     assert errors == []
     assert {p for p, _ in delivered} == {0, 1, 2}
 
-    consumer = Consumer({
-        "bootstrap.servers": kafka_bootstrap,
-        "group.id": _unique("broker-roundtrip-group"),
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": _unique("broker-roundtrip-group"),
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     received = []
     try:
         consumer.subscribe([topic])

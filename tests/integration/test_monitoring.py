@@ -17,8 +17,14 @@ from tests.integration.test_run import free_port, http_get
 from tests.support.connector_process import ConnectorProcess, base_config, write_config
 from tests.support.kafka_tools import new_topic, produce, read_all, unique
 from tests.support.monitoring import (
-    dashboard_expressions, documented_metrics, documented_name, exported_series, load_dashboard, load_rules,
-    rule_expressions, used_metric_names,
+    dashboard_expressions,
+    documented_metrics,
+    documented_name,
+    exported_series,
+    load_dashboard,
+    load_rules,
+    rule_expressions,
+    used_metric_names,
 )
 
 pytestmark = pytest.mark.kafka
@@ -34,8 +40,11 @@ def used() -> dict[str, list[str]]:
 
 
 # Series that exist only while a partition is owned, one per partition.
-PER_PARTITION = ("userflux_connector_consumer_lag_messages", "userflux_connector_committed_offset",
-                 "userflux_connector_oldest_pending_age_seconds")
+PER_PARTITION = (
+    "userflux_connector_consumer_lag_messages",
+    "userflux_connector_committed_offset",
+    "userflux_connector_oldest_pending_age_seconds",
+)
 
 
 def unexported(used: dict[str, list[str]], scrape: str) -> dict[str, list[str]]:
@@ -55,10 +64,19 @@ def scrape(kafka_bootstrap, standin_server, tmp_path_factory, used) -> str:
     topic = new_topic(kafka_bootstrap, "monitoring", partitions=2)
     dlq = new_topic(kafka_bootstrap, "monitoring-dlq")
     mapping = {"topics": [topic], "event": {"name": "event", "userId": "user"}}
-    config = write_config(tmp_path_factory.mktemp("monitoring") / "connector.yaml", base_config(
-        kafka_bootstrap, standin_server.base_url, API_KEY, unique("group"), [mapping],
-        on_invalid="dead_letter", dead_letter={"topic": dlq},
-        metrics={"enabled": True, "host": "127.0.0.1", "port": port, "lag_interval_s": 1}))
+    config = write_config(
+        tmp_path_factory.mktemp("monitoring") / "connector.yaml",
+        base_config(
+            kafka_bootstrap,
+            standin_server.base_url,
+            API_KEY,
+            unique("group"),
+            [mapping],
+            on_invalid="dead_letter",
+            dead_letter={"topic": dlq},
+            metrics={"enabled": True, "host": "127.0.0.1", "port": port, "lag_interval_s": 1},
+        ),
+    )
     standin_server.reset()
     standin_server.fail_next(1, 503)  # one retry
     # Into each partition explicitly: keyless messages may all stick to one, leaving the other
@@ -89,8 +107,7 @@ def test_the_scrape_holds_both_partitions_series(scrape):
 
 
 def test_promtool_finds_nothing_to_fix_in_the_metrics(scrape, promtool):
-    result = subprocess.run([promtool, "check", "metrics"], input=scrape, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run([promtool, "check", "metrics"], input=scrape, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -103,6 +120,9 @@ def test_every_metric_the_dashboard_and_the_alerts_use_is_exported(scrape, used)
 def test_every_metric_the_connector_exports_is_documented(scrape):
     documented = documented_metrics()
     histograms = [m.name for m in documented.values() if m.type == "histogram"]
-    exported = {documented_name(name, histograms) for name in exported_series(scrape)
-                if name.startswith("userflux_connector_") and not name.endswith("_created")}
+    exported = {
+        documented_name(name, histograms)
+        for name in exported_series(scrape)
+        if name.startswith("userflux_connector_") and not name.endswith("_created")
+    }
     assert exported - set(documented) == set(), "exported but not in the metric table of docs/operations.md"

@@ -25,8 +25,11 @@ def scrape(port: int) -> dict[tuple[str, frozenset], float]:
     """Every sample of /metrics, by (name, labels)."""
     status, body = http_get(f"http://127.0.0.1:{port}/metrics")
     assert status == 200
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(body) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+    }
 
 
 def value(samples: dict, name: str, **labels: str) -> float | None:
@@ -38,8 +41,11 @@ def series(samples: dict, name: str) -> dict[frozenset, float]:
 
 
 def partitions_of(samples: dict, name: str, topic: str) -> dict[int, float]:
-    return {int(dict(labels)["partition"]): v for labels, v in series(samples, name).items()
-            if dict(labels)["topic"] == topic}
+    return {
+        int(dict(labels)["partition"]): v
+        for labels, v in series(samples, name).items()
+        if dict(labels)["topic"] == topic
+    }
 
 
 def probe(port: int, path: str) -> tuple[int, dict]:
@@ -61,20 +67,38 @@ def test_the_figures_match_what_was_consumed_delivered_filtered_and_dead_lettere
     group = unique("group")
     port = free_port()
     mapping = {**web_mapping(topic), "where": {"path": "kind", "not_in": ["debug"]}}
-    config = write_config(tmp_path / "c.yaml", base_config(
-        kafka_bootstrap, standin.base_url, API_KEY, group, [mapping], on_invalid="dead_letter",
-        dead_letter={"topic": dlq}, metrics={"enabled": True, "port": port, "lag_interval_s": 1}))
+    config = write_config(
+        tmp_path / "c.yaml",
+        base_config(
+            kafka_bootstrap,
+            standin.base_url,
+            API_KEY,
+            group,
+            [mapping],
+            on_invalid="dead_letter",
+            dead_letter={"topic": dlq},
+            metrics={"enabled": True, "port": port, "lag_interval_s": 1},
+        ),
+    )
     good, debug, broken = 300, 11, 7
-    produce(kafka_bootstrap, topic, [web_event(i) for i in range(good)]
-            + [web_event(i, kind="debug") for i in range(debug)] + [b"not json"] * broken,
-            key=lambda i: str(i).encode())  # keyed: both partitions get messages
+    produce(
+        kafka_bootstrap,
+        topic,
+        [web_event(i) for i in range(good)]
+        + [web_event(i, kind="debug") for i in range(debug)]
+        + [b"not json"] * broken,
+        key=lambda i: str(i).encode(),
+    )  # keyed: both partitions get messages
     ends = end_offsets(kafka_bootstrap, topic, 2)
     with ConnectorProcess(config) as connector:
         standin.wait_for_events(good, timeout_s=60)
         wait_until(lambda: all_committed(kafka_bootstrap, group, topic, 2), 30, "all offsets committed")
         # The lag monitor refreshes every second: wait until it saw the final commits.
-        wait_until(lambda: partitions_of(scrape(port), "consumer_lag_messages", topic) == {0: 0, 1: 0},
-                   15, "lag 0 on both partitions")
+        wait_until(
+            lambda: partitions_of(scrape(port), "consumer_lag_messages", topic) == {0: 0, 1: 0},
+            15,
+            "lag 0 on both partitions",
+        )
         m = scrape(port)
         assert value(m, "messages_consumed_total", topic=topic) == good + debug + broken
         assert value(m, "events_delivered_total", topic=topic) == good
@@ -102,6 +126,7 @@ def test_the_figures_match_what_was_consumed_delivered_filtered_and_dead_lettere
 
 def connector_version() -> str:
     from connector import __version__
+
     return __version__
 
 
@@ -109,9 +134,18 @@ def test_lag_is_the_backlog_while_userflux_is_down_and_drains_after(kafka_bootst
     topic = new_topic(kafka_bootstrap, "lag", partitions=2)
     group = unique("group")
     port = free_port()
-    config = write_config(tmp_path / "c.yaml", base_config(
-        kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)],
-        metrics={"enabled": True, "port": port, "lag_interval_s": 1}, pipeline={"max_pending_messages": 100}))
+    config = write_config(
+        tmp_path / "c.yaml",
+        base_config(
+            kafka_bootstrap,
+            standin.base_url,
+            API_KEY,
+            group,
+            [web_mapping(topic)],
+            metrics={"enabled": True, "port": port, "lag_interval_s": 1},
+            pipeline={"max_pending_messages": 100},
+        ),
+    )
     standin.fail_always(503, retry_after="0.3")
     produce(kafka_bootstrap, topic, [web_event(i) for i in range(500)])
 
@@ -143,11 +177,24 @@ def test_requests_and_retries_are_counted_by_status_code(kafka_bootstrap, standi
     topic = new_topic(kafka_bootstrap, "codes")
     group = unique("group")
     port = free_port()
-    config = write_config(tmp_path / "c.yaml", base_config(
-        kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)],
-        userflux={"base_url": standin.base_url, "api_key": API_KEY, "batch_size": 50, "max_in_flight": 1,
-                  "retry": {"initial_backoff_ms": 20, "max_backoff_ms": 50}},
-        metrics={"enabled": True, "port": port}))
+    config = write_config(
+        tmp_path / "c.yaml",
+        base_config(
+            kafka_bootstrap,
+            standin.base_url,
+            API_KEY,
+            group,
+            [web_mapping(topic)],
+            userflux={
+                "base_url": standin.base_url,
+                "api_key": API_KEY,
+                "batch_size": 50,
+                "max_in_flight": 1,
+                "retry": {"initial_backoff_ms": 20, "max_backoff_ms": 50},
+            },
+            metrics={"enabled": True, "port": port},
+        ),
+    )
     standin.fail_next(3, status=500)
     produce(kafka_bootstrap, topic, [web_event(i) for i in range(50)])
     with ConnectorProcess(config) as connector:
@@ -156,8 +203,11 @@ def test_requests_and_retries_are_counted_by_status_code(kafka_bootstrap, standi
         produce(kafka_bootstrap, topic, [web_event(i) for i in range(50, 100)])
         standin.wait_for_events(100, timeout_s=30)
         # The stand-in records a batch before the connector has read its answer.
-        wait_until(lambda: value(scrape(port), "requests_total", outcome="delivered", code="204") == 2, 10,
-                   "the second 204 counted")
+        wait_until(
+            lambda: value(scrape(port), "requests_total", outcome="delivered", code="204") == 2,
+            10,
+            "the second 204 counted",
+        )
         m = scrape(port)
         assert connector.stop() == 0
     assert value(m, "requests_total", outcome="retry", code="500") == 3
@@ -165,7 +215,9 @@ def test_requests_and_retries_are_counted_by_status_code(kafka_bootstrap, standi
     assert value(m, "requests_total", outcome="delivered", code="204") == 2
     assert value(m, "retries_total", reason="500") == 3
     assert value(m, "retries_total", reason="429") == 2
-    assert value(m, "retry_wait_seconds_total", cause="retry_after") >= 0.3  # two Retry-After: 0.2, less the answer's handling
+    assert (
+        value(m, "retry_wait_seconds_total", cause="retry_after") >= 0.3
+    )  # two Retry-After: 0.2, less the answer's handling
     assert value(m, "retry_wait_seconds_total", cause="backoff") > 0
     assert value(m, "request_duration_seconds_count") == 7
 
@@ -174,16 +226,29 @@ def test_a_revoked_partition_s_series_disappear_when_a_second_instance_joins(kaf
     topic = new_topic(kafka_bootstrap, "revoked-series", partitions=4)
     group = unique("group")
     ports = free_port(), free_port()
-    configs = [write_config(tmp_path / f"c{i}.yaml", base_config(
-        kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)],
-        metrics={"enabled": True, "port": port, "lag_interval_s": 1})) for i, port in enumerate(ports)]
+    configs = [
+        write_config(
+            tmp_path / f"c{i}.yaml",
+            base_config(
+                kafka_bootstrap,
+                standin.base_url,
+                API_KEY,
+                group,
+                [web_mapping(topic)],
+                metrics={"enabled": True, "port": port, "lag_interval_s": 1},
+            ),
+        )
+        for i, port in enumerate(ports)
+    ]
     produce(kafka_bootstrap, topic, [web_event(i) for i in range(40)])
 
     def owned(port: int, name: str = "oldest_pending_age_seconds") -> set[int]:
         """The partitions with series; lag and offsets appear after the first refresh."""
         m = scrape(port)
-        lag, offset, age = (set(partitions_of(m, n, topic))
-                            for n in ("consumer_lag_messages", "committed_offset", "oldest_pending_age_seconds"))
+        lag, offset, age = (
+            set(partitions_of(m, n, topic))
+            for n in ("consumer_lag_messages", "committed_offset", "oldest_pending_age_seconds")
+        )
         assert lag <= age and offset <= age, (lag, offset, age)  # no series outlives its partition
         return {"consumer_lag_messages": lag, "oldest_pending_age_seconds": age}[name]
 
@@ -207,10 +272,19 @@ def test_healthz_reports_a_stall_when_userflux_never_answers(kafka_bootstrap, tm
     port = free_port()
     with UserFluxStandIn(api_key=API_KEY) as hanging:
         hanging.set_delay(60)  # accepts every request and answers nothing for a minute
-        config = write_config(tmp_path / "c.yaml", base_config(
-            kafka_bootstrap, hanging.base_url, API_KEY, group, [web_mapping(topic)],
-            userflux={"base_url": hanging.base_url, "api_key": API_KEY, "request_timeout_s": 30},
-            metrics={"enabled": True, "port": port}, pipeline={"stall_timeout_s": 3}))
+        config = write_config(
+            tmp_path / "c.yaml",
+            base_config(
+                kafka_bootstrap,
+                hanging.base_url,
+                API_KEY,
+                group,
+                [web_mapping(topic)],
+                userflux={"base_url": hanging.base_url, "api_key": API_KEY, "request_timeout_s": 30},
+                metrics={"enabled": True, "port": port},
+                pipeline={"stall_timeout_s": 3},
+            ),
+        )
         produce(kafka_bootstrap, topic, [web_event(i) for i in range(5)])
         with ConnectorProcess(config) as connector:
             connector.wait_for_log("assigned", timeout_s=30)
@@ -231,9 +305,18 @@ def test_readyz_says_the_key_is_refused_until_the_process_exits_3(kafka_bootstra
     group = unique("group")
     port = free_port()
     wrong_key = "wrong-key-0123456789abcdef"
-    config = write_config(tmp_path / "c.yaml", base_config(
-        kafka_bootstrap, standin.base_url, wrong_key, group, [web_mapping(topic)],
-        metrics={"enabled": True, "port": port}, pipeline={"refused_exit_delay_s": 4}))
+    config = write_config(
+        tmp_path / "c.yaml",
+        base_config(
+            kafka_bootstrap,
+            standin.base_url,
+            wrong_key,
+            group,
+            [web_mapping(topic)],
+            metrics={"enabled": True, "port": port},
+            pipeline={"refused_exit_delay_s": 4},
+        ),
+    )
     produce(kafka_bootstrap, topic, [web_event(i) for i in range(5)])
     with ConnectorProcess(config) as connector:
         wait_until(lambda: probe_status(port, "/readyz") == "key_refused", 30, "/readyz: key refused")
@@ -251,9 +334,17 @@ def test_readyz_says_the_key_is_refused_until_the_process_exits_3(kafka_bootstra
 
 def test_a_signal_ends_the_wait_after_a_refusal_at_once(kafka_bootstrap, standin, tmp_path):
     topic = new_topic(kafka_bootstrap, "refused-signal")
-    config = write_config(tmp_path / "c.yaml", base_config(
-        kafka_bootstrap, standin.base_url, "wrong-key-0123456789abcdef", unique("group"), [web_mapping(topic)],
-        pipeline={"refused_exit_delay_s": 60}))
+    config = write_config(
+        tmp_path / "c.yaml",
+        base_config(
+            kafka_bootstrap,
+            standin.base_url,
+            "wrong-key-0123456789abcdef",
+            unique("group"),
+            [web_mapping(topic)],
+            pipeline={"refused_exit_delay_s": 60},
+        ),
+    )
     produce(kafka_bootstrap, topic, [web_event(0)])
     with ConnectorProcess(config) as connector:
         connector.wait_for_log("exiting in 60s", timeout_s=30)
@@ -267,9 +358,20 @@ def test_a_replica_beyond_the_partition_count_is_ready_and_idle(kafka_bootstrap,
     topic = new_topic(kafka_bootstrap, "idle")
     group = unique("group")
     ports = free_port(), free_port()
-    configs = [write_config(tmp_path / f"c{i}.yaml", base_config(
-        kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)],
-        metrics={"enabled": True, "port": port})) for i, port in enumerate(ports)]
+    configs = [
+        write_config(
+            tmp_path / f"c{i}.yaml",
+            base_config(
+                kafka_bootstrap,
+                standin.base_url,
+                API_KEY,
+                group,
+                [web_mapping(topic)],
+                metrics={"enabled": True, "port": port},
+            ),
+        )
+        for i, port in enumerate(ports)
+    ]
     with ConnectorProcess(configs[0]) as first:
         wait_until(lambda: probe_status(ports[0], "/readyz") == "ready", 30, "the first replica ready")
         with ConnectorProcess(configs[1]) as second:

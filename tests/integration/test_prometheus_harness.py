@@ -23,16 +23,33 @@ from tests.support.helm import NAMESPACE, POD_ENV, SCENARIOS, one, render
 from tests.support.monitoring import ALERTS, dashboard_expressions, load_dashboard, load_rules
 from tests.support.prometheus import PrometheusError, PrometheusServer
 from tests.support.prometheus_operator import (
-    Pod, Service, endpoint_target, pod_target, scrape_configs, write_rule_file, write_targets,
+    Pod,
+    Service,
+    endpoint_target,
+    pod_target,
+    scrape_configs,
+    write_rule_file,
+    write_targets,
 )
 
 POD_NAME = POD_ENV["POD_NAME"]
 SCRAPE_INTERVAL = "1s"
 # A test-only rule: always true, firing after its (short) `for`.
-ALWAYS_TRUE = {"groups": [{"name": "harness", "rules": [
-    {"alert": "HarnessAlwaysTrue", "expr": "vector(1)", "for": "2s", "labels": {"severity": "none"}},
-    {"alert": "HarnessTargetUp", "expr": 'harness_smoke_ready{job=~".*userflux-connector.*"} == 1', "for": "1s"},
-]}]}
+ALWAYS_TRUE = {
+    "groups": [
+        {
+            "name": "harness",
+            "rules": [
+                {"alert": "HarnessAlwaysTrue", "expr": "vector(1)", "for": "2s", "labels": {"severity": "none"}},
+                {
+                    "alert": "HarnessTargetUp",
+                    "expr": 'harness_smoke_ready{job=~".*userflux-connector.*"} == 1',
+                    "for": "1s",
+                },
+            ],
+        }
+    ]
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +69,9 @@ def exporter():
 
 def start(work, configs, rules, binary) -> PrometheusServer:
     try:
-        return PrometheusServer(work, configs, rules, scrape_interval=SCRAPE_INTERVAL,
-                                evaluation_interval="1s", binary=binary).start()
+        return PrometheusServer(
+            work, configs, rules, scrape_interval=SCRAPE_INTERVAL, evaluation_interval="1s", binary=binary
+        ).start()
     except PrometheusError as exc:
         pytest.fail(f"Prometheus could not start:\n{exc}", pytrace=False)
 
@@ -73,22 +91,44 @@ def pod(rendered, exporter) -> Pod:
     template = one(rendered, "Deployment")["spec"]["template"]
     container = template["spec"]["containers"][0]
     assert [p["name"] for p in container["ports"]] == ["metrics"]
-    return Pod(name=POD_NAME, namespace=NAMESPACE, address=exporter, labels=template["metadata"]["labels"],
-               container=container["name"])
+    return Pod(
+        name=POD_NAME,
+        namespace=NAMESPACE,
+        address=exporter,
+        labels=template["metadata"]["labels"],
+        container=container["name"],
+    )
 
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory, rendered, pod, promtool, prometheus_binary):
     work = tmp_path_factory.mktemp("prometheus")
     monitor, service = one(rendered, "ServiceMonitor"), one(rendered, "Service")
-    targets = write_targets(work / "targets.json", [endpoint_target(pod, Service(
-        name=service["metadata"]["name"], namespace=NAMESPACE, labels=service["metadata"]["labels"],
-        port_name=service["spec"]["ports"][0]["name"]))])
+    targets = write_targets(
+        work / "targets.json",
+        [
+            endpoint_target(
+                pod,
+                Service(
+                    name=service["metadata"]["name"],
+                    namespace=NAMESPACE,
+                    labels=service["metadata"]["labels"],
+                    port_name=service["spec"]["ports"][0]["name"],
+                ),
+            )
+        ],
+    )
     rules = write_rule_file(one(rendered, "PrometheusRule"), work / "userflux-connector.rules.yaml")
     test_rules = work / "harness.rules.yaml"
     test_rules.write_text(yaml.safe_dump(ALWAYS_TRUE))
-    server = PrometheusServer(work, scrape_configs(monitor, targets, interval=SCRAPE_INTERVAL), [rules, test_rules],
-                              scrape_interval=SCRAPE_INTERVAL, evaluation_interval="1s", binary=prometheus_binary)
+    server = PrometheusServer(
+        work,
+        scrape_configs(monitor, targets, interval=SCRAPE_INTERVAL),
+        [rules, test_rules],
+        scrape_interval=SCRAPE_INTERVAL,
+        evaluation_interval="1s",
+        binary=prometheus_binary,
+    )
     server.config_path.write_text(yaml.safe_dump(server.config(), sort_keys=False))
     promtool_check(promtool, "rules", str(rules), str(test_rules))
     promtool_check(promtool, "config", str(server.config_path))
@@ -113,8 +153,12 @@ def test_the_target_has_the_labels_the_operator_gives_a_servicemonitor_target(pr
     service = one(rendered, "Service")["metadata"]["name"]
     assert target["labels"] == {
         "job": service,  # the Service's name: the monitor sets no jobLabel
-        "namespace": NAMESPACE, "pod": POD_NAME, "service": service, "container": "connector",
-        "endpoint": "metrics", "instance": exporter,
+        "namespace": NAMESPACE,
+        "pod": POD_NAME,
+        "service": service,
+        "container": "connector",
+        "endpoint": "metrics",
+        "instance": exporter,
     }
     assert target["scrapePool"] == f"serviceMonitor/{NAMESPACE}/{monitor['metadata']['name']}/0"
     assert target["scrapeUrl"] == f"http://{exporter}{monitor['spec']['endpoints'][0]['path']}"
@@ -152,8 +196,9 @@ def test_an_always_true_rule_goes_firing(prometheus):
 
 def test_every_dashboard_query_is_accepted_as_grafana_would_send_it(prometheus):
     dashboard = load_dashboard()
-    variables = dashboard_variables(dashboard, {"datasource": "prometheus", "namespace": [NAMESPACE],
-                                                "pod": [POD_NAME], "topic": ALL})
+    variables = dashboard_variables(
+        dashboard, {"datasource": "prometheus", "namespace": [NAMESPACE], "pod": [POD_NAME], "topic": ALL}
+    )
     intervals = compute_intervals(300, max_data_points=1000, scrape_interval=SCRAPE_INTERVAL)
     end = time.time()
     for where, expr in dashboard_expressions(dashboard):
@@ -171,16 +216,25 @@ def test_a_podmonitor_target_gets_its_namespace_and_name_as_job(tmp_path, pod, p
     with start(tmp_path, scrape_configs(monitor, targets, interval=SCRAPE_INTERVAL), [], prometheus_binary) as server:
         target = server.wait_for_target_up({"pod": POD_NAME})
     name = monitor["metadata"]["name"]
-    assert target["labels"] == {"job": f"{NAMESPACE}/{name}", "namespace": NAMESPACE, "pod": POD_NAME,
-                                "container": "connector", "endpoint": "metrics", "instance": pod.address}
+    assert target["labels"] == {
+        "job": f"{NAMESPACE}/{name}",
+        "namespace": NAMESPACE,
+        "pod": POD_NAME,
+        "container": "connector",
+        "endpoint": "metrics",
+        "instance": pod.address,
+    }
 
 
 def test_a_pod_the_selector_does_not_pick_is_not_scraped(tmp_path, rendered, pod, prometheus_binary):
     stranger = Pod(name="other-0", namespace=NAMESPACE, address=pod.address, labels={"app": "other"})
-    targets = write_targets(tmp_path / "targets.json", [endpoint_target(stranger, Service(
-        name="other", namespace=NAMESPACE, labels={"app": "other"}))])
-    with start(tmp_path, scrape_configs(one(rendered, "ServiceMonitor"), targets, SCRAPE_INTERVAL), [],
-               prometheus_binary) as server:
+    targets = write_targets(
+        tmp_path / "targets.json",
+        [endpoint_target(stranger, Service(name="other", namespace=NAMESPACE, labels={"app": "other"}))],
+    )
+    with start(
+        tmp_path, scrape_configs(one(rendered, "ServiceMonitor"), targets, SCRAPE_INTERVAL), [], prometheus_binary
+    ) as server:
         time.sleep(1.5)  # the targets file is read at start; relabelling drops the target
         assert server.targets() == []
 

@@ -11,7 +11,16 @@ import pytest
 
 from tests.conftest import API_KEY
 from tests.support.connector_process import ConnectorProcess, base_config, free_port, http_get, write_config
-from tests.support.kafka_tools import all_committed, committed, end_offsets, new_topic, produce, read_all, unique, wait_until
+from tests.support.kafka_tools import (
+    all_committed,
+    committed,
+    end_offsets,
+    new_topic,
+    produce,
+    read_all,
+    unique,
+    wait_until,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -31,8 +40,13 @@ def web_mapping(topic: str) -> dict:
 
 
 def web_event(i: int, **extra) -> dict:
-    return {"event": "page_view", "user": {"id": i}, "sent_at": 1_700_000_000 + i,
-            "properties": {"i": i, "path": f"/p/{i}"}, **extra}
+    return {
+        "event": "page_view",
+        "user": {"id": i},
+        "sent_at": 1_700_000_000 + i,
+        "properties": {"i": i, "path": f"/p/{i}"},
+        **extra,
+    }
 
 
 def test_two_topics_arrive_mapped_as_configured_in_batches_of_at_most_50(kafka_bootstrap, standin, tmp_path):
@@ -40,6 +54,7 @@ def test_two_topics_arrive_mapped_as_configured_in_batches_of_at_most_50(kafka_b
     prefix = unique("app").replace("-", "_")
     app = f"{prefix}.ios"
     from tests.support.kafka_broker import create_topic
+
     create_topic(kafka_bootstrap, app, partitions=2)
     group = unique("group")
     port = free_port()
@@ -54,24 +69,40 @@ def test_two_topics_arrive_mapped_as_configured_in_batches_of_at_most_50(kafka_b
                 "userId": ["user.id", "@key"],
                 "anonymousId": "@headers.device-id",
                 "timestamp": "@timestamp",
-                "properties": {"from": ".", "exclude": ["type", "action", "user"],
-                               "set": {"source": {"value": "mobile"}, "topic": "@topic"}},
+                "properties": {
+                    "from": ".",
+                    "exclude": ["type", "action", "user"],
+                    "set": {"source": {"value": "mobile"}, "topic": "@topic"},
+                },
             },
         },
     ]
-    config = write_config(tmp_path / "connector.yaml", base_config(
-        kafka_bootstrap, standin.base_url, API_KEY, group, mappings, metrics={"enabled": True, "port": port}))
+    config = write_config(
+        tmp_path / "connector.yaml",
+        base_config(
+            kafka_bootstrap, standin.base_url, API_KEY, group, mappings, metrics={"enabled": True, "port": port}
+        ),
+    )
     produce(kafka_bootstrap, web, [web_event(i) for i in range(120)])
-    app_values = [{"type": "track" if i % 2 else "screen", "action": "tap", "n": i,
-                   **({"user": {"id": f"u{i}"}} if i % 3 == 0 else {})} for i in range(80)]
+    app_values = [
+        {
+            "type": "track" if i % 2 else "screen",
+            "action": "tap",
+            "n": i,
+            **({"user": {"id": f"u{i}"}} if i % 3 == 0 else {}),
+        }
+        for i in range(80)
+    ]
     app_values += [{"type": "debug", "action": "log"}] * 10  # filtered by where:
-    produce(kafka_bootstrap, app, app_values, key=lambda i: f"key{i}".encode(),
-            headers=[("device-id", b"device-7")])
+    produce(kafka_bootstrap, app, app_values, key=lambda i: f"key{i}".encode(), headers=[("device-id", b"device-7")])
 
     with ConnectorProcess(config) as connector:
         events = standin.wait_for_events(200, timeout_s=60)
-        wait_until(lambda: all_committed(kafka_bootstrap, group, web, 2) and all_committed(kafka_bootstrap, group, app, 2),
-                   30, "every offset committed (filtered messages included)")
+        wait_until(
+            lambda: all_committed(kafka_bootstrap, group, web, 2) and all_committed(kafka_bootstrap, group, app, 2),
+            30,
+            "every offset committed (filtered messages included)",
+        )
         status, body = http_get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200
         assert re.search(rf'userflux_connector_events_delivered_total{{topic="{web}"}} 120\.0', body), body[-3000:]
@@ -82,8 +113,12 @@ def test_two_topics_arrive_mapped_as_configured_in_batches_of_at_most_50(kafka_b
 
     assert len(events) == 200
     web_events = sorted((e for e in events if e["name"] == "page_view"), key=lambda e: e["properties"]["i"])
-    assert web_events[7] == {"name": "page_view", "userId": "7", "timestamp": 1_700_000_007_000,
-                             "properties": {"i": 7, "path": "/p/7"}}
+    assert web_events[7] == {
+        "name": "page_view",
+        "userId": "7",
+        "timestamp": 1_700_000_007_000,
+        "properties": {"i": 7, "path": "/p/7"},
+    }
     assert [e["properties"]["i"] for e in web_events] == list(range(120))
     app_events = sorted((e for e in events if e["name"] != "page_view"), key=lambda e: e["properties"]["n"])
     assert [e["properties"]["n"] for e in app_events] == list(range(80))
@@ -105,8 +140,9 @@ def test_two_topics_arrive_mapped_as_configured_in_batches_of_at_most_50(kafka_b
 def test_outage_holds_offsets_and_everything_arrives_after_it_heals(kafka_bootstrap, standin, tmp_path):
     topic = new_topic(kafka_bootstrap, "outage", partitions=2)
     group = unique("group")
-    config = write_config(tmp_path / "c.yaml", base_config(
-        kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)]))
+    config = write_config(
+        tmp_path / "c.yaml", base_config(kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)])
+    )
     standin.fail_always(500)
     produce(kafka_bootstrap, topic, [web_event(i) for i in range(100)])
 
@@ -127,9 +163,18 @@ def test_invalid_messages_land_in_the_dead_letter_topic_with_their_reasons(kafka
     topic = new_topic(kafka_bootstrap, "invalid")
     dlq = new_topic(kafka_bootstrap, "dlq")
     group = unique("group")
-    config = write_config(tmp_path / "c.yaml", base_config(
-        kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)],
-        on_invalid="dead_letter", dead_letter={"topic": dlq}))
+    config = write_config(
+        tmp_path / "c.yaml",
+        base_config(
+            kafka_bootstrap,
+            standin.base_url,
+            API_KEY,
+            group,
+            [web_mapping(topic)],
+            on_invalid="dead_letter",
+            dead_letter={"topic": dlq},
+        ),
+    )
     standin.reject_events(lambda e: e["name"] == "refused_by_userflux")
     values = [
         web_event(0),
@@ -171,8 +216,9 @@ def test_invalid_messages_land_in_the_dead_letter_topic_with_their_reasons(kafka
 def test_a_restarted_connector_resumes_where_it_committed(kafka_bootstrap, standin, tmp_path):
     topic = new_topic(kafka_bootstrap, "restart", partitions=3)
     group = unique("group")
-    config = write_config(tmp_path / "c.yaml", base_config(
-        kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)]))
+    config = write_config(
+        tmp_path / "c.yaml", base_config(kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)])
+    )
     produce(kafka_bootstrap, topic, [web_event(i) for i in range(60)])
     with ConnectorProcess(config) as first:
         standin.wait_for_events(60, timeout_s=30)
@@ -192,13 +238,17 @@ def test_a_restarted_connector_resumes_where_it_committed(kafka_bootstrap, stand
 def test_sigterm_delivers_and_commits_what_is_in_flight(kafka_bootstrap, standin, tmp_path):
     topic = new_topic(kafka_bootstrap, "sigterm")
     group = unique("group")
-    config = write_config(tmp_path / "c.yaml", base_config(
-        kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)]))
+    config = write_config(
+        tmp_path / "c.yaml", base_config(kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)])
+    )
     standin.set_delay(2.0)
     produce(kafka_bootstrap, topic, [web_event(i) for i in range(30)])
     with ConnectorProcess(config) as connector:
-        wait_until(lambda: connector.running() and standin.requests() == [] and "assigned" in connector.stderr,
-                   30, "the connector to join")
+        wait_until(
+            lambda: connector.running() and standin.requests() == [] and "assigned" in connector.stderr,
+            30,
+            "the connector to join",
+        )
         time.sleep(0.5)  # the batch is now in flight, its answer 1.5 s away
         assert standin.events() == []
         assert connector.stop(signal.SIGTERM, timeout_s=20) == 0
@@ -211,9 +261,18 @@ def test_a_refused_key_stops_the_run_without_committing_or_dead_lettering(kafka_
     dlq = new_topic(kafka_bootstrap, "auth-dlq")
     group = unique("group")
     wrong_key = "wrong-key-abcdef123456"
-    config = write_config(tmp_path / "c.yaml", base_config(
-        kafka_bootstrap, standin.base_url, wrong_key, group, [web_mapping(topic)],
-        on_invalid="dead_letter", dead_letter={"topic": dlq}))
+    config = write_config(
+        tmp_path / "c.yaml",
+        base_config(
+            kafka_bootstrap,
+            standin.base_url,
+            wrong_key,
+            group,
+            [web_mapping(topic)],
+            on_invalid="dead_letter",
+            dead_letter={"topic": dlq},
+        ),
+    )
     produce(kafka_bootstrap, topic, [web_event(i) for i in range(10)])
     with ConnectorProcess(config) as connector:
         assert connector.wait(timeout_s=30) == 3
@@ -227,8 +286,9 @@ def test_a_refused_key_stops_the_run_without_committing_or_dead_lettering(kafka_
 def test_retry_after_is_honoured(kafka_bootstrap, standin, tmp_path):
     topic = new_topic(kafka_bootstrap, "retry-after")
     group = unique("group")
-    config = write_config(tmp_path / "c.yaml", base_config(
-        kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)]))
+    config = write_config(
+        tmp_path / "c.yaml", base_config(kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)])
+    )
     standin.fail_next(1, status=429, retry_after="2")
     produce(kafka_bootstrap, topic, [web_event(i) for i in range(5)])
     with ConnectorProcess(config) as connector:
@@ -253,8 +313,7 @@ def test_replicas_share_the_partitions_and_a_rebalance_loses_nothing(kafka_boots
         with ConnectorProcess(second_config) as second:
             second.wait_for_log("assigned", timeout_s=30)
             produce(kafka_bootstrap, topic, [web_event(i) for i in range(200, 400)])
-            wait_until(lambda: len({e["properties"]["i"] for e in standin.events()}) == 400, 60,
-                       "all 400 events")
+            wait_until(lambda: len({e["properties"]["i"] for e in standin.events()}) == 400, 60, "all 400 events")
             wait_until(lambda: all_committed(kafka_bootstrap, group, topic, 4), 30, "all offsets committed")
             assert second.stop() == 0
         assert first.stop() == 0
@@ -270,8 +329,9 @@ def test_replicas_share_the_partitions_and_a_rebalance_loses_nothing(kafka_boots
 def test_dry_run_prints_batches_and_commits_nothing(kafka_bootstrap, standin, tmp_path):
     topic = new_topic(kafka_bootstrap, "dry")
     group = unique("group")
-    config = write_config(tmp_path / "c.yaml", base_config(
-        kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)]))
+    config = write_config(
+        tmp_path / "c.yaml", base_config(kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)])
+    )
     produce(kafka_bootstrap, topic, [web_event(i) for i in range(10)] + [b"oops"])
     with ConnectorProcess(config, "--dry-run") as connector:
         wait_until(lambda: '"invalid"' in connector.stdout, 30, "the dry run's output")
@@ -281,8 +341,12 @@ def test_dry_run_prints_batches_and_commits_nothing(kafka_bootstrap, standin, tm
     batches = [line for line in lines if "events" in line]
     assert sum(len(b["events"]) for b in batches) == 10
     assert batches[0]["locationEnrichment"] is False
-    assert batches[0]["events"][0] == {"name": "page_view", "userId": "0", "timestamp": 1_700_000_000_000,
-                                       "properties": {"i": 0, "path": "/p/0"}}
+    assert batches[0]["events"][0] == {
+        "name": "page_view",
+        "userId": "0",
+        "timestamp": 1_700_000_000_000,
+        "properties": {"i": 0, "path": "/p/0"},
+    }
     assert [line["offset"] for line in lines if "invalid" in line] == [10]
     assert standin.requests() == []
     assert committed(kafka_bootstrap, group, topic) == {0: -1001}
@@ -292,8 +356,10 @@ def test_dry_run_prints_batches_and_commits_nothing(kafka_bootstrap, standin, tm
 def test_on_invalid_stop_exits_without_committing_past_the_invalid_message(kafka_bootstrap, standin, tmp_path):
     topic = new_topic(kafka_bootstrap, "stop")
     group = unique("group")
-    config = write_config(tmp_path / "c.yaml", base_config(
-        kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)], on_invalid="stop"))
+    config = write_config(
+        tmp_path / "c.yaml",
+        base_config(kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)], on_invalid="stop"),
+    )
     produce(kafka_bootstrap, topic, [web_event(0), web_event(1), b"not json", web_event(3)])
     with ConnectorProcess(config) as connector:
         assert connector.wait(timeout_s=30) == 4
@@ -303,9 +369,17 @@ def test_on_invalid_stop_exits_without_committing_past_the_invalid_message(kafka
 
 
 def test_bad_configuration_exits_at_once_naming_the_key(tmp_path):
-    config = write_config(tmp_path / "c.yaml", base_config(
-        "127.0.0.1:9", "http://127.0.0.1:9", API_KEY, "g", [web_mapping("t")],
-        userflux={"base_url": "http://127.0.0.1:9", "api_key": API_KEY, "batch_size": 51}))
+    config = write_config(
+        tmp_path / "c.yaml",
+        base_config(
+            "127.0.0.1:9",
+            "http://127.0.0.1:9",
+            API_KEY,
+            "g",
+            [web_mapping("t")],
+            userflux={"base_url": "http://127.0.0.1:9", "api_key": API_KEY, "batch_size": 51},
+        ),
+    )
     with ConnectorProcess(config) as connector:
         assert connector.wait(timeout_s=20) == 2
     assert "userflux.batch_size: expected an integer from 1 to 50, found number 51" in connector.stderr
@@ -323,9 +397,18 @@ def test_reading_pauses_at_max_pending_messages_and_resumes_after_an_outage(kafk
     topic = new_topic(kafka_bootstrap, "backpressure", partitions=2)
     group = unique("group")
     port = free_port()
-    config = write_config(tmp_path / "c.yaml", base_config(
-        kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)],
-        metrics={"enabled": True, "port": port}, pipeline={"max_pending_messages": 120}))
+    config = write_config(
+        tmp_path / "c.yaml",
+        base_config(
+            kafka_bootstrap,
+            standin.base_url,
+            API_KEY,
+            group,
+            [web_mapping(topic)],
+            metrics={"enabled": True, "port": port},
+            pipeline={"max_pending_messages": 120},
+        ),
+    )
     standin.fail_always(503, retry_after="0.2")
     produce(kafka_bootstrap, topic, [web_event(i) for i in range(1000)])
     with ConnectorProcess(config) as connector:
@@ -345,9 +428,20 @@ def test_reading_pauses_at_max_pending_messages_and_resumes_after_an_outage(kafk
 def test_revocation_finishes_in_flight_work_so_the_new_owner_repeats_nothing(kafka_bootstrap, standin, tmp_path):
     topic = new_topic(kafka_bootstrap, "revoke", partitions=4)
     group = unique("group")
-    config = base_config(kafka_bootstrap, standin.base_url, API_KEY, group, [web_mapping(topic)],
-                         userflux={"base_url": standin.base_url, "api_key": API_KEY, "batch_size": 10,
-                                   "max_in_flight": 2, "linger_ms": 20})
+    config = base_config(
+        kafka_bootstrap,
+        standin.base_url,
+        API_KEY,
+        group,
+        [web_mapping(topic)],
+        userflux={
+            "base_url": standin.base_url,
+            "api_key": API_KEY,
+            "batch_size": 10,
+            "max_in_flight": 2,
+            "linger_ms": 20,
+        },
+    )
     standin.set_delay(0.25)  # batches are in flight when the second replica joins
     produce(kafka_bootstrap, topic, [web_event(i) for i in range(400)])
     with ConnectorProcess(write_config(tmp_path / "first.yaml", config)) as first:

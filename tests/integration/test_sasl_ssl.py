@@ -28,8 +28,9 @@ PASSWORD = f"scram-pw-{uuid.uuid4().hex}"
 
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory: pytest.TempPathFactory, certs: Certs):
-    sasl = SaslSsl(username="connector", password=PASSWORD, keystore=certs.server_p12,
-                   keystore_password=certs.p12_password)
+    sasl = SaslSsl(
+        username="connector", password=PASSWORD, keystore=certs.server_p12, keystore_password=certs.p12_password
+    )
     broker = KafkaBroker(tmp_path_factory.mktemp("sasl-broker"), ensure_jars(), heap_mb=384, sasl_ssl=sasl)
     try:
         broker.start(timeout_s=120)
@@ -41,8 +42,9 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory, certs: Certs):
         broker.stop()
 
 
-def sasl_config(path: pathlib.Path, broker: KafkaBroker, base_url: str, topic: str, dlq: str, group: str,
-                port: int) -> pathlib.Path:
+def sasl_config(
+    path: pathlib.Path, broker: KafkaBroker, base_url: str, topic: str, dlq: str, group: str, port: int
+) -> pathlib.Path:
     """config/sasl-ssl.yaml, pointed at this test's topics, group and stand-in."""
     config = yaml.safe_load((REPO / "config" / "sasl-ssl.yaml").read_text())
     assert config["kafka"]["sasl.password"] == "${KAFKA_PASSWORD}"  # credentials stay in the environment
@@ -56,8 +58,13 @@ def sasl_config(path: pathlib.Path, broker: KafkaBroker, base_url: str, topic: s
 
 
 def environment(broker: KafkaBroker, certs: Certs, password: str) -> dict[str, str]:
-    return {"KAFKA_BOOTSTRAP_SERVERS": broker.sasl_bootstrap_servers, "KAFKA_USERNAME": "connector",
-            "KAFKA_PASSWORD": password, "KAFKA_CA_FILE": str(certs.ca), "USERFLUX_API_KEY": API_KEY}
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": broker.sasl_bootstrap_servers,
+        "KAFKA_USERNAME": "connector",
+        "KAFKA_PASSWORD": password,
+        "KAFKA_CA_FILE": str(certs.ca),
+        "USERFLUX_API_KEY": API_KEY,
+    }
 
 
 def test_the_connector_delivers_through_sasl_ssl(sasl_broker, certs, standin, tmp_path):
@@ -88,8 +95,9 @@ def test_a_wrong_password_is_reported_without_being_shown(sasl_broker, certs, st
     topic, dlq = new_topic(plain, "events"), new_topic(plain, "dlq")
     wrong = f"wrong-pw-{uuid.uuid4().hex}"
     produce(plain, topic, [{"event": "signup", "user_id": "u1"}])
-    config = sasl_config(tmp_path / "wrong.yaml", sasl_broker, standin.base_url, topic, dlq, unique("group"),
-                         free_port())
+    config = sasl_config(
+        tmp_path / "wrong.yaml", sasl_broker, standin.base_url, topic, dlq, unique("group"), free_port()
+    )
     with ConnectorProcess(config, env=environment(sasl_broker, certs, wrong)) as connector:
         connector.wait_for_log("Authentication failed", timeout_s=60)
         assert connector.stop() == 0

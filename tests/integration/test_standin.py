@@ -12,9 +12,8 @@ import ssl
 import subprocess
 import sys
 import time
-from pathlib import Path
-
 import urllib.error
+from pathlib import Path
 
 import httpx
 import pytest
@@ -152,7 +151,12 @@ def test_51_events_is_400_naming_the_cap(standin, client):
 
 @pytest.mark.parametrize(
     "path, method, status",
-    [("/event/ingest/batches", "POST", 404), ("/", "GET", 404), ("/event/ingest/batch", "GET", 405), ("/event/ingest", "PUT", 405)],
+    [
+        ("/event/ingest/batches", "POST", 404),
+        ("/", "GET", 404),
+        ("/event/ingest/batch", "GET", 405),
+        ("/event/ingest", "PUT", 405),
+    ],
 )
 def test_wrong_path_or_method(client, path, method, status):
     assert client.request(method, path, json={"events": [ev(0)]}).status_code == status
@@ -170,7 +174,16 @@ def test_wrong_path_or_method(client, path, method, status):
         ('{"events": {}}', {}, {"Content-Type": "application/json"}, 400),
         (json.dumps({"events": [ev(0)], "extra": 1}), {}, {"Content-Type": "application/json"}, 400),
     ],
-    ids=["bad-locationEnrichment", "content-type", "not-json", "nan", "array-body", "empty", "events-not-list", "extra-key"],
+    ids=[
+        "bad-locationEnrichment",
+        "content-type",
+        "not-json",
+        "nan",
+        "array-body",
+        "empty",
+        "events-not-list",
+        "extra-key",
+    ],
 )
 def test_bad_request_shapes(standin, client, content, params, headers, status):
     r = client.post("/event/ingest/batch", content=content, params=params, headers=headers)
@@ -442,22 +455,29 @@ def test_hang_never_answers_until_healed(standin, client):
             patient.send(other)
         assert 0.25 <= time.monotonic() - started < 3
     # The first request's handler wakes at the heal too, on its own thread: give it a moment.
-    wait_until(lambda: all(r.answered_at is not None for r in standin.requests()), 2.0,
-               "every hanging request to be closed once healed", interval_s=0.01)
+    wait_until(
+        lambda: all(r.answered_at is not None for r in standin.requests()),
+        2.0,
+        "every hanging request to be closed once healed",
+        interval_s=0.01,
+    )
     assert post_batch(client, [ev(2)]).status_code == 204
     assert standin.events() == [ev(2)]
 
 
 def standin_heals_in(standin: UserFluxStandIn, seconds: float) -> None:
     import threading
+
     threading.Timer(seconds, standin.heal).start()
 
 
 def test_reset_next_sends_a_tcp_reset_not_a_clean_close(standin):
     host, port = standin.base_url.removeprefix("http://").split(":")
     body = json.dumps({"events": [ev(0)]}).encode()
-    request = (f"POST /event/ingest/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
-               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    request = (
+        f"POST /event/ingest/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
     def answer_to_raw_request() -> bytes | type:
         with socket.create_connection((host, int(port)), timeout=2) as sock:
@@ -473,7 +493,10 @@ def test_reset_next_sends_a_tcp_reset_not_a_clean_close(standin):
     assert answer_to_raw_request() is ConnectionResetError
     assert answer_to_raw_request().startswith(b"HTTP/1.1 204")
     assert [(r.status, r.error) for r in standin.requests()] == [
-        (0, "connection dropped (injected fault)"), (0, "connection reset (injected fault)"), (204, None)]
+        (0, "connection dropped (injected fault)"),
+        (0, "connection reset (injected fault)"),
+        (204, None),
+    ]
 
 
 def test_fault_arguments_are_checked(standin):
@@ -493,8 +516,12 @@ def test_https_with_a_certificate_made_for_the_test(certs):
         assert server.base_url.startswith("https://127.0.0.1:")
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             httpx.post(f"{server.base_url}/event/ingest/batch", json={"events": [ev(0)]}, headers=AUTH)
-        r = httpx.post(f"{server.base_url}/event/ingest/batch", json={"events": [ev(0)]}, headers=AUTH,
-                       verify=ssl.create_default_context(cafile=str(certs.ca)))
+        r = httpx.post(
+            f"{server.base_url}/event/ingest/batch",
+            json={"events": [ev(0)]},
+            headers=AUTH,
+            verify=ssl.create_default_context(cafile=str(certs.ca)),
+        )
         assert r.status_code == 204
         assert server.events() == [ev(0)]
 
@@ -504,11 +531,9 @@ def test_https_can_require_a_client_certificate(certs):
     with UserFluxStandIn(api_key=KEY, tls=tls, client_ca=str(certs.ca)) as server:
         context = ssl.create_default_context(cafile=str(certs.ca))
         with pytest.raises(httpx.TransportError):
-            httpx.post(f"{server.base_url}/event/ingest/batch", json={"events": [ev(0)]}, headers=AUTH,
-                       verify=context)
+            httpx.post(f"{server.base_url}/event/ingest/batch", json={"events": [ev(0)]}, headers=AUTH, verify=context)
         context.load_cert_chain(str(certs.client_cert), str(certs.client_key))
-        r = httpx.post(f"{server.base_url}/event/ingest/batch", json={"events": [ev(1)]}, headers=AUTH,
-                       verify=context)
+        r = httpx.post(f"{server.base_url}/event/ingest/batch", json={"events": [ev(1)]}, headers=AUTH, verify=context)
         assert r.status_code == 204
         assert server.events() == [ev(1)]
 
@@ -517,8 +542,13 @@ def test_a_client_that_never_finishes_the_handshake_does_not_block_others(certs)
     with UserFluxStandIn(api_key=KEY, tls=(str(certs.server_cert), str(certs.server_key))) as server:
         host, port = server.base_url.removeprefix("https://").split(":")
         with socket.create_connection((host, int(port)), timeout=2):  # connected, silent
-            r = httpx.post(f"{server.base_url}/event/ingest/batch", json={"events": [ev(0)]}, headers=AUTH,
-                           verify=ssl.create_default_context(cafile=str(certs.ca)), timeout=2)
+            r = httpx.post(
+                f"{server.base_url}/event/ingest/batch",
+                json={"events": [ev(0)]},
+                headers=AUTH,
+                verify=ssl.create_default_context(cafile=str(certs.ca)),
+                timeout=2,
+            )
             assert r.status_code == 204
 
 
@@ -598,8 +628,12 @@ def test_the_process_serves_https_when_given_a_certificate(certs):
     with standin_process("k3", "--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key)) as (_, line):
         url = line.rsplit(" ", 1)[1]
         assert url.startswith("https://127.0.0.1:")
-        r = httpx.post(f"{url}/event/ingest/batch", json={"events": [ev(0)]}, headers={"Authorization": "Bearer k3"},
-                       verify=ssl.create_default_context(cafile=str(certs.ca)))
+        r = httpx.post(
+            f"{url}/event/ingest/batch",
+            json={"events": [ev(0)]},
+            headers={"Authorization": "Bearer k3"},
+            verify=ssl.create_default_context(cafile=str(certs.ca)),
+        )
         assert r.status_code == 204
         control = StandInControl(url, ssl_context=ssl.create_default_context(cafile=str(certs.ca)))
         assert control.events() == [ev(0)]

@@ -22,9 +22,17 @@ def https(https_standin):
 
 
 def config_for(tmp_path, kafka_bootstrap, https, topic, group, **userflux):
-    return write_config(tmp_path / f"{group}.yaml", base_config(
-        kafka_bootstrap, https.base_url, API_KEY, group, [{"topics": [topic], **MAPPING}],
-        userflux={"base_url": https.base_url, "api_key": API_KEY, **userflux}))
+    return write_config(
+        tmp_path / f"{group}.yaml",
+        base_config(
+            kafka_bootstrap,
+            https.base_url,
+            API_KEY,
+            group,
+            [{"topics": [topic], **MAPPING}],
+            userflux={"base_url": https.base_url, "api_key": API_KEY, **userflux},
+        ),
+    )
 
 
 def test_an_unverifiable_certificate_stops_the_run_and_the_ca_file_fixes_it(kafka_bootstrap, https, certs, tmp_path):

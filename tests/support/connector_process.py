@@ -23,8 +23,9 @@ def write_config(path: pathlib.Path, config: dict[str, Any]) -> pathlib.Path:
     return path
 
 
-def base_config(bootstrap: str, base_url: str, api_key: str, group: str, mappings: list[dict],
-                **overrides: Any) -> dict[str, Any]:
+def base_config(
+    bootstrap: str, base_url: str, api_key: str, group: str, mappings: list[dict], **overrides: Any
+) -> dict[str, Any]:
     """A complete configuration; sections in ``overrides`` are merged over the defaults."""
     config: dict[str, Any] = {
         "kafka": {
@@ -45,8 +46,12 @@ def base_config(bootstrap: str, base_url: str, api_key: str, group: str, mapping
         },
         "on_invalid": "skip",
         "metrics": {"enabled": False},
-        "pipeline": {"commit_interval_ms": 200, "shutdown_grace_s": 10, "rebalance_timeout_s": 5,
-                     "refused_exit_delay_s": 0},
+        "pipeline": {
+            "commit_interval_ms": 200,
+            "shutdown_grace_s": 10,
+            "rebalance_timeout_s": 5,
+            "refused_exit_delay_s": 0,
+        },
         "mappings": mappings,
     }
     for key, value in overrides.items():
@@ -57,12 +62,18 @@ def base_config(bootstrap: str, base_url: str, api_key: str, group: str, mapping
     return config
 
 
-def cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,
-        timeout_s: float = 60) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout_s: float = 60
+) -> subprocess.CompletedProcess:
     """Run a short CLI command (check, map) to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "connector", *args], input=stdin, capture_output=True, text=True,
-        cwd=REPO, env={**os.environ, **(env or {})}, timeout=timeout_s,
+        [sys.executable, "-m", "connector", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        timeout=timeout_s,
     )
 
 
@@ -84,15 +95,16 @@ def http_get(url: str) -> tuple[int, str]:
 def leaks(secrets: list[str], **places: str) -> list[str]:
     """The places (e.g. stderr=..., metrics=...) where a secret shows, whole or any
     12-character piece of it (a secret cut short still leaks); [] when none does."""
-    pieces = {secret[i:i + 12] for secret in secrets for i in range(max(1, len(secret) - 11))}
+    pieces = {secret[i : i + 12] for secret in secrets for i in range(max(1, len(secret) - 11))}
     return [f"{name}: {piece!r}" for name, text in places.items() for piece in sorted(pieces) if piece in text]
 
 
 class ConnectorProcess:
     """``userflux-connector run`` in the background, its output in files."""
 
-    def __init__(self, config_path: pathlib.Path, *extra: str, env: dict[str, str] | None = None,
-                 log_level: str = "DEBUG"):
+    def __init__(
+        self, config_path: pathlib.Path, *extra: str, env: dict[str, str] | None = None, log_level: str = "DEBUG"
+    ):
         self.dir = config_path.parent
         self.stdout_path = self.dir / f"{config_path.stem}.stdout"
         self.stderr_path = self.dir / f"{config_path.stem}.stderr"
@@ -100,10 +112,13 @@ class ConnectorProcess:
         self._err = open(self.stderr_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "connector", "run", "--config", str(config_path), "--log-level", log_level, *extra],
-            stdout=self._out, stderr=self._err, cwd=REPO, env={**os.environ, **(env or {})},
+            stdout=self._out,
+            stderr=self._err,
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
         )
 
-    def __enter__(self) -> "ConnectorProcess":
+    def __enter__(self) -> ConnectorProcess:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -128,7 +143,9 @@ class ConnectorProcess:
             if not self.running():
                 break
             time.sleep(0.05)
-        raise AssertionError(f"{text!r} not logged within {timeout_s}s (exit {self.process.poll()}):\n{self.stderr[-4000:]}")
+        raise AssertionError(
+            f"{text!r} not logged within {timeout_s}s (exit {self.process.poll()}):\n{self.stderr[-4000:]}"
+        )
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
         """Send ``sig`` and wait for the exit code."""

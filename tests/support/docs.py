@@ -39,8 +39,12 @@ def headings(text: str) -> list[str]:
     for line in text.splitlines():
         opening = _FENCE.match(line)
         if fence is not None:
-            if opening and opening.group(1)[0] == fence[0] and len(opening.group(1)) >= len(fence) \
-                    and not line.strip().strip(fence[0]):
+            if (
+                opening
+                and opening.group(1)[0] == fence[0]
+                and len(opening.group(1)) >= len(fence)
+                and not line.strip().strip(fence[0])
+            ):
                 fence = None
             continue
         if opening:
@@ -69,7 +73,8 @@ def heading_anchors(text: str) -> set[str]:
 
 _CODE_SPAN = re.compile(r"(`+)(?!`).*?(?<!`)\1(?!`)", re.DOTALL)
 _INLINE_LINK = re.compile(
-    r"""!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*(<[^>\n]*>|[^)\s]+)(?:\s+(?:"[^"]*"|'[^']*'))?\s*\)""")
+    r"""!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*(<[^>\n]*>|[^)\s]+)(?:\s+(?:"[^"]*"|'[^']*'))?\s*\)"""
+)
 _REFERENCE = re.compile(r"^ {0,3}\[[^\]]+\]:[ \t]*(<[^>\n]*>|\S+)", re.MULTILINE)
 _AUTOLINK = re.compile(r"<(https?://[^>\s]+)>")
 _LINE_FRAGMENT = re.compile(r"L\d+(?:-L\d+)?")
@@ -100,8 +105,12 @@ def links(text: str) -> list[tuple[int, str]]:
     for number, line in enumerate(text.splitlines(), 1):
         opening = _FENCE.match(line)
         if fence is not None:
-            if opening and opening.group(1)[0] == fence[0] and len(opening.group(1)) >= len(fence) \
-                    and not line.strip().strip(fence[0]):
+            if (
+                opening
+                and opening.group(1)[0] == fence[0]
+                and len(opening.group(1)) >= len(fence)
+                and not line.strip().strip(fence[0])
+            ):
                 fence = None
             continue
         if opening:
@@ -123,7 +132,7 @@ def problem(source: pathlib.Path, target: str, repo: pathlib.Path = REPO) -> str
     if parts.scheme in ("http", "https"):
         for prefix in (PROJECT_BLOB, PROJECT_TREE):
             if target.startswith(prefix):
-                path, _, fragment = target[len(prefix):].partition("#")
+                path, _, fragment = target[len(prefix) :].partition("#")
                 if not path:
                     return "names no file of the repository"
                 return _local(repo / unquote(path), fragment, repo)

@@ -67,8 +67,7 @@ def tracked_item(part: PartitionOffsets, offset: int, event: dict) -> Item:
     """An Item for ``event``, read at ``offset`` of ``part`` and tracked there (as the
     pipeline does), its message carrying the event as its JSON value."""
     assert part.track(offset), f"offset {offset} of {part.topic}[{part.partition}] already tracked"
-    message = FakeMessage(topic=part.topic, partition=part.partition, offset=offset,
-                          value=json.dumps(event).encode())
+    message = FakeMessage(topic=part.topic, partition=part.partition, offset=offset, value=json.dumps(event).encode())
     return Item(event, message, part)
 
 

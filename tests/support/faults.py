@@ -60,8 +60,12 @@ def results() -> list[dict]:
 
 
 def event(uid: str) -> dict:
-    return {"event": "page_view", "user": {"id": uid}, "sent_at": 1_700_000_000_000,
-            "properties": {"uid": uid, "path": "/pricing", "plan": "pro"}}
+    return {
+        "event": "page_view",
+        "user": {"id": uid},
+        "sent_at": 1_700_000_000_000,
+        "properties": {"uid": uid, "path": "/pricing", "plan": "pro"},
+    }
 
 
 MAPPING = {"event": {"name": "event", "userId": "user.id", "timestamp": "sent_at", "properties": "properties"}}
@@ -95,8 +99,12 @@ class EventSource:
                 self.producer.produce(self.topic, value=INVALID, on_delivery=self._invalid_delivered)
             else:
                 uid = f"{self.prefix}-{i}"
-                self.producer.produce(self.topic, value=json.dumps(event(uid)).encode(), key=uid.encode(),
-                                      on_delivery=self._valid_delivered(uid))
+                self.producer.produce(
+                    self.topic,
+                    value=json.dumps(event(uid)).encode(),
+                    key=uid.encode(),
+                    on_delivery=self._valid_delivered(uid),
+                )
             if i % 500 == 0:
                 self.producer.poll(0)
         assert self.producer.flush(30) == 0, "events not produced within 30s"
@@ -109,6 +117,7 @@ class EventSource:
             else:
                 with self._lock:
                     self.produced.valid[uid] = (message.partition(), message.offset())
+
         return done
 
     def _invalid_delivered(self, error, message) -> None:
@@ -118,8 +127,9 @@ class EventSource:
             with self._lock:
                 self.produced.invalid.add((message.partition(), message.offset()))
 
-    def start(self, per_second: int, max_events: int) -> "EventSource":
+    def start(self, per_second: int, max_events: int) -> EventSource:
         """Produce about ``per_second`` events a second in the background, at most ``max_events``."""
+
         def run() -> None:
             produced = 0
             while not self._stop.is_set() and produced < max_events:
@@ -127,6 +137,7 @@ class EventSource:
                 self.produce(chunk)
                 produced += chunk
                 self._stop.wait(0.1)
+
         self._thread = threading.Thread(target=run, name="event-source", daemon=True)
         self._thread.start()
         return self
@@ -144,9 +155,18 @@ class Scenario:
     """One run of a fault scenario: a topic, a dead-letter topic, a group, a slowed stand-in
     and every connector process started, for the final checks."""
 
-    def __init__(self, name: str, bootstrap: str, standin: UserFluxStandIn, tmp_path: pathlib.Path,
-                 partitions: int = 4, latency_s: float = 0.1, invalid_every: int = 25, create_dlq: bool = True,
-                 **sections: Any):
+    def __init__(
+        self,
+        name: str,
+        bootstrap: str,
+        standin: UserFluxStandIn,
+        tmp_path: pathlib.Path,
+        partitions: int = 4,
+        latency_s: float = 0.1,
+        invalid_every: int = 25,
+        create_dlq: bool = True,
+        **sections: Any,
+    ):
         self.name, self.bootstrap, self.standin, self.dir = name, bootstrap, standin, tmp_path
         self.partitions = partitions
         self.topic = new_topic(bootstrap, name, partitions=partitions)
@@ -155,11 +175,22 @@ class Scenario:
         self.latency_s = latency_s
         standin.set_delay(latency_s)  # requests are in flight when a fault lands
         self.sections: dict[str, Any] = {
-            "userflux": {"base_url": standin.base_url, "api_key": API_KEY, "batch_size": 50, "max_in_flight": 4,
-                         "linger_ms": 50, "request_timeout_s": 5,
-                         "retry": {"initial_backoff_ms": 50, "max_backoff_ms": 500}},
-            "pipeline": {"max_pending_messages": 1000, "commit_interval_ms": 200, "shutdown_grace_s": 10,
-                         "rebalance_timeout_s": 5, "refused_exit_delay_s": 0},
+            "userflux": {
+                "base_url": standin.base_url,
+                "api_key": API_KEY,
+                "batch_size": 50,
+                "max_in_flight": 4,
+                "linger_ms": 50,
+                "request_timeout_s": 5,
+                "retry": {"initial_backoff_ms": 50, "max_backoff_ms": 500},
+            },
+            "pipeline": {
+                "max_pending_messages": 1000,
+                "commit_interval_ms": 200,
+                "shutdown_grace_s": 10,
+                "rebalance_timeout_s": 5,
+                "refused_exit_delay_s": 0,
+            },
             "on_invalid": "dead_letter",
             "dead_letter": {"topic": self.dlq},
         }
@@ -173,8 +204,14 @@ class Scenario:
     # -- running the CLI ---------------------------------------------------------------
 
     def config(self, instance: str, **sections: Any) -> pathlib.Path:
-        config = base_config(self.bootstrap, self.standin.base_url, API_KEY, self.group,
-                             [{"topics": [self.topic], **MAPPING}], **_merge(self.sections, sections))
+        config = base_config(
+            self.bootstrap,
+            self.standin.base_url,
+            API_KEY,
+            self.group,
+            [{"topics": [self.topic], **MAPPING}],
+            **_merge(self.sections, sections),
+        )
         return write_config(self.dir / f"{instance}.yaml", config)
 
     def start(self, instance: str = "c", **sections: Any) -> ConnectorProcess:
@@ -225,19 +262,27 @@ class Scenario:
         total = end_offsets(self.bootstrap, self.dlq)[0]
         for letter in read_all(self.bootstrap, self.dlq, total, timeout_s=30):
             headers = dict(letter.headers() or [])
-            found[(int(headers["userflux.source.partition"]), int(headers["userflux.source.offset"]))] = \
-                headers["userflux.error.reason"].decode()
+            found[(int(headers["userflux.source.partition"]), int(headers["userflux.source.offset"]))] = headers[
+                "userflux.error.reason"
+            ].decode()
         return found
 
     def finish(self, produced: Produced, duplicates_allowed: int) -> dict[str, Any]:
         """Wait until everything is delivered and committed, then check it all; returns the figures."""
         # The stand-in takes a few thousand events a second: a soak's backlog needs minutes.
         timeout_s = 120 + len(produced.valid) / 2000
-        wait_until(lambda: self.delivered_all(produced), timeout_s, f"{len(produced.valid)} events accepted",
-                   interval_s=0.1 if len(produced.valid) < 50_000 else 1.0)
+        wait_until(
+            lambda: self.delivered_all(produced),
+            timeout_s,
+            f"{len(produced.valid)} events accepted",
+            interval_s=0.1 if len(produced.valid) < 50_000 else 1.0,
+        )
         ends = end_offsets(self.bootstrap, self.topic, self.partitions)
-        wait_until(lambda: committed(self.bootstrap, self.group, self.topic, self.partitions) == ends,
-                   60, "offsets committed to the end")
+        wait_until(
+            lambda: committed(self.bootstrap, self.group, self.topic, self.partitions) == ends,
+            60,
+            "offsets committed to the end",
+        )
         letters = self.dead_letters()
         assert produced.invalid <= set(letters), f"not dead-lettered: {sorted(produced.invalid - set(letters))[:5]}"
         assert all("not JSON" in letters[pos] for pos in produced.invalid)
@@ -245,8 +290,12 @@ class Scenario:
         accepted = self.accepted()
         duplicates = sum(accepted.values()) - len(accepted)
         assert duplicates <= duplicates_allowed, f"{duplicates} duplicates, more than the bound {duplicates_allowed}"
-        return {"valid": len(produced.valid), "invalid": len(produced.invalid), "duplicates": duplicates,
-                "duplicate_bound": duplicates_allowed}
+        return {
+            "valid": len(produced.valid),
+            "invalid": len(produced.invalid),
+            "duplicates": duplicates,
+            "duplicate_bound": duplicates_allowed,
+        }
 
     def check_processes(self, *allowed_codes: int) -> None:
         """No process crashed on its own; nothing printed or served holds the API key."""
@@ -254,8 +303,9 @@ class Scenario:
             code = process.process.poll()
             assert code is None or code in allowed_codes or code < 0, f"exit {code}:\n{process.stderr[-3000:]}"
             assert "Traceback" not in process.stderr and "internal error" not in process.stderr, process.stderr[-3000:]
-        assert_no_secret(API_KEY, [p.stderr for p in self.processes] + [p.stdout for p in self.processes]
-                         + self.scrapes)
+        assert_no_secret(
+            API_KEY, [p.stderr for p in self.processes] + [p.stdout for p in self.processes] + self.scrapes
+        )
 
     def duplicate_bound(self, faults: int) -> int:
         """What ``faults`` crashes or rebalances may repeat, from the configuration.
@@ -272,8 +322,10 @@ class Scenario:
 
     def in_flight_at(self, moments: list[float]) -> int:
         """How many of these moments (monotonic) had a request in flight at the stand-in."""
-        spans = [(r.received_at, r.answered_at if r.answered_at is not None else float("inf"))
-                 for r in self.standin.requests()]
+        spans = [
+            (r.received_at, r.answered_at if r.answered_at is not None else float("inf"))
+            for r in self.standin.requests()
+        ]
         return sum(1 for t in moments if any(start <= t <= end for start, end in spans))
 
     def close(self) -> None:

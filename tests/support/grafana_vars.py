@@ -56,7 +56,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 # The value Grafana stores for "All".
 ALL = "$__all"
@@ -71,8 +72,15 @@ VARIABLE_REGEX = re.compile(r"\$(\w+)|\[\[([\s\S]+?)(?::(\w+))?\]\]|\$\{(\w+)(?:
 
 # The built-in variables the backend replaces, in the order InterpolateVariables replaces
 # them (the longer names first: "$__interval_ms" before "$__interval").
-BUILT_INS = ("__interval_ms", "__interval", "__range_ms", "__range_s", "__range",
-             "__rate_interval_ms", "__rate_interval")
+BUILT_INS = (
+    "__interval_ms",
+    "__interval",
+    "__range_ms",
+    "__range_s",
+    "__range",
+    "__rate_interval_ms",
+    "__rate_interval",
+)
 
 
 class GrafanaVariableError(ValueError):
@@ -83,8 +91,7 @@ class GrafanaVariableError(ValueError):
 # --- durations ---------------------------------------------------------------------------
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000,
-            "y": 31_536_000_000}
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000, "y": 31_536_000_000}
 
 
 def parse_duration_ms(text: str) -> int:
@@ -109,8 +116,14 @@ def parse_duration_ms(text: str) -> int:
 
 def format_interval(ms: int) -> str:
     """``gtime.FormatInterval``: the largest whole unit only (``90s`` is ``1m``)."""
-    for unit, size in (("y", 31_536_000_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000),
-                       ("s", 1000), ("ms", 1)):
+    for unit, size in (
+        ("y", 31_536_000_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ):
         if ms >= size:
             return f"{ms // size}{unit}"
     return "1ms"
@@ -134,11 +147,32 @@ def go_duration(ms: int) -> str:
 
 # (upper bound in ms, rounded value in ms): the steps of both roundInterval functions.
 _ROUNDING = (
-    (10, 1), (15, 10), (35, 20), (75, 50), (150, 100), (350, 200), (750, 500), (1500, 1000),
-    (3500, 2000), (7500, 5000), (12500, 10000), (17500, 15000), (25000, 20000), (45000, 30000),
-    (90000, 60000), (210000, 120000), (450000, 300000), (750000, 600000), (1050000, 900000),
-    (1500000, 1200000), (2700000, 1800000), (5400000, 3600000), (9000000, 7200000),
-    (16200000, 10800000), (32400000, 21600000), (86400000, 43200000),
+    (10, 1),
+    (15, 10),
+    (35, 20),
+    (75, 50),
+    (150, 100),
+    (350, 200),
+    (750, 500),
+    (1500, 1000),
+    (3500, 2000),
+    (7500, 5000),
+    (12500, 10000),
+    (17500, 15000),
+    (25000, 20000),
+    (45000, 30000),
+    (90000, 60000),
+    (210000, 120000),
+    (450000, 300000),
+    (750000, 600000),
+    (1050000, 900000),
+    (1500000, 1200000),
+    (2700000, 1800000),
+    (5400000, 3600000),
+    (9000000, 7200000),
+    (16200000, 10800000),
+    (32400000, 21600000),
+    (86400000, 43200000),
 )
 
 
@@ -167,14 +201,15 @@ def round_interval_backend(ms: float) -> int:
 
 # --- the intervals of one query ------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class Intervals:
     """What Grafana computes for one panel query over one time range."""
 
     range_ms: int
-    interval_ms: int        # the browser's $__interval (request.intervalMs)
-    step_ms: int            # the backend's step: $__interval in the query, and query_range's step
-    rate_interval_ms: int   # $__rate_interval
+    interval_ms: int  # the browser's $__interval (request.intervalMs)
+    step_ms: int  # the backend's step: $__interval in the query, and query_range's step
+    rate_interval_ms: int  # $__rate_interval
 
     @property
     def range_s(self) -> int:
@@ -193,8 +228,13 @@ class Intervals:
         }
 
 
-def compute_intervals(range_s: float, max_data_points: int, scrape_interval: str | None = DEFAULT_SCRAPE_INTERVAL,
-                      min_interval: str | None = None, min_step: str | None = None) -> Intervals:
+def compute_intervals(
+    range_s: float,
+    max_data_points: int,
+    scrape_interval: str | None = DEFAULT_SCRAPE_INTERVAL,
+    min_interval: str | None = None,
+    min_step: str | None = None,
+) -> Intervals:
     """Grafana's intervals for a query over ``range_s`` seconds.
 
     ``max_data_points`` is the panel's "Max data points", by default its width in pixels
@@ -232,6 +272,7 @@ def compute_intervals(range_s: float, max_data_points: int, scrape_interval: str
 
 
 # --- template variables ------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class Variable:
@@ -307,6 +348,7 @@ def _format(value: str | list[str], fmt: str, variable: Variable) -> str:
 def substitute_variables(text: str, variables: Mapping[str, Variable]) -> str:
     """The browser's pass (templateSrv.replace with interpolateQueryExpr). Built-ins and
     unknown variables are left as they are, as Grafana leaves them."""
+
     def replace(match: re.Match) -> str:
         name = match.group(1) or match.group(2) or match.group(4)
         fmt = match.group(3) or match.group(6)
@@ -326,6 +368,7 @@ def substitute_variables(text: str, variables: Mapping[str, Variable]) -> str:
         else:
             value = variable.selected()
         return _format(value, fmt, variable) if fmt else interpolate_query_expr(value, variable)
+
     return VARIABLE_REGEX.sub(replace, text)
 
 
@@ -346,8 +389,12 @@ def interpolate(expr: str, variables: Mapping[str, Variable], intervals: Interva
 
 # --- a dashboard's variables -----------------------------------------------------------------
 
-def dashboard_variables(dashboard: dict[str, Any], selections: Mapping[str, str | Sequence[str]],
-                        options: Mapping[str, Iterable[str]] | None = None) -> dict[str, Variable]:
+
+def dashboard_variables(
+    dashboard: dict[str, Any],
+    selections: Mapping[str, str | Sequence[str]],
+    options: Mapping[str, Iterable[str]] | None = None,
+) -> dict[str, Variable]:
     """The dashboard's template variables with the given selections (``ALL`` for All).
 
     A variable without a selection takes "All" when it offers it, else fails: a test says
@@ -366,9 +413,13 @@ def dashboard_variables(dashboard: dict[str, Any], selections: Mapping[str, str 
         else:
             raise GrafanaVariableError(f"no selection for ${name}, which has no All")
         found[name] = Variable(
-            name=name, value=value if isinstance(value, str) else tuple(value),
-            multi=bool(item.get("multi")), include_all=include_all,
-            all_value=item.get("allValue") or None, options=tuple(options.get(name, ())))
+            name=name,
+            value=value if isinstance(value, str) else tuple(value),
+            multi=bool(item.get("multi")),
+            include_all=include_all,
+            all_value=item.get("allValue") or None,
+            options=tuple(options.get(name, ())),
+        )
     unknown = set(selections) - set(found)
     if unknown:
         raise GrafanaVariableError(f"selections for variables the dashboard lacks: {sorted(unknown)}")

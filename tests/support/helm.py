@@ -11,7 +11,8 @@ import json
 import os
 import pathlib
 import subprocess
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import yaml
 
@@ -26,9 +27,13 @@ RELEASE = "uf"
 NAMESPACE = "streaming"
 TLS_MOUNT = "/etc/kafka/tls"  # kafkaTls.mountPath's default
 # What the Secret-backed variables hold in a pod; tests give them to the connector.
-POD_ENV = {"USERFLUX_API_KEY": "uf-write-key-7f3a9c0e5b21", "KAFKA_SASL_USERNAME": "connector",
-           "KAFKA_SASL_PASSWORD": "kafka-pass-91d0c4aa", "KAFKA_SSL_KEY_PASSWORD": "key-pass",
-           "POD_NAME": "uf-userflux-connector-6d9f8-x2x7q"}
+POD_ENV = {
+    "USERFLUX_API_KEY": "uf-write-key-7f3a9c0e5b21",
+    "KAFKA_SASL_USERNAME": "connector",
+    "KAFKA_SASL_PASSWORD": "kafka-pass-91d0c4aa",
+    "KAFKA_SSL_KEY_PASSWORD": "key-pass",
+    "POD_NAME": "uf-userflux-connector-6d9f8-x2x7q",
+}
 
 
 def helm_binary() -> str:
@@ -45,8 +50,9 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
-def template_args(values: Iterable[pathlib.Path | str] = (), sets: dict[str, Any] | None = None,
-                  api_versions: Iterable[str] = ()) -> list[str]:
+def template_args(
+    values: Iterable[pathlib.Path | str] = (), sets: dict[str, Any] | None = None, api_versions: Iterable[str] = ()
+) -> list[str]:
     args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
     for path in values:
         args += ["--values", str(path)]
@@ -58,13 +64,15 @@ def template_args(values: Iterable[pathlib.Path | str] = (), sets: dict[str, Any
     return args
 
 
-def render_text(values: Iterable[pathlib.Path | str] = (), sets: dict[str, Any] | None = None,
-                api_versions: Iterable[str] = ()) -> str:
+def render_text(
+    values: Iterable[pathlib.Path | str] = (), sets: dict[str, Any] | None = None, api_versions: Iterable[str] = ()
+) -> str:
     return helm(*template_args(values, sets, api_versions)).stdout
 
 
-def render(values: Iterable[pathlib.Path | str] = (), sets: dict[str, Any] | None = None,
-           api_versions: Iterable[str] = ()) -> list[dict]:
+def render(
+    values: Iterable[pathlib.Path | str] = (), sets: dict[str, Any] | None = None, api_versions: Iterable[str] = ()
+) -> list[dict]:
     """Every manifest ``helm template`` renders, parsed."""
     text = render_text(values, sets, api_versions)
     return [doc for doc in yaml.safe_load_all(text) if doc]

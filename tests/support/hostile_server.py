@@ -14,7 +14,7 @@ import ssl
 import struct
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 Script = Callable[["Peer"], None]
 
@@ -24,7 +24,7 @@ ANSWER_204 = b"HTTP/1.1 204 No Content\r\n\r\n"
 class Peer:
     """The server's side of one connection."""
 
-    def __init__(self, sock: socket.socket, server: "HostileServer"):
+    def __init__(self, sock: socket.socket, server: HostileServer):
         self.sock = sock
         self.server = server
         self._buffer = b""
@@ -35,7 +35,7 @@ class Peer:
         while not enough():
             try:
                 data = self.sock.recv(65_536)
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 return False
             if not data:
                 return False
@@ -71,7 +71,7 @@ class Peer:
     def send(self, data: bytes, piece: int = 0, pause_s: float = 0.0) -> bool:
         """Write ``data`` (in pieces of ``piece`` bytes, ``pause_s`` apart); False once the
         client is gone."""
-        pieces = [data] if not piece else [data[i:i + piece] for i in range(0, len(data), piece)]
+        pieces = [data] if not piece else [data[i : i + piece] for i in range(0, len(data), piece)]
         try:
             for i, part in enumerate(pieces):
                 if i and pause_s:
@@ -98,7 +98,7 @@ class Peer:
         try:
             while self.sock.recv(65_536):
                 pass
-        except (socket.timeout, OSError):
+        except (TimeoutError, OSError):
             pass
 
     def close(self) -> None:
@@ -181,7 +181,7 @@ class HostileServer:
         for thread in self._threads:
             thread.join(2)
 
-    def __enter__(self) -> "HostileServer":
+    def __enter__(self) -> HostileServer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

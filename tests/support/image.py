@@ -42,8 +42,16 @@ IMAGE_REF = "localhost/userflux-connector:test"
 HOST_CA_BUNDLE = pathlib.Path("/etc/ssl/certs/ca-certificates.crt")
 # Everything in the base rootfs the runtime never reads (and apt's lists, which would
 # make the image change with every mirror update).
-BASE_PRUNE = ("var/lib/apt/lists", "var/cache/apt", "var/cache/debconf/*-old", "var/log",
-              "usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale")
+BASE_PRUNE = (
+    "var/lib/apt/lists",
+    "var/cache/apt",
+    "var/cache/debconf/*-old",
+    "var/log",
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+)
 
 
 class ImageError(Exception):
@@ -90,21 +98,44 @@ def _debootstrap_base() -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="userflux-base-") as tmp:
         rootfs = pathlib.Path(tmp) / "rootfs"
-        _run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE,
-              str(rootfs), MIRROR], "debootstrap")
+        _run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(rootfs), MIRROR],
+            "debootstrap",
+        )
         for pattern in BASE_PRUNE:
             for path in rootfs.glob(pattern):
                 shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         tarball = pathlib.Path(tmp) / "rootfs.tar"
         # /dev, /proc and /sys are provided by the runtime; their debootstrap contents
         # (device nodes) do not belong in an image.
-        _run(["tar", "--numeric-owner", "--exclude=./dev/*", "--exclude=./proc/*", "--exclude=./sys/*",
-              "-C", str(rootfs), "-cf", str(tarball), "."], "tar")
+        _run(
+            [
+                "tar",
+                "--numeric-owner",
+                "--exclude=./dev/*",
+                "--exclude=./proc/*",
+                "--exclude=./sys/*",
+                "-C",
+                str(rootfs),
+                "-cf",
+                str(tarball),
+                ".",
+            ],
+            "tar",
+        )
         container = buildah("from", "--quiet", "scratch", capture=True)
         try:
             buildah("add", "--quiet", container, str(tarball), "/", capture=True)
-            buildah("config", "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    "--env", "LANG=C.UTF-8", "--cmd", "python3", container)
+            buildah(
+                "config",
+                "--env",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "--env",
+                "LANG=C.UTF-8",
+                "--cmd",
+                "python3",
+                container,
+            )
             buildah("commit", "--quiet", "--rm", container, BASE_REF, capture=True)
         except ImageError:
             buildah("rm", container)
@@ -114,21 +145,36 @@ def _debootstrap_base() -> None:
     partial.unlink(missing_ok=True)
     buildah("push", "--quiet", BASE_REF, f"oci-archive:{partial}")
     partial.rename(BASE_ARCHIVE)  # only a complete archive is ever found by a later build
-    print(f"base image {BASE_REF} made in {time.monotonic() - started:.0f}s, cached as {BASE_ARCHIVE}",
-          file=sys.stderr)
+    print(f"base image {BASE_REF} made in {time.monotonic() - started:.0f}s, cached as {BASE_ARCHIVE}", file=sys.stderr)
 
 
 def build(ref: str = IMAGE_REF) -> str:
     """Build the Dockerfile on the local base; return the image's name."""
     base = ensure_base()
     version = project_version()
-    revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                              text=True).stdout.strip() or "unknown"
-    buildah("bud", "--isolation", "chroot", "--pull-never",
-            "--volume", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro",
-            "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"VERSION={version}",
-            "--build-arg", f"REVISION={revision}",
-            "--tag", ref, "--file", str(REPO / "Dockerfile"), str(REPO))
+    revision = (
+        subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        or "unknown"
+    )
+    buildah(
+        "bud",
+        "--isolation",
+        "chroot",
+        "--pull-never",
+        "--volume",
+        f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro",
+        "--build-arg",
+        f"BASE_IMAGE={base}",
+        "--build-arg",
+        f"VERSION={version}",
+        "--build-arg",
+        f"REVISION={revision}",
+        "--tag",
+        ref,
+        "--file",
+        str(REPO / "Dockerfile"),
+        str(REPO),
+    )
     # vfs keeps a full copy per layer: drop what the new build left unreferenced.
     buildah("rmi", "--prune")
     return ref

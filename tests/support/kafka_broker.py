@@ -160,14 +160,17 @@ def ensure_jars(cache_dir: pathlib.Path | None = None) -> pathlib.Path:
         mvn = shutil.which("mvn")
         if mvn is None:
             raise BrokerError(
-                "Maven ('mvn') is not on PATH; it is needed to fetch the Kafka "
-                f"{KAFKA_VERSION} jars from Maven Central"
+                f"Maven ('mvn') is not on PATH; it is needed to fetch the Kafka {KAFKA_VERSION} jars from Maven Central"
             )
         tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{lib.name}.tmp-", dir=lib.parent))
         try:
             cmd = [
-                mvn, "-q", "-B", "-Dstyle.color=never",
-                "-f", str(POM_PATH),
+                mvn,
+                "-q",
+                "-B",
+                "-Dstyle.color=never",
+                "-f",
+                str(POM_PATH),
                 "dependency:copy-dependencies",
                 f"-DoutputDirectory={tmp}",
                 "-DincludeScope=runtime",
@@ -177,18 +180,14 @@ def ensure_jars(cache_dir: pathlib.Path | None = None) -> pathlib.Path:
             rc, out = _run_bounded(cmd, MVN_TIMEOUT_S)
             if rc is None:
                 raise BrokerError(
-                    f"mvn timed out after {MVN_TIMEOUT_S} s fetching Kafka "
-                    f"{KAFKA_VERSION}:\n{_tail(out)}"
+                    f"mvn timed out after {MVN_TIMEOUT_S} s fetching Kafka {KAFKA_VERSION}:\n{_tail(out)}"
                 )
             if rc != 0:
-                raise BrokerError(
-                    f"mvn failed (exit {rc}) fetching Kafka {KAFKA_VERSION}:\n{_tail(out)}"
-                )
+                raise BrokerError(f"mvn failed (exit {rc}) fetching Kafka {KAFKA_VERSION}:\n{_tail(out)}")
             jars = sorted(p.name for p in tmp.glob("*.jar"))
             if _BROKER_JAR not in jars:
                 raise BrokerError(
-                    f"mvn succeeded but {_BROKER_JAR} is not among the {len(jars)} "
-                    f"jars it copied:\n{_tail(out)}"
+                    f"mvn succeeded but {_BROKER_JAR} is not among the {len(jars)} jars it copied:\n{_tail(out)}"
                 )
             (tmp / _MARKER).write_text("\n".join(jars) + "\n")
             if lib.exists():  # an incomplete leftover (no marker): replace it
@@ -196,7 +195,10 @@ def ensure_jars(cache_dir: pathlib.Path | None = None) -> pathlib.Path:
             os.rename(tmp, lib)
             log.info(
                 "fetched %d Kafka %s jars into %s in %.1f s",
-                len(jars), KAFKA_VERSION, lib, time.monotonic() - started,
+                len(jars),
+                KAFKA_VERSION,
+                lib,
+                time.monotonic() - started,
             )
         finally:
             if tmp.exists():
@@ -208,9 +210,7 @@ def _check_lib_dir(lib: pathlib.Path) -> None:
     if not lib.is_dir():
         raise BrokerError(f"Kafka lib dir {lib} does not exist (see ensure_jars())")
     if not any(lib.glob(f"kafka_{SCALA_BINARY_VERSION}-*.jar")):
-        raise BrokerError(
-            f"Kafka lib dir {lib} has no kafka_{SCALA_BINARY_VERSION}-*.jar (see ensure_jars())"
-        )
+        raise BrokerError(f"Kafka lib dir {lib} has no kafka_{SCALA_BINARY_VERSION}-*.jar (see ensure_jars())")
 
 
 # --------------------------------------------------------------------------
@@ -345,8 +345,13 @@ class SaslSsl:
 
     def client_properties(self, ca_file: pathlib.Path) -> dict[str, str]:
         """What a librdkafka client needs to connect to the SASL_SSL listener."""
-        return {"security.protocol": "SASL_SSL", "sasl.mechanism": self.mechanism, "sasl.username": self.username,
-                "sasl.password": self.password, "ssl.ca.location": str(ca_file)}
+        return {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": self.mechanism,
+            "sasl.username": self.username,
+            "sasl.password": self.password,
+            "ssl.ca.location": str(ca_file),
+        }
 
 
 class KafkaBroker:
@@ -415,7 +420,7 @@ class KafkaBroker:
         state = f"pid {self.pid}, {self.bootstrap_servers}" if self.is_running() else "stopped"
         return f"<KafkaBroker {self.work_dir} ({state})>"
 
-    def __enter__(self) -> "KafkaBroker":
+    def __enter__(self) -> KafkaBroker:
         return self.start() if not self.is_running() else self
 
     def __exit__(self, *exc_info) -> None:
@@ -462,8 +467,7 @@ class KafkaBroker:
         props.update(self.overrides)
         path = self.work_dir / "server.properties"
         path.write_text(
-            "# Written by tests/support/kafka_broker.py\n"
-            + "".join(f"{k}={v}\n" for k, v in props.items())
+            "# Written by tests/support/kafka_broker.py\n" + "".join(f"{k}={v}\n" for k, v in props.items())
         )
         (self.work_dir / "log4j2.properties").write_text(_LOG4J2_PROPERTIES)
         return path
@@ -473,7 +477,8 @@ class KafkaBroker:
             java_executable(),
             *jvm_options(heap_mb),
             f"-Dlog4j2.configurationFile={self.work_dir / 'log4j2.properties'}",
-            "-cp", self._classpath(),
+            "-cp",
+            self._classpath(),
             main_class,
             *args,
         ]
@@ -498,7 +503,7 @@ class KafkaBroker:
             f"--- last lines of {self.log_path} ---\n{self._log_tail()}"
         )
 
-    def start(self, timeout_s: float = 90) -> "KafkaBroker":
+    def start(self, timeout_s: float = 90) -> KafkaBroker:
         """Start the broker and wait until it serves metadata; returns self."""
         with self._lock:
             if self.is_running():
@@ -520,7 +525,7 @@ class KafkaBroker:
                     raise
             raise AssertionError("unreachable")
 
-    def restart(self, timeout_s: float = 90) -> "KafkaBroker":
+    def restart(self, timeout_s: float = 90) -> KafkaBroker:
         """Stop the broker cleanly and start it again on the same ports, with the same
         data: what a broker restart looks like to its clients."""
         with self._lock:
@@ -558,7 +563,10 @@ class KafkaBroker:
         self._wait_ready(deadline)
         log.info(
             "Kafka %s broker ready at %s (pid %d) in %.1f s",
-            KAFKA_VERSION, self.bootstrap_servers, self._proc.pid, time.monotonic() - started,
+            KAFKA_VERSION,
+            self.bootstrap_servers,
+            self._proc.pid,
+            time.monotonic() - started,
         )
 
     def _format(self, config: pathlib.Path, logf, deadline: float) -> None:
@@ -569,12 +577,21 @@ class KafkaBroker:
             user = self.sasl_ssl
             scram = ["--add-scram", f"{user.mechanism}=[name={user.username},password={user.password}]"]
         fmt = self._java_cmd(
-            "kafka.tools.StorageTool", "format", "-t", _random_cluster_id(), "-c", str(config), *scram,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            _random_cluster_id(),
+            "-c",
+            str(config),
+            *scram,
             heap_mb=128,
         )
         try:
             rc = subprocess.run(
-                fmt, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                fmt,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
                 timeout=max(1.0, deadline - time.monotonic()),
             ).returncode
         except subprocess.TimeoutExpired:
@@ -680,8 +697,14 @@ class KafkaBroker:
 # --------------------------------------------------------------------------
 
 
-def create_topic(bootstrap: str, name: str, partitions: int = 1, timeout_s: float = 30,
-                 config: dict[str, str] | None = None, admin_config: dict[str, str] | None = None) -> None:
+def create_topic(
+    bootstrap: str,
+    name: str,
+    partitions: int = 1,
+    timeout_s: float = 30,
+    config: dict[str, str] | None = None,
+    admin_config: dict[str, str] | None = None,
+) -> None:
     """Create ``name`` (ok if it exists) and wait until all its partitions have a leader.
 
     ``config`` holds topic settings (e.g. ``max.message.bytes``), ``admin_config`` extra

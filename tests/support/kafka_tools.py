@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -16,8 +17,13 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def new_topic(bootstrap: str, prefix: str, partitions: int = 1, config: dict[str, str] | None = None,
-              client: dict[str, str] | None = None) -> str:
+def new_topic(
+    bootstrap: str,
+    prefix: str,
+    partitions: int = 1,
+    config: dict[str, str] | None = None,
+    client: dict[str, str] | None = None,
+) -> str:
     """A new topic named ``prefix-<random>``; ``config`` are topic settings, ``client``
     extra client properties (e.g. SASL/SSL)."""
     name = unique(prefix)
@@ -25,8 +31,15 @@ def new_topic(bootstrap: str, prefix: str, partitions: int = 1, config: dict[str
     return name
 
 
-def produce(bootstrap: str, topic: str, values: Iterable[Any], key=None, headers=None,
-            partition: int | None = None, client: dict[str, Any] | None = None) -> int:
+def produce(
+    bootstrap: str,
+    topic: str,
+    values: Iterable[Any],
+    key=None,
+    headers=None,
+    partition: int | None = None,
+    client: dict[str, Any] | None = None,
+) -> int:
     """Produce values (dicts/lists are JSON-encoded, bytes sent as they are); wait for acks.
 
     ``key`` and ``headers`` are a value for every message, or a function of its index;
@@ -39,8 +52,9 @@ def produce(bootstrap: str, topic: str, values: Iterable[Any], key=None, headers
         k = key(i) if callable(key) else key
         h = headers(i) if callable(headers) else headers
         kwargs = {"partition": partition} if partition is not None else {}
-        producer.produce(topic, value=raw, key=k, headers=h,
-                         on_delivery=lambda err, _m: err and errors.append(err), **kwargs)
+        producer.produce(
+            topic, value=raw, key=k, headers=h, on_delivery=lambda err, _m: err and errors.append(err), **kwargs
+        )
         count += 1
         if count % 1000 == 0:
             producer.poll(0)
@@ -49,11 +63,13 @@ def produce(bootstrap: str, topic: str, values: Iterable[Any], key=None, headers
     return count
 
 
-def committed(bootstrap: str, group: str, topic: str, partitions: int = 1,
-              client: dict[str, Any] | None = None) -> dict[int, int]:
+def committed(
+    bootstrap: str, group: str, topic: str, partitions: int = 1, client: dict[str, Any] | None = None
+) -> dict[int, int]:
     """The group's committed offset per partition (-1001 when none)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-                         **(client or {})})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False, **(client or {})}
+    )
     try:
         parts = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
         return {tp.partition: tp.offset for tp in parts}
@@ -61,7 +77,9 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int = 1,
         consumer.close()
 
 
-def end_offsets(bootstrap: str, topic: str, partitions: int = 1, client: dict[str, Any] | None = None) -> dict[int, int]:
+def end_offsets(
+    bootstrap: str, topic: str, partitions: int = 1, client: dict[str, Any] | None = None
+) -> dict[int, int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("probe"), **(client or {})})
     try:
         return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
@@ -69,19 +87,33 @@ def end_offsets(bootstrap: str, topic: str, partitions: int = 1, client: dict[st
         consumer.close()
 
 
-def all_committed(bootstrap: str, group: str, topic: str, partitions: int = 1,
-                  client: dict[str, Any] | None = None) -> bool:
+def all_committed(
+    bootstrap: str, group: str, topic: str, partitions: int = 1, client: dict[str, Any] | None = None
+) -> bool:
     """Every partition committed up to its end (an empty partition has nothing to commit)."""
     done = committed(bootstrap, group, topic, partitions, client)
     ends = end_offsets(bootstrap, topic, partitions, client)
     return all(done[p] == end or (end == 0 and done[p] < 0) for p, end in ends.items())
 
 
-def read_all(bootstrap: str, topic: str, count: int, timeout_s: float = 30, partitions: int = 1,
-             client: dict[str, Any] | None = None) -> list:
+def read_all(
+    bootstrap: str,
+    topic: str,
+    count: int,
+    timeout_s: float = 30,
+    partitions: int = 1,
+    client: dict[str, Any] | None = None,
+) -> list:
     """Read ``count`` messages from the start of the topic (fails the test on timeout)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("reader"),
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False, **(client or {})})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique("reader"),
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            **(client or {}),
+        }
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     found: list = []
     deadline = time.monotonic() + timeout_s

@@ -14,7 +14,8 @@ import json
 import os
 import pathlib
 import re
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import yaml
 
@@ -29,31 +30,55 @@ RUNBOOKS = REPO / "docs" / "runbooks.md"  # one section per alert
 DEFAULT_PROMTOOL = pathlib.Path.home() / ".cache" / "userflux-connector" / "tools" / "promtool"
 
 # Series Prometheus writes itself for every target; no exporter provides them.
-PROMETHEUS_SERIES = frozenset({
-    "up", "scrape_duration_seconds", "scrape_samples_scraped", "scrape_samples_post_metric_relabeling",
-    "scrape_series_added", "ALERTS", "ALERTS_FOR_STATE",
-})
+PROMETHEUS_SERIES = frozenset(
+    {
+        "up",
+        "scrape_duration_seconds",
+        "scrape_samples_scraped",
+        "scrape_samples_post_metric_relabeling",
+        "scrape_series_added",
+        "ALERTS",
+        "ALERTS_FOR_STATE",
+    }
+)
 
 # Grafana's built-in intervals, replaced by plausible values so promtool can parse a query.
 GRAFANA_INTERVALS = {"__rate_interval": "5m", "__interval": "1m", "__range": "1h"}
 
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
-_AGGREGATIONS = frozenset({
-    "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk",
-    "topk", "quantile", "limitk", "limit_ratio",
-})
+_AGGREGATIONS = frozenset(
+    {
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+        "limitk",
+        "limit_ratio",
+    }
+)
 _GROUPING = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right"})
 _KEYWORDS = frozenset({"and", "or", "unless", "atan2", "bool", "offset", "inf", "nan"})
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<space>\s+|\#[^\n]*)
   | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)
   | (?P<number>(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(?:[a-zA-Z_]\w*)?)
   | (?P<ident>[a-zA-Z_:][\w:]*)
   | (?P<range>\[[^\]]*\])
   | (?P<op>==|!=|>=|<=|=~|!~|[-+*/%^<>=,(){}@])
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 
 
 class PromQLSyntaxError(ValueError):
@@ -80,7 +105,7 @@ def _tokens(expr: str) -> list[tuple[str, str]]:
     while pos < len(expr):
         match = _TOKEN.match(expr, pos)
         if not match:
-            raise PromQLSyntaxError(f"cannot read {expr[pos:pos + 20]!r} at {pos} in: {expr}")
+            raise PromQLSyntaxError(f"cannot read {expr[pos : pos + 20]!r} at {pos} in: {expr}")
         pos = match.end()
         if match.lastgroup != "space":
             tokens.append((match.lastgroup, match.group()))
@@ -99,7 +124,7 @@ def _matchers(tokens: list[tuple[str, str]], start: int) -> tuple[tuple[tuple[st
         if tokens[i][1] == ",":
             i += 1
             continue
-        (kind, label), (_, op), (vkind, value) = tokens[i:i + 3]
+        (kind, label), (_, op), (vkind, value) = tokens[i : i + 3]
         if kind not in ("ident", "string") or op not in ("=", "!=", "=~", "!~") or vkind != "string":
             raise PromQLSyntaxError(f"bad label matcher near {label!r}")
         matchers.append((label if kind == "ident" else _unquote(label), op, _unquote(value)))
@@ -162,13 +187,16 @@ def documented_name(series: str, histograms: Iterable[str]) -> str:
 def substitute_grafana_variables(expr: str) -> str:
     """A dashboard query as Prometheus would receive it: ``$__rate_interval`` and friends become
     durations, every other ``$variable`` (always inside a regex matcher) becomes ``.*``."""
+
     def replace(match: re.Match) -> str:
         name = match.group(1) or match.group(2)
         return GRAFANA_INTERVALS.get(name, ".*")
+
     return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", replace, expr)
 
 
 # --- the dashboard ----------------------------------------------------------------------
+
 
 def load_dashboard(path: pathlib.Path = DASHBOARD) -> dict[str, Any]:
     return json.loads(path.read_text())
@@ -210,6 +238,7 @@ def dashboard_expressions(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
 
 # --- the alert rules --------------------------------------------------------------------
 
+
 def load_rules(path: pathlib.Path = ALERTS) -> list[dict[str, Any]]:
     """Every rule of a Prometheus rules file, with its group's name under ``group``."""
     document = yaml.safe_load(path.read_text())
@@ -221,6 +250,7 @@ def rule_expressions(rules: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 # --- what is used, documented and exported ----------------------------------------------
+
 
 def used_metric_names(expressions: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     """Series name -> where it is used; Prometheus' own series (``up``) are left out."""
@@ -248,7 +278,8 @@ def documented_metrics(text: str | None = None) -> dict[str, DocumentedMetric]:
         if len(cells) >= 3 and re.fullmatch(r"`userflux_connector_\w+`", cells[0]):
             name = cells[0].strip("`")
             found[name] = DocumentedMetric(
-                name, cells[1].split()[0] if cells[1] else "", tuple(re.findall(r"`(\w+)`", cells[2])))
+                name, cells[1].split()[0] if cells[1] else "", tuple(re.findall(r"`(\w+)`", cells[2]))
+            )
     return found
 
 
@@ -276,6 +307,7 @@ def exported_series(scrape: str) -> dict[str, str]:
 
 # --- promtool -----------------------------------------------------------------------------
 
+
 class PromtoolMissing(RuntimeError):
     pass
 
@@ -286,5 +318,6 @@ def promtool_path() -> pathlib.Path:
     if not (path.is_file() and os.access(path, os.X_OK)):
         raise PromtoolMissing(
             f"promtool not found at {path}: `make promtool` (or `make test`) installs it, "
-            f"or set $PROMTOOL to a promtool binary")
+            f"or set $PROMTOOL to a promtool binary"
+        )
     return path

@@ -37,7 +37,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import deque
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import yaml
 
@@ -67,7 +68,8 @@ def prometheus_path() -> pathlib.Path:
     if not (path.is_file() and os.access(path, os.X_OK)):
         raise PrometheusMissing(
             f"prometheus not found at {path}: `make prometheus` (or `make test`) installs it, "
-            f"or set $PROMETHEUS to a prometheus server binary")
+            f"or set $PROMETHEUS to a prometheus server binary"
+        )
     return path
 
 
@@ -96,10 +98,17 @@ def wait_until(what: str, probe: Callable[[], T | None], timeout_s: float, inter
 class PrometheusServer:
     """One Prometheus server process; see the module docstring."""
 
-    def __init__(self, work_dir: pathlib.Path, scrape_configs: Iterable[Mapping[str, Any]] = (),
-                 rule_files: Iterable[pathlib.Path] = (), *, scrape_interval: str = "1s",
-                 evaluation_interval: str = "1s", binary: pathlib.Path | None = None,
-                 extra_args: Iterable[str] = ()):
+    def __init__(
+        self,
+        work_dir: pathlib.Path,
+        scrape_configs: Iterable[Mapping[str, Any]] = (),
+        rule_files: Iterable[pathlib.Path] = (),
+        *,
+        scrape_interval: str = "1s",
+        evaluation_interval: str = "1s",
+        binary: pathlib.Path | None = None,
+        extra_args: Iterable[str] = (),
+    ):
         self.work_dir = pathlib.Path(work_dir)
         self.scrape_configs = [dict(c) for c in scrape_configs]
         self.rule_files = [pathlib.Path(p).resolve() for p in rule_files]
@@ -123,13 +132,16 @@ class PrometheusServer:
 
     def config(self) -> dict[str, Any]:
         return {
-            "global": {"scrape_interval": self.scrape_interval, "scrape_timeout": self.scrape_interval,
-                       "evaluation_interval": self.evaluation_interval},
+            "global": {
+                "scrape_interval": self.scrape_interval,
+                "scrape_timeout": self.scrape_interval,
+                "evaluation_interval": self.evaluation_interval,
+            },
             "rule_files": [str(p) for p in self.rule_files],
             "scrape_configs": self.scrape_configs,
         }
 
-    def start(self, timeout_s: float = 30, attempts: int = 3) -> "PrometheusServer":
+    def start(self, timeout_s: float = 30, attempts: int = 3) -> PrometheusServer:
         binary = self.binary or prometheus_path()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
@@ -144,14 +156,25 @@ class PrometheusServer:
                 if threading.current_thread() is threading.main_thread():
                     preexec = _pdeathsig_preexec(os.getpid())
                 self._proc = subprocess.Popen(
-                    [str(binary), f"--config.file={self.config_path}", f"--storage.tsdb.path={storage}",
-                     f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle",
-                     # Hidden flag (5 s by default): how long new targets wait before
-                     # the scrape manager takes them; a test has no 5 s to give.
-                     "--scrape.discovery-reload-interval=200ms",
-                     "--log.level=info", *self.extra_args],
-                    cwd=self.work_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True, preexec_fn=preexec)
+                    [
+                        str(binary),
+                        f"--config.file={self.config_path}",
+                        f"--storage.tsdb.path={storage}",
+                        f"--web.listen-address=127.0.0.1:{self.port}",
+                        "--web.enable-lifecycle",
+                        # Hidden flag (5 s by default): how long new targets wait before
+                        # the scrape manager takes them; a test has no 5 s to give.
+                        "--scrape.discovery-reload-interval=200ms",
+                        "--log.level=info",
+                        *self.extra_args,
+                    ],
+                    cwd=self.work_dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=preexec,
+                )
             if not self._atexit_registered:
                 atexit.register(self.stop)
                 self._atexit_registered = True
@@ -175,6 +198,7 @@ class PrometheusServer:
                     return response.status == 200
             except (urllib.error.URLError, OSError):
                 return False
+
         try:
             wait_until("/-/ready", ready, timeout_s, interval_s=0.1)
         except _Exited as exc:
@@ -183,8 +207,9 @@ class PrometheusServer:
             raise self._fail(str(exc)) from None
 
     def _fail(self, message: str) -> PrometheusError:
-        return PrometheusError(f"{message}\nconfig: {self.config_path}\nlast lines of {self.log_path}:\n"
-                               f"{self.log_tail()}")
+        return PrometheusError(
+            f"{message}\nconfig: {self.config_path}\nlast lines of {self.log_path}:\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:
@@ -217,7 +242,7 @@ class PrometheusServer:
             proc.wait(timeout=10)
         self._proc = None
 
-    def __enter__(self) -> "PrometheusServer":
+    def __enter__(self) -> PrometheusServer:
         return self if self._proc is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -266,11 +291,13 @@ class PrometheusServer:
     def query_range(self, expr: str, start: float, end: float, step: float | str) -> list[dict[str, Any]]:
         """A range query's matrix (``[{metric, values}]``), as Grafana runs a time series panel."""
         step_text = step if isinstance(step, str) else f"{step:g}"
-        return self.api("query_range", {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}",
-                                        "step": step_text})["result"]
+        return self.api(
+            "query_range", {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": step_text}
+        )["result"]
 
-    def label_values(self, label: str, match: Iterable[str] = (), start: float | None = None,
-                     end: float | None = None) -> list[str]:
+    def label_values(
+        self, label: str, match: Iterable[str] = (), start: float | None = None, end: float | None = None
+    ) -> list[str]:
         """What Grafana's ``label_values(selector, label)`` asks: /api/v1/label/<label>/values."""
         params: list[tuple[str, Any]] = [("match[]", m) for m in match]
         if start is not None:
@@ -295,11 +322,13 @@ class PrometheusServer:
 
     def wait_for_target_up(self, labels: Mapping[str, str], timeout_s: float = 20) -> dict[str, Any]:
         """The active target whose labels include ``labels`` once its last scrape succeeded."""
+
         def up() -> dict[str, Any] | None:
             for target in self.targets():
                 if all(target["labels"].get(k) == v for k, v in labels.items()) and target["health"] == "up":
                     return target
             return None
+
         try:
             return wait_until(f"a target {dict(labels)} to be up", up, timeout_s)
         except PrometheusError as exc:
@@ -307,23 +336,31 @@ class PrometheusServer:
 
     def _targets_summary(self) -> list[dict[str, Any]]:
         with contextlib.suppress(PrometheusError):
-            return [{"labels": t["labels"], "health": t["health"], "lastError": t["lastError"],
-                     "scrapeUrl": t["scrapeUrl"]} for t in self.targets()]
+            return [
+                {"labels": t["labels"], "health": t["health"], "lastError": t["lastError"], "scrapeUrl": t["scrapeUrl"]}
+                for t in self.targets()
+            ]
         return []
 
     def wait_for_series(self, expr: str, timeout_s: float = 20) -> list[dict[str, Any]]:
         """The instant query's result once it is not empty."""
         return wait_until(f"{expr!r} to return a series", lambda: self.query(expr) or None, timeout_s)
 
-    def wait_for_alert(self, name: str, state: str = "firing", timeout_s: float = 30,
-                       labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def wait_for_alert(
+        self, name: str, state: str = "firing", timeout_s: float = 30, labels: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """The alert ``name`` once it is in ``state`` ("pending" or "firing")."""
+
         def found() -> dict[str, Any] | None:
             for alert in self.alerts():
-                if (alert["labels"].get("alertname") == name and alert["state"] == state
-                        and all(alert["labels"].get(k) == v for k, v in (labels or {}).items())):
+                if (
+                    alert["labels"].get("alertname") == name
+                    and alert["state"] == state
+                    and all(alert["labels"].get(k) == v for k, v in (labels or {}).items())
+                ):
                     return alert
             return None
+
         try:
             return wait_until(f"alert {name} to be {state}", found, timeout_s)
         except PrometheusError as exc:
@@ -332,6 +369,7 @@ class PrometheusServer:
 
     def wait_for_rule_evaluations(self, timeout_s: float = 20) -> list[dict[str, Any]]:
         """The rule groups once every group has been evaluated at least once without error."""
+
         def evaluated() -> list[dict[str, Any]] | None:
             groups = self.rules()
             errors = [(r["name"], r.get("lastError")) for g in groups for r in g["rules"] if r.get("lastError")]
@@ -340,6 +378,7 @@ class PrometheusServer:
             # A group not evaluated yet reports Go's zero time.
             done = bool(groups) and not any(g.get("lastEvaluation", "").startswith("0001-") for g in groups)
             return groups if done else None
+
         return wait_until("every rule group to be evaluated", evaluated, timeout_s)
 
 

@@ -49,7 +49,8 @@ import dataclasses
 import json
 import pathlib
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -93,33 +94,38 @@ def _labels(prefix: str, labels: Mapping[str, str]) -> dict[str, str]:
 def pod_target(pod: Pod) -> dict[str, Any]:
     """A file_sd target group with the meta labels of ``role: pod`` for the pod's port."""
     port = pod.address.rsplit(":", 1)[1]
-    return {"targets": [pod.address], "labels": {
-        "__meta_kubernetes_namespace": pod.namespace,
-        "__meta_kubernetes_pod_name": pod.name,
-        "__meta_kubernetes_pod_ready": "true",
-        "__meta_kubernetes_pod_phase": "Running",
-        "__meta_kubernetes_pod_container_name": pod.container,
-        "__meta_kubernetes_pod_container_port_name": pod.port_name,
-        "__meta_kubernetes_pod_container_port_number": port,
-        "__meta_kubernetes_pod_container_port_protocol": "TCP",
-        **_labels("pod", pod.labels),
-    }}
+    return {
+        "targets": [pod.address],
+        "labels": {
+            "__meta_kubernetes_namespace": pod.namespace,
+            "__meta_kubernetes_pod_name": pod.name,
+            "__meta_kubernetes_pod_ready": "true",
+            "__meta_kubernetes_pod_phase": "Running",
+            "__meta_kubernetes_pod_container_name": pod.container,
+            "__meta_kubernetes_pod_container_port_name": pod.port_name,
+            "__meta_kubernetes_pod_container_port_number": port,
+            "__meta_kubernetes_pod_container_port_protocol": "TCP",
+            **_labels("pod", pod.labels),
+        },
+    }
 
 
 def endpoint_target(pod: Pod, service: Service) -> dict[str, Any]:
     """A file_sd target group with the meta labels of ``role: endpoints`` for the Service's
     endpoint on the pod (the pod's meta labels are attached too, as Kubernetes SD does)."""
     group = pod_target(pod)
-    group["labels"].update({
-        "__meta_kubernetes_service_name": service.name,
-        **_labels("service", service.labels),
-        "__meta_kubernetes_endpoints_name": service.name,
-        "__meta_kubernetes_endpoint_port_name": service.port_name,
-        "__meta_kubernetes_endpoint_port_protocol": "TCP",
-        "__meta_kubernetes_endpoint_ready": "true",
-        "__meta_kubernetes_endpoint_address_target_kind": "Pod",
-        "__meta_kubernetes_endpoint_address_target_name": pod.name,
-    })
+    group["labels"].update(
+        {
+            "__meta_kubernetes_service_name": service.name,
+            **_labels("service", service.labels),
+            "__meta_kubernetes_endpoints_name": service.name,
+            "__meta_kubernetes_endpoint_port_name": service.port_name,
+            "__meta_kubernetes_endpoint_port_protocol": "TCP",
+            "__meta_kubernetes_endpoint_ready": "true",
+            "__meta_kubernetes_endpoint_address_target_kind": "Pod",
+            "__meta_kubernetes_endpoint_address_target_name": pod.name,
+        }
+    )
     return group
 
 
@@ -133,8 +139,15 @@ def write_targets(path: pathlib.Path, groups: Iterable[Mapping[str, Any]]) -> pa
 
 # --- relabelling ---------------------------------------------------------------------------
 
-_RELABEL_KEYS = {"sourceLabels": "source_labels", "separator": "separator", "targetLabel": "target_label",
-                 "regex": "regex", "modulus": "modulus", "replacement": "replacement", "action": "action"}
+_RELABEL_KEYS = {
+    "sourceLabels": "source_labels",
+    "separator": "separator",
+    "targetLabel": "target_label",
+    "regex": "regex",
+    "modulus": "modulus",
+    "replacement": "replacement",
+    "action": "action",
+}
 
 
 def relabel_config(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,28 +165,45 @@ def _selector_rules(selector: Mapping[str, Any], prefix: str) -> list[dict[str, 
     rules = []
     for key in sorted(selector.get("matchLabels") or {}):
         name = sanitize_label_name(key)
-        rules.append({"action": "keep",
-                      "source_labels": [f"__meta_kubernetes_{prefix}_label_{name}",
-                                        f"__meta_kubernetes_{prefix}_labelpresent_{name}"],
-                      "regex": f"({selector['matchLabels'][key]});true"})
+        rules.append(
+            {
+                "action": "keep",
+                "source_labels": [
+                    f"__meta_kubernetes_{prefix}_label_{name}",
+                    f"__meta_kubernetes_{prefix}_labelpresent_{name}",
+                ],
+                "regex": f"({selector['matchLabels'][key]});true",
+            }
+        )
     for expression in selector.get("matchExpressions") or []:
         name, op = sanitize_label_name(expression["key"]), expression["operator"]
         values = "|".join(expression.get("values") or [])
         label, present = f"__meta_kubernetes_{prefix}_label_{name}", f"__meta_kubernetes_{prefix}_labelpresent_{name}"
         if op in ("In", "NotIn"):
-            rules.append({"action": "keep" if op == "In" else "drop", "source_labels": [label, present],
-                          "regex": f"({values});true"})
+            rules.append(
+                {
+                    "action": "keep" if op == "In" else "drop",
+                    "source_labels": [label, present],
+                    "regex": f"({values});true",
+                }
+            )
         elif op in ("Exists", "DoesNotExist"):
-            rules.append({"action": "keep" if op == "Exists" else "drop", "source_labels": [present],
-                          "regex": "true"})
+            rules.append({"action": "keep" if op == "Exists" else "drop", "source_labels": [present], "regex": "true"})
         else:
             raise ValueError(f"unknown selector operator {op!r}")
     return rules
 
 
 def _copy_labels(source_prefix: str, names: Iterable[str]) -> list[dict[str, Any]]:
-    return [{"source_labels": [f"__meta_kubernetes_{source_prefix}_label_{sanitize_label_name(n)}"],
-             "target_label": sanitize_label_name(n), "regex": "(.+)", "replacement": "${1}"} for n in names]
+    return [
+        {
+            "source_labels": [f"__meta_kubernetes_{source_prefix}_label_{sanitize_label_name(n)}"],
+            "target_label": sanitize_label_name(n),
+            "regex": "(.+)",
+            "replacement": "${1}",
+        }
+        for n in names
+    ]
 
 
 def relabel_configs(monitor: Mapping[str, Any], endpoint: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -184,14 +214,25 @@ def relabel_configs(monitor: Mapping[str, Any], endpoint: Mapping[str, Any]) -> 
     rules: list[dict[str, Any]] = [{"source_labels": ["job"], "target_label": "__tmp_prometheus_job_name"}]
     if kind == "ServiceMonitor":
         rules += _selector_rules(spec.get("selector") or {}, "service")
-        rules.append({"action": "keep", "source_labels": ["__meta_kubernetes_endpoint_port_name"],
-                      "regex": endpoint["port"]})
+        rules.append(
+            {"action": "keep", "source_labels": ["__meta_kubernetes_endpoint_port_name"], "regex": endpoint["port"]}
+        )
         target = ["__meta_kubernetes_endpoint_address_target_kind", "__meta_kubernetes_endpoint_address_target_name"]
         rules += [
-            {"source_labels": target, "separator": ";", "regex": "Node;(.*)", "replacement": "${1}",
-             "target_label": "node"},
-            {"source_labels": target, "separator": ";", "regex": "Pod;(.*)", "replacement": "${1}",
-             "target_label": "pod"},
+            {
+                "source_labels": target,
+                "separator": ";",
+                "regex": "Node;(.*)",
+                "replacement": "${1}",
+                "target_label": "node",
+            },
+            {
+                "source_labels": target,
+                "separator": ";",
+                "regex": "Pod;(.*)",
+                "replacement": "${1}",
+                "target_label": "pod",
+            },
             {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
             {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
             {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
@@ -199,15 +240,21 @@ def relabel_configs(monitor: Mapping[str, Any], endpoint: Mapping[str, Any]) -> 
         ]
         rules += _copy_labels("service", spec.get("targetLabels") or [])
         rules += _copy_labels("pod", spec.get("podTargetLabels") or [])
-        rules.append({"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job",
-                      "replacement": "${1}"})
+        rules.append(
+            {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job", "replacement": "${1}"}
+        )
         if spec.get("jobLabel"):
             rules += _copy_labels("service", [spec["jobLabel"]])
             rules[-1]["target_label"] = "job"
     elif kind == "PodMonitor":
         rules += _selector_rules(spec.get("selector") or {}, "pod")
-        rules.append({"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"],
-                      "regex": endpoint["port"]})
+        rules.append(
+            {
+                "action": "keep",
+                "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+                "regex": endpoint["port"],
+            }
+        )
         rules += [
             {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
             {"source_labels": ["__meta_kubernetes_pod_container_name"], "target_label": "container"},
@@ -247,8 +294,9 @@ def scrape_interval(monitor: Mapping[str, Any], index: int = 0) -> str | None:
     return _endpoints(monitor)[index].get("interval")
 
 
-def scrape_configs(monitor: Mapping[str, Any], targets_file: pathlib.Path,
-                   interval: str | None = None) -> list[dict[str, Any]]:
+def scrape_configs(
+    monitor: Mapping[str, Any], targets_file: pathlib.Path, interval: str | None = None
+) -> list[dict[str, Any]]:
     """One scrape config per endpoint of a rendered ServiceMonitor or PodMonitor, discovering
     its targets from ``targets_file``.
 

@@ -46,9 +46,10 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 __all__ = ["AcceptedBatch", "RequestLog", "StandInControl", "UserFluxStandIn", "main", "validate_event"]
@@ -205,8 +206,7 @@ class _Server(ThreadingHTTPServer):
     # later. A real server has a deep backlog; the stand-in must not add that second.
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], standin: "UserFluxStandIn",
-                 tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, address: tuple[str, int], standin: UserFluxStandIn, tls: ssl.SSLContext | None = None) -> None:
         self.standin = standin
         self.tls = tls
         self._connections: set[socket.socket] = set()
@@ -275,12 +275,10 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # silence the default per-request logging to stderr
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = (
-        lambda self: self._handle()
-    )
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = lambda self: self._handle()
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -365,8 +363,9 @@ class _Handler(BaseHTTPRequestHandler):
             with standin._lock:
                 standin._in_progress -= 1
 
-    def _answer(self, standin: "UserFluxStandIn", path: str, split: Any, body: bytes,
-                received_at: float, received_wall: float) -> None:
+    def _answer(
+        self, standin: UserFluxStandIn, path: str, split: Any, body: bytes, received_at: float, received_wall: float
+    ) -> None:
 
         pairs = parse_qsl(split.query, keep_blank_values=True)
         query: dict[str, str] = {}
@@ -497,8 +496,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return (
                     _Answer(
                         400,
-                        f"too many events: {len(events)}; the cap is {MAX_EVENTS_PER_BATCH} "
-                        "events per request",
+                        f"too many events: {len(events)}; the cap is {MAX_EVENTS_PER_BATCH} events per request",
                     ),
                     none,
                     None,
@@ -553,8 +551,14 @@ class UserFluxStandIn:
     data survives that, reset() forgets it.
     """
 
-    def __init__(self, api_key: str = "test-write-key", host: str = "127.0.0.1", port: int = 0,
-                 tls: tuple[str, str] | None = None, client_ca: str | None = None) -> None:
+    def __init__(
+        self,
+        api_key: str = "test-write-key",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: tuple[str, str] | None = None,
+        client_ca: str | None = None,
+    ) -> None:
         self.api_key = api_key
         self.host = host
         self.port = port
@@ -581,7 +585,7 @@ class UserFluxStandIn:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def start(self) -> "UserFluxStandIn":
+    def start(self) -> UserFluxStandIn:
         if self._server is not None:
             raise RuntimeError("stand-in already started")
         self._stopping.clear()
@@ -612,7 +616,7 @@ class UserFluxStandIn:
         self._server = None
         self._thread = None
 
-    def __enter__(self) -> "UserFluxStandIn":
+    def __enter__(self) -> UserFluxStandIn:
         return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -669,11 +673,13 @@ class UserFluxStandIn:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     last = self._requests[-10:]
-                    summary = "; ".join(
-                        f"{r.method} {r.path} -> {r.status or 'dropped'}"
-                        + (f" ({r.error})" if r.error else "")
-                        for r in last
-                    ) or "none"
+                    summary = (
+                        "; ".join(
+                            f"{r.method} {r.path} -> {r.status or 'dropped'}" + (f" ({r.error})" if r.error else "")
+                            for r in last
+                        )
+                        or "none"
+                    )
                     raise AssertionError(
                         f"UserFlux stand-in: expected at least {count} accepted events within "
                         f"{timeout_s}s, got {len(self._events)} (in {len(self._batches)} accepted "
@@ -839,7 +845,7 @@ class StandInControl:
     def _call(self, method: str, name: str, arguments: dict | None = None) -> Any:
         data = json.dumps(arguments).encode() if arguments is not None else None
         request = urllib.request.Request(f"{self.base_url}{CONTROL_PREFIX}{name}", data=data, method=method)
-        with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.ssl_context) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.ssl_context) as response:
             return json.loads(response.read() or b"null")
 
     def events(self) -> list[dict]:

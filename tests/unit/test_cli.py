@@ -53,8 +53,10 @@ def test_check_prints_a_summary_and_exits_0(tmp_path, capsys):
     lines = out.splitlines()
     assert lines[0] == f"{config}: OK"
     assert "kafka: 127.0.0.1:1, group userflux-connector (+1 more properties)" in lines
-    assert ("userflux: https://integration-api.userflux.co, batches of up to 50, linger 200 ms, 8 in flight, "
-            "timeout 10s, retries forever") in lines
+    assert (
+        "userflux: https://integration-api.userflux.co, batches of up to 50, linger 200 ms, 8 in flight, "
+        "timeout 10s, retries forever"
+    ) in lines
     assert "invalid messages: dead-lettered to userflux-connector-dlq" in lines
     assert "  [0] topics web-events, locationEnrichment=false" in lines
     assert ("  [1] pattern ^app\\..+, locationEnrichment=true, only where type in [track, screen]") in lines
@@ -68,7 +70,9 @@ def test_check_bad_file_exits_2_with_the_error_on_stderr(tmp_path, capsys):
     assert main(["check", "--config", config]) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.startswith(f"error: {config}: invalid configuration: userflux.batch_size: expected an integer from 1 to 50")
+    assert err.startswith(
+        f"error: {config}: invalid configuration: userflux.batch_size: expected an integer from 1 to 50"
+    )
 
 
 def test_check_missing_file_exits_2(tmp_path, capsys):
@@ -99,8 +103,11 @@ def test_check_unknown_librdkafka_property_exits_2_naming_it(tmp_path, capsys):
 
 
 def test_check_validates_dead_letter_producer_properties(tmp_path, capsys):
-    config = write(tmp_path, old="dead_letter: {topic: userflux-connector-dlq}",
-                   new="dead_letter: {topic: userflux-connector-dlq, producer: {linger.mss: 5}}")
+    config = write(
+        tmp_path,
+        old="dead_letter: {topic: userflux-connector-dlq}",
+        new="dead_letter: {topic: userflux-connector-dlq, producer: {linger.mss: 5}}",
+    )
     assert main(["check", "--config", config]) == 2
     err = capsys.readouterr().err
     assert "dead_letter.producer: librdkafka refused the configuration" in err and "linger.mss" in err
@@ -108,18 +115,20 @@ def test_check_validates_dead_letter_producer_properties(tmp_path, capsys):
 
 def test_check_masks_secrets_in_librdkafka_errors(tmp_path, capsys):
     secret = "sasl-pw-do-not-print-42"
-    config = write(tmp_path, old="auto.offset.reset: earliest",
-                   new=f"sasl.password: {secret}\n  auto.offset.reset: {secret}")
+    config = write(
+        tmp_path, old="auto.offset.reset: earliest", new=f"sasl.password: {secret}\n  auto.offset.reset: {secret}"
+    )
     assert main(["check", "--config", config]) == 2
     err = capsys.readouterr().err
     assert "auto.offset.reset" in err  # librdkafka quotes the bad value ...
-    assert secret not in err            # ... which is masked
+    assert secret not in err  # ... which is masked
     assert "***" in err
 
 
 def test_check_summary_for_on_invalid_skip(tmp_path, capsys):
-    config = write(tmp_path, old="on_invalid: dead_letter\ndead_letter: {topic: userflux-connector-dlq}",
-                   new="on_invalid: skip")
+    config = write(
+        tmp_path, old="on_invalid: dead_letter\ndead_letter: {topic: userflux-connector-dlq}", new="on_invalid: skip"
+    )
     assert main(["check", "--config", config]) == 0
     assert "invalid messages: skip" in capsys.readouterr().out.splitlines()
 
@@ -142,10 +151,16 @@ def test_map_prints_one_line_per_input_line(tmp_path, monkeypatch, capsys):
     code, results, err = run_map(monkeypatch, capsys, write(tmp_path), "web-events", lines)
     assert code == 0
     assert results == [
-        {"line": 1, "locationEnrichment": False,
-         "event": {"name": "page_view", "userId": "7", "timestamp": 1_700_000_000_000, "properties": {"p": "/"}}},
-        {"line": 2, "locationEnrichment": False,
-         "event": {"name": "signup", "anonymousId": "a-1", "timestamp": 1_700_000_000_000, "properties": {}}},
+        {
+            "line": 1,
+            "locationEnrichment": False,
+            "event": {"name": "page_view", "userId": "7", "timestamp": 1_700_000_000_000, "properties": {"p": "/"}},
+        },
+        {
+            "line": 2,
+            "locationEnrichment": False,
+            "event": {"name": "signup", "anonymousId": "a-1", "timestamp": 1_700_000_000_000, "properties": {}},
+        },
     ]
 
 
@@ -163,9 +178,12 @@ def test_map_invalid_and_skipped_lines_and_exit_1(tmp_path, monkeypatch, capsys)
     assert results[0]["event"]["name"] == "track_tap" and results[0]["locationEnrichment"] is True
     assert results[1] == {"line": 2, "skipped": "where: type is string 'identify', not one of [track, screen]"}
     assert results[2]["stage"] == "deserialize" and results[2]["invalid"].startswith("the value is not JSON")
-    assert results[3] == {"line": 5, "stage": "map", "invalid":
-                          "no userId or anonymousId: nothing found for userId (any of 'user.id', '@key') "
-                          "and anonymousId ('@headers.device-id')"}
+    assert results[3] == {
+        "line": 5,
+        "stage": "map",
+        "invalid": "no userId or anonymousId: nothing found for userId (any of 'user.id', '@key') "
+        "and anonymousId ('@headers.device-id')",
+    }
 
 
 def test_map_skipped_only_exits_0(tmp_path, monkeypatch, capsys):
@@ -175,19 +193,44 @@ def test_map_skipped_only_exits_0(tmp_path, monkeypatch, capsys):
 
 def test_map_key_header_and_timestamp_feed_metadata(tmp_path, monkeypatch, capsys):
     line = json.dumps({"type": "screen", "action": "view", "screen": "home", "user": {"name": "x"}})
-    code, results, _ = run_map(monkeypatch, capsys, write(tmp_path), "app.android", [line],
-                               "--key", "key-9", "--header", "device-id=dev-1", "--header", "other=x=y",
-                               "--timestamp", "1600000000123")
+    code, results, _ = run_map(
+        monkeypatch,
+        capsys,
+        write(tmp_path),
+        "app.android",
+        [line],
+        "--key",
+        "key-9",
+        "--header",
+        "device-id=dev-1",
+        "--header",
+        "other=x=y",
+        "--timestamp",
+        "1600000000123",
+    )
     assert code == 0
-    assert results[0]["event"] == {"name": "screen_view", "userId": "key-9", "anonymousId": "dev-1",
-                                   "timestamp": 1_600_000_000_123,
-                                   "properties": {"screen": "home", "source": "mobile", "topic": "app.android"}}
+    assert results[0]["event"] == {
+        "name": "screen_view",
+        "userId": "key-9",
+        "anonymousId": "dev-1",
+        "timestamp": 1_600_000_000_123,
+        "properties": {"screen": "home", "source": "mobile", "topic": "app.android"},
+    }
 
 
 def test_map_repeated_header_last_wins(tmp_path, monkeypatch, capsys):
     line = json.dumps({"type": "track", "action": "a", "user": {"id": 1}})
-    _, results, _ = run_map(monkeypatch, capsys, write(tmp_path), "app.x", [line],
-                            "--header", "device-id=first", "--header", "device-id=second")
+    _, results, _ = run_map(
+        monkeypatch,
+        capsys,
+        write(tmp_path),
+        "app.x",
+        [line],
+        "--header",
+        "device-id=first",
+        "--header",
+        "device-id=second",
+    )
     assert results[0]["event"]["anonymousId"] == "second"
 
 

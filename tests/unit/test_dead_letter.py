@@ -64,8 +64,13 @@ def test_a_dead_letter_keeps_the_original_and_says_why():
     [letter] = producer.produced
     assert letter["key"] == b"k" and letter["value"] == b"{oops" and letter["timestamp"] > 0
     assert letter["headers"] == {
-        "trace": b"t1", "userflux.error.reason": b"not JSON", "userflux.error.stage": b"deserialize",
-        "userflux.source.topic": b"events", "userflux.source.partition": b"2", "userflux.source.offset": b"41"}
+        "trace": b"t1",
+        "userflux.error.reason": b"not JSON",
+        "userflux.error.stage": b"deserialize",
+        "userflux.source.topic": b"events",
+        "userflux.source.partition": b"2",
+        "userflux.source.offset": b"41",
+    }
     assert dlq.in_flight == 0
 
 
@@ -89,8 +94,7 @@ def test_a_dead_letter_too_large_is_sent_without_its_value(where, caplog):
 
 def test_a_huge_key_and_huge_headers_are_dropped_too():
     producer = FakeProducer(local_max=50_000, broker_max=50_000)
-    message = FakeMessage(topic="events", offset=7, value=b"v" * 10, key=b"k" * 5000,
-                          headers=[("h", b"x" * 60_000)])
+    message = FakeMessage(topic="events", offset=7, value=b"v" * 10, key=b"k" * 5000, headers=[("h", b"x" * 60_000)])
     assert send(queue(producer), message) == [None]
     [letter] = producer.produced
     assert letter["key"] is None and "h" not in letter["headers"]

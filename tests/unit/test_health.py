@@ -32,8 +32,10 @@ def status(clock):
 def test_healthy_while_the_loop_turns_and_nothing_is_pending(status, clock):
     clock.now += 3600
     status.beat()
-    assert status.live() == (True, {"status": "ok", "pending": 0, "oldest_pending_s": 0.0,
-                                    "last_progress_s": 3600.0, "loop_idle_s": 0.0})
+    assert status.live() == (
+        True,
+        {"status": "ok", "pending": 0, "oldest_pending_s": 0.0, "last_progress_s": 3600.0, "loop_idle_s": 0.0},
+    )
 
 
 def test_a_loop_that_stopped_turning_fails(status, clock):

@@ -45,8 +45,12 @@ def monitor(series: PartitionSeries, reset: str = "earliest") -> tuple[LagMonito
         made.append(FakeConsumer(conf))
         return made[-1]
 
-    mon = LagMonitor({"bootstrap.servers": "b", "group.id": "g", "auto.offset.reset": reset,
-                      "group.instance.id": "pod-0"}, series, 10, factory=factory)
+    mon = LagMonitor(
+        {"bootstrap.servers": "b", "group.id": "g", "auto.offset.reset": reset, "group.instance.id": "pod-0"},
+        series,
+        10,
+        factory=factory,
+    )
     return mon, made[0]
 
 

@@ -99,7 +99,8 @@ def test_a_wrong_way_import_would_be_seen():
     # The check must be able to fail: config importing the mapping language (as it did), or
     # two units of one layer importing each other.
     assert wrong_way({"connector.config.load": {"connector.mapping.event", "connector.validation"}}) == [
-        "connector.config.load imports connector.mapping.event (config is in layer 1, mapping in layer 2)"]
+        "connector.config.load imports connector.mapping.event (config is in layer 1, mapping in layer 2)"
+    ]
     assert len(wrong_way({"connector.sink.tls": {"connector.invalid"}})) == 1
     assert "connector.validation" in imported(PACKAGE / "config" / "load.py")
 
@@ -114,7 +115,7 @@ def cycle(edges: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(edges.get(node, ())):
             if state[nxt] == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if state[nxt] == 0:
                 found = visit(nxt)
                 if found:
@@ -136,9 +137,12 @@ def test_no_module_imports_itself_round_a_circle():
     assert cycle(edges) is None
 
 
-@pytest.mark.parametrize("edges, circle", [
-    ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, ["a", "b", "c", "a"]),
-    ({"a": {"b"}, "b": set()}, None),
-])
+@pytest.mark.parametrize(
+    "edges, circle",
+    [
+        ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, ["a", "b", "c", "a"]),
+        ({"a": {"b"}, "b": set()}, None),
+    ],
+)
 def test_the_circle_finder_finds_circles(edges, circle):
     assert cycle(edges) == circle

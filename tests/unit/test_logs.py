@@ -46,8 +46,10 @@ def test_coordinator_load_in_progress_is_no_warning(caplog):
     logger.addFilter(TransientNotices())
     try:
         with caplog.at_level(logging.INFO):
-            logger.warning("GETPID [rdkafka#producer-1]: Failed to acquire idempotence PID from broker: "
-                           "Broker: Coordinator load in progress: retrying")
+            logger.warning(
+                "GETPID [rdkafka#producer-1]: Failed to acquire idempotence PID from broker: "
+                "Broker: Coordinator load in progress: retrying"
+            )
             logger.warning("something else")
         assert [r.getMessage() for r in caplog.records] == ["something else"]
         caplog.clear()

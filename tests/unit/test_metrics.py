@@ -10,8 +10,11 @@ from connector.metrics import observe_many
 
 
 def samples(histogram: Histogram) -> dict:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value for s in histogram.collect()[0].samples
-            if not s.name.endswith("_created")}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for s in histogram.collect()[0].samples
+        if not s.name.endswith("_created")
+    }
 
 
 def test_observe_many_counts_exactly_what_observe_would():

@@ -8,7 +8,8 @@ import signal
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -16,10 +17,10 @@ from confluent_kafka import TopicPartition
 
 from connector import backpressure
 from connector.batcher import Batch
-from connector.startup import parse_config
 from connector.errors import AuthError, KafkaFatalError
 from connector.pipeline import Pipeline
 from connector.sink.sender import BatchResult
+from connector.startup import parse_config
 from tests.support.fakes import FakeMessage
 
 Key = tuple[str, int]
@@ -29,12 +30,22 @@ MAX_CONSUMES = 20_000  # a script that never finishes fails the test instead of 
 def settings(**pipeline: Any):
     config = {
         "kafka": {"bootstrap.servers": "fake:9092", "group.id": "g"},
-        "userflux": {"base_url": "http://127.0.0.1:9", "api_key": "fake-key-0123456789", "batch_size": 10,
-                     "linger_ms": 5, "max_in_flight": 2},
+        "userflux": {
+            "base_url": "http://127.0.0.1:9",
+            "api_key": "fake-key-0123456789",
+            "batch_size": 10,
+            "linger_ms": 5,
+            "max_in_flight": 2,
+        },
         "on_invalid": "skip",
         "metrics": {"enabled": False},
-        "pipeline": {"commit_interval_ms": 10, "rebalance_timeout_s": 2, "shutdown_grace_s": 2,
-                     "refused_exit_delay_s": 0, **pipeline},
+        "pipeline": {
+            "commit_interval_ms": 10,
+            "rebalance_timeout_s": 2,
+            "shutdown_grace_s": 2,
+            "refused_exit_delay_s": 0,
+            **pipeline,
+        },
         "mappings": [{"topics": ["t"], "event": {"name": "event", "userId": "user", "properties": "props"}}],
     }
     return parse_config(yaml.safe_dump(config))
@@ -123,6 +134,7 @@ class FakeSource:
             self.assigned |= set(keys)
             self.listener.on_assign(keys)
             return True
+
         return step
 
     def revoke(self, keys: list[Key]) -> Callable[[], bool]:
@@ -131,6 +143,7 @@ class FakeSource:
             self.assigned -= set(keys)
             self.paused -= set(keys)
             return True
+
         return step
 
     def lose(self, keys: list[Key]) -> Callable[[], bool]:
@@ -139,6 +152,7 @@ class FakeSource:
             self.assigned -= set(keys)
             self.listener.on_lost(keys)
             return True
+
         return step
 
     def last_commit(self, key: Key) -> int | None:
@@ -175,8 +189,12 @@ class FakeSender:
             return {i.message.offset() for b in self.sent for i in b.items if i.message.partition() == partition}
 
 
-def pipeline_with(source_steps: Callable[[FakeSource, Pipeline], list], sender: FakeSender | None = None,
-                  dead_letters: Any = None, **pipeline_settings: Any) -> tuple[Pipeline, FakeSource, FakeSender]:
+def pipeline_with(
+    source_steps: Callable[[FakeSource, Pipeline], list],
+    sender: FakeSender | None = None,
+    dead_letters: Any = None,
+    **pipeline_settings: Any,
+) -> tuple[Pipeline, FakeSource, FakeSender]:
     sender = sender or FakeSender()
     made: list[FakeSource] = []
 
@@ -199,6 +217,7 @@ def stop(pipe: Pipeline) -> Callable[[], bool]:
     def step() -> bool:
         pipe.request_stop()
         return True
+
     return step
 
 
@@ -208,9 +227,11 @@ T0, T1 = ("t", 0), ("t", 1)
 def test_everything_read_is_delivered_and_committed_then_a_clean_stop():
     def steps(source, pipe):
         source.add(*[message(p, o) for p in (0, 1) for o in range(25)])
-        return [source.assign([T0, T1]),
-                until(lambda: source.last_commit(T0) == 25 and source.last_commit(T1) == 25),
-                stop(pipe)]
+        return [
+            source.assign([T0, T1]),
+            until(lambda: source.last_commit(T0) == 25 and source.last_commit(T1) == 25),
+            stop(pipe),
+        ]
 
     pipe, source, sender = pipeline_with(steps)
     assert pipe.run() == 0
@@ -226,17 +247,19 @@ def test_a_revocation_waits_for_the_revoked_partition_s_batches_and_commits_them
     def steps(source, pipe):
         source.add(*[message(p, o) for p in (0, 1) for o in range(10)])
         threading.Timer(0.3, sender.hold[1].set).start()  # finishes during the revocation's wait
-        return [source.assign([T0, T1]),
-                until(lambda: len(sender.sent) >= 2),
-                source.revoke([T1]),
-                until(lambda: source.last_commit(T0) == 10),
-                stop(pipe)]
+        return [
+            source.assign([T0, T1]),
+            until(lambda: len(sender.sent) >= 2),
+            source.revoke([T1]),
+            until(lambda: source.last_commit(T0) == 10),
+            stop(pipe),
+        ]
 
     pipe, source, _ = pipeline_with(steps, sender)
     assert pipe.run() == 0
     revoke_commit = next(c for c in source.commits if T1 in c)
     assert revoke_commit == {T1: 10}  # committed by on_revoke, while still owned
-    later = source.commits[source.commits.index(revoke_commit) + 1:]
+    later = source.commits[source.commits.index(revoke_commit) + 1 :]
     assert all(T1 not in c for c in later)
 
 
@@ -246,11 +269,13 @@ def test_what_does_not_finish_within_the_rebalance_timeout_is_left_to_the_next_o
 
     def steps(source, pipe):
         source.add(*[message(0, o) for o in range(10)], *[message(1, o) for o in range(5)])
-        return [source.assign([T0, T1]),
-                until(lambda: len(sender.sent) >= 2),
-                source.revoke([T1]),
-                until(lambda: source.last_commit(T0) == 10),
-                stop(pipe)]
+        return [
+            source.assign([T0, T1]),
+            until(lambda: len(sender.sent) >= 2),
+            source.revoke([T1]),
+            until(lambda: source.last_commit(T0) == 10),
+            stop(pipe),
+        ]
 
     pipe, source, _ = pipeline_with(steps, sender, rebalance_timeout_s=0.2)
     try:
@@ -267,12 +292,14 @@ def test_lost_partitions_are_never_committed_again():
 
     def steps(source, pipe):
         source.add(*[message(0, o) for o in range(10)], *[message(1, o) for o in range(10)])
-        return [source.assign([T0, T1]),
-                until(lambda: len(sender.sent) >= 2),
-                source.lose([T1]),
-                lambda: sender.hold[1].set() or True,  # its batch completes after it was lost
-                until(lambda: source.last_commit(T0) == 10),
-                stop(pipe)]
+        return [
+            source.assign([T0, T1]),
+            until(lambda: len(sender.sent) >= 2),
+            source.lose([T1]),
+            lambda: sender.hold[1].set() or True,  # its batch completes after it was lost
+            until(lambda: source.last_commit(T0) == 10),
+            stop(pipe),
+        ]
 
     pipe, source, _ = pipeline_with(steps, sender)
     assert pipe.run() == 0
@@ -379,8 +406,10 @@ def test_a_refused_key_stops_the_run_with_exit_3_and_commits_only_what_was_deliv
     pipe, source, _ = pipeline_with(steps, sender)
     assert pipe.run() == 3
     assert source.last_commit(T0) == 10
-    assert pipe.status.ready() == (False, {"status": "key_refused",
-                                           "detail": "UserFlux refused the write key: HTTP 401"})
+    assert pipe.status.ready() == (
+        False,
+        {"status": "key_refused", "detail": "UserFlux refused the write key: HTTP 401"},
+    )
 
 
 class FailingDeadLetters:
@@ -443,8 +472,13 @@ def test_a_partition_lost_while_paused_is_read_again_when_it_comes_back(monkeypa
                 return False
             return source.assign([T0])()
 
-        return [source.assign([T0]), until(lost_while_paused), until(reassigned),
-                until(lambda: source.last_commit(T0) == 100), stop(pipe)]
+        return [
+            source.assign([T0]),
+            until(lost_while_paused),
+            until(reassigned),
+            until(lambda: source.last_commit(T0) == 100),
+            stop(pipe),
+        ]
 
     pipe, source, _ = pipeline_with(steps, sender, max_pending_messages=30)
     assert pipe.run() == 0

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from tests.support.prometheus_operator import (
-    Pod, Service, endpoint_target, pod_target, relabel_config, sanitize_label_name, scrape_configs,
+    Pod,
+    Service,
+    endpoint_target,
+    pod_target,
+    relabel_config,
+    sanitize_label_name,
+    scrape_configs,
 )
 
 SELECTOR = {"app.kubernetes.io/name": "userflux-connector", "app.kubernetes.io/instance": "uf"}
@@ -14,14 +20,23 @@ SELECTOR = {"app.kubernetes.io/name": "userflux-connector", "app.kubernetes.io/i
 def service_monitor(**spec):
     endpoint = {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
     endpoint.update(spec.pop("endpoint", {}))
-    return {"kind": "ServiceMonitor", "metadata": {"name": "uf-userflux-connector", "namespace": "streaming"},
-            "spec": {"selector": {"matchLabels": SELECTOR}, "endpoints": [endpoint], **spec}}
+    return {
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "uf-userflux-connector", "namespace": "streaming"},
+        "spec": {"selector": {"matchLabels": SELECTOR}, "endpoints": [endpoint], **spec},
+    }
 
 
 def pod_monitor(**spec):
-    return {"kind": "PodMonitor", "metadata": {"name": "uf-userflux-connector", "namespace": "streaming"},
-            "spec": {"selector": {"matchLabels": SELECTOR},
-                     "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics", "interval": "30s"}], **spec}}
+    return {
+        "kind": "PodMonitor",
+        "metadata": {"name": "uf-userflux-connector", "namespace": "streaming"},
+        "spec": {
+            "selector": {"matchLabels": SELECTOR},
+            "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics", "interval": "30s"}],
+            **spec,
+        },
+    }
 
 
 def apply(rules, labels):
@@ -47,8 +62,12 @@ def apply(rules, labels):
     return {k: v for k, v in labels.items() if not k.startswith("__")}
 
 
-POD = Pod(name="uf-userflux-connector-6d9f8-x2x7q", namespace="streaming", address="10.0.0.7:9400",
-          labels={**SELECTOR, "team": "growth"})
+POD = Pod(
+    name="uf-userflux-connector-6d9f8-x2x7q",
+    namespace="streaming",
+    address="10.0.0.7:9400",
+    labels={**SELECTOR, "team": "growth"},
+)
 SERVICE = Service(name="uf-userflux-connector", namespace="streaming", labels={**SELECTOR, "tier": "data"})
 
 
@@ -72,13 +91,20 @@ def test_a_servicemonitor_target_gets_the_services_name_as_job():
     [config] = scrape_configs(service_monitor(), "t.json")
     group = endpoint_target(POD, SERVICE)
     labels = apply(config["relabel_configs"], {"job": config["job_name"], **group["labels"]})
-    assert labels == {"job": "uf-userflux-connector", "namespace": "streaming", "pod": POD.name,
-                      "service": "uf-userflux-connector", "container": "connector", "endpoint": "metrics"}
+    assert labels == {
+        "job": "uf-userflux-connector",
+        "namespace": "streaming",
+        "pod": POD.name,
+        "service": "uf-userflux-connector",
+        "container": "connector",
+        "endpoint": "metrics",
+    }
 
 
 def test_job_label_takes_the_value_of_the_named_service_label():
-    [config] = scrape_configs(service_monitor(jobLabel="tier", targetLabels=["tier"], podTargetLabels=["team"]),
-                              "t.json")
+    [config] = scrape_configs(
+        service_monitor(jobLabel="tier", targetLabels=["tier"], podTargetLabels=["team"]), "t.json"
+    )
     labels = apply(config["relabel_configs"], endpoint_target(POD, SERVICE)["labels"])
     assert (labels["job"], labels["tier"], labels["team"]) == ("data", "data", "growth")
 
@@ -92,8 +118,13 @@ def test_a_podmonitor_target_gets_namespace_slash_name_as_job():
     [config] = scrape_configs(pod_monitor(), "t.json")
     assert config["job_name"] == "podMonitor/streaming/uf-userflux-connector/0"
     labels = apply(config["relabel_configs"], pod_target(POD)["labels"])
-    assert labels == {"job": "streaming/uf-userflux-connector", "namespace": "streaming", "pod": POD.name,
-                      "container": "connector", "endpoint": "metrics"}
+    assert labels == {
+        "job": "streaming/uf-userflux-connector",
+        "namespace": "streaming",
+        "pod": POD.name,
+        "container": "connector",
+        "endpoint": "metrics",
+    }
 
 
 def test_a_podmonitor_job_label_comes_from_the_pod():
@@ -111,8 +142,12 @@ def test_targets_the_selector_or_the_port_does_not_pick_are_dropped():
 
 def test_match_expressions_become_keep_and_drop_rules():
     monitor = service_monitor()
-    monitor["spec"]["selector"] = {"matchExpressions": [
-        {"key": "tier", "operator": "In", "values": ["data", "web"]}, {"key": "legacy", "operator": "DoesNotExist"}]}
+    monitor["spec"]["selector"] = {
+        "matchExpressions": [
+            {"key": "tier", "operator": "In", "values": ["data", "web"]},
+            {"key": "legacy", "operator": "DoesNotExist"},
+        ]
+    }
     [config] = scrape_configs(monitor, "t.json")
     assert apply(config["relabel_configs"], endpoint_target(POD, SERVICE)["labels"]) is not None
     legacy = Service(name=SERVICE.name, namespace="streaming", labels={**SERVICE.labels, "legacy": "yes"})
@@ -120,13 +155,20 @@ def test_match_expressions_become_keep_and_drop_rules():
 
 
 def test_the_monitors_own_relabelings_come_after_the_operators():
-    monitor = service_monitor(endpoint={
-        "relabelings": [{"sourceLabels": ["__meta_kubernetes_pod_label_team"], "targetLabel": "team",
-                         "action": "Replace"}],
-        "metricRelabelings": [{"sourceLabels": ["__name__"], "regex": "go_.*", "action": "drop"}]})
+    monitor = service_monitor(
+        endpoint={
+            "relabelings": [
+                {"sourceLabels": ["__meta_kubernetes_pod_label_team"], "targetLabel": "team", "action": "Replace"}
+            ],
+            "metricRelabelings": [{"sourceLabels": ["__name__"], "regex": "go_.*", "action": "drop"}],
+        }
+    )
     [config] = scrape_configs(monitor, "t.json")
-    assert config["relabel_configs"][-1] == {"source_labels": ["__meta_kubernetes_pod_label_team"],
-                                             "target_label": "team", "action": "replace"}
+    assert config["relabel_configs"][-1] == {
+        "source_labels": ["__meta_kubernetes_pod_label_team"],
+        "target_label": "team",
+        "action": "replace",
+    }
     assert config["metric_relabel_configs"] == [{"source_labels": ["__name__"], "regex": "go_.*", "action": "drop"}]
 
 

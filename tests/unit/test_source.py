@@ -14,8 +14,14 @@ def test_the_connector_owns_offset_storage_and_bounds_the_prefetch():
 
 
 def test_a_user_s_prefetch_settings_win():
-    conf = consumer_config({"bootstrap.servers": "b:9092", "group.id": "g", "queued.max.messages.kbytes": "65536",
-                            "fetch.queue.backoff.ms": "1000"})
+    conf = consumer_config(
+        {
+            "bootstrap.servers": "b:9092",
+            "group.id": "g",
+            "queued.max.messages.kbytes": "65536",
+            "fetch.queue.backoff.ms": "1000",
+        }
+    )
     assert conf["queued.max.messages.kbytes"] == "65536" and conf["fetch.queue.backoff.ms"] == "1000"
 
 

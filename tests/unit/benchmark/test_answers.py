@@ -20,4 +20,3 @@ def test_both_readers_read_the_answer_they_are_timed_on():
     answer = AnswerReader().feed(answers.ANSWER)
     assert answer is not None and answer.status == 204 and answer.reusable
     answers.h11_reads()()  # raises unless h11 reaches the answer's end
-

@@ -10,8 +10,15 @@ from tests.benchmark.profile import summary
 
 
 def run(events_per_s: float, cpu: float, **extra) -> dict:
-    return {"events_per_s": events_per_s, "cpu_us_per_event": cpu, "peak_rss_mb": 120.0, "requests_per_s": 300.0,
-            "mean_batch": 50.0, "filtered": 0, **extra}
+    return {
+        "events_per_s": events_per_s,
+        "cpu_us_per_event": cpu,
+        "peak_rss_mb": 120.0,
+        "requests_per_s": 300.0,
+        "mean_batch": 50.0,
+        "filtered": 0,
+        **extra,
+    }
 
 
 def test_summary_gives_median_lowest_and_highest_of_the_figures_the_runs_have():
@@ -23,8 +30,10 @@ def test_summary_gives_median_lowest_and_highest_of_the_figures_the_runs_have():
 
 
 def test_the_table_shows_each_median_with_half_its_range_and_the_scenario_notes():
-    runs = [run(10_000, 40, share_of_bound=0.6, bound_events_per_s=16_000),
-            run(12_000, 44, share_of_bound=0.76, bound_events_per_s=16_000)]
+    runs = [
+        run(10_000, 40, share_of_bound=0.6, bound_events_per_s=16_000),
+        run(12_000, 44, share_of_bound=0.76, bound_events_per_s=16_000),
+    ]
     results = {"scenarios": {"b": {"title": "50 ms", "runs": runs, "summary": report.summarize(runs)}}}
     text = report.table(results)
     header, rule, row = text.splitlines()
@@ -44,8 +53,11 @@ def test_the_notes_split_the_cpu_per_event_by_thread_group():
 def test_the_baseline_row_names_it_and_has_no_split_by_the_connectors_threads():
     by_thread = {"main": 22.0, "other": 23.0, "librdkafka": 0.1}
     runs = [run(22_000, 45, cpu_us_per_event_by_thread=by_thread)]
-    results = {"scenarios": {"q": {"title": "quixstreams", "baseline_threads": 8, "runs": runs,
-                                   "summary": report.summarize(runs)}}}
+    results = {
+        "scenarios": {
+            "q": {"title": "quixstreams", "baseline_threads": 8, "runs": runs, "summary": report.summarize(runs)}
+        }
+    }
     row = report.table(results).splitlines()[2]
     assert "quixstreams, 8 posting threads" in row and "CPU µs/event:" not in row
 
@@ -70,7 +82,8 @@ def test_profile_summary_counts_samples_by_function_package_and_connector_stage(
         "run (threading.py:1);send (connector/sink/sender.py:5);post (httpx/_client.py:9);"
         "acquire (httpcore/_sync/connection_pool.py:3) 6\n"
         "_step (connector/pipeline.py:1);map (connector/mapping/mapper.py:4);decode (json/decoder.py:2) 3\n"
-        "_step (connector/pipeline.py:1) 1\n")
+        "_step (connector/pipeline.py:1) 1\n"
+    )
     found = summary(raw, seconds=0.2)
     assert found["samples"] == 10 and found["gil_busy"] == 0.5  # 10 of 20 samples taken
     assert found["stages"][0] == ("connector/sink/sender", 0.6)

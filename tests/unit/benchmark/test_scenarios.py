@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from connector.startup import parse_config
 from connector.mapping.mapper import MessageMapper
+from connector.startup import parse_config
 from tests.benchmark.events import FILTERED_TYPE, EventFactory, Produced
 from tests.benchmark.scenarios import API_KEY_VARIABLE, SCENARIOS, Scenario
 from tests.benchmark.sink import check_event
@@ -18,8 +18,14 @@ TOPICS = ["bench-events", "bench-live"]
 
 
 def settings(scenario: Scenario):
-    config = scenario.config(bootstrap="127.0.0.1:1", base_url="http://127.0.0.1:2", group="g", topics=TOPICS,
-                             metrics_port=3, dead_letter_topic="dead")
+    config = scenario.config(
+        bootstrap="127.0.0.1:1",
+        base_url="http://127.0.0.1:2",
+        group="g",
+        topics=TOPICS,
+        metrics_port=3,
+        dead_letter_topic="dead",
+    )
     return parse_config(yaml.safe_dump(config), env={API_KEY_VARIABLE: "k"})
 
 

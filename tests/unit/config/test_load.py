@@ -48,8 +48,11 @@ def edit(old: str, new: str, text: str = EXAMPLE) -> str:
 def test_example_parses_into_typed_values():
     s = parse_config(EXAMPLE, source="example.yaml", env=ENV)
     assert s.settings.source == "example.yaml"
-    assert s.settings.kafka == {"bootstrap.servers": "localhost:9092", "group.id": "userflux-connector",
-                       "auto.offset.reset": "earliest"}
+    assert s.settings.kafka == {
+        "bootstrap.servers": "localhost:9092",
+        "group.id": "userflux-connector",
+        "auto.offset.reset": "earliest",
+    }
     uf = s.settings.userflux
     assert uf.base_url == "https://integration-api.userflux.co"
     assert isinstance(uf.api_key, Secret) and uf.api_key.reveal() == API_KEY
@@ -78,16 +81,33 @@ def test_example_mappings_are_compiled():
 def test_example_mappings_build_events():
     s = parse_config(EXAMPLE, env=ENV)
     web, app = s.mappings
-    event = apply_mapping(web, {"event": "page_view", "user": {"id": 42}, "anonymous_id": "a1",
-                       "sent_at": "2023-11-14T22:13:20Z", "properties": {"path": "/"}},
-                      FakeMessage(topic="web-events"))
-    assert event == {"name": "page_view", "userId": "42", "anonymousId": "a1",
-                     "timestamp": 1_700_000_000_000, "properties": {"path": "/"}}
-    msg = FakeMessage(topic="app.ios", key=b"k9", headers=[("device-id", b"dev-1")],
-                      timestamp=(1, 1_600_000_000_123))
+    event = apply_mapping(
+        web,
+        {
+            "event": "page_view",
+            "user": {"id": 42},
+            "anonymous_id": "a1",
+            "sent_at": "2023-11-14T22:13:20Z",
+            "properties": {"path": "/"},
+        },
+        FakeMessage(topic="web-events"),
+    )
+    assert event == {
+        "name": "page_view",
+        "userId": "42",
+        "anonymousId": "a1",
+        "timestamp": 1_700_000_000_000,
+        "properties": {"path": "/"},
+    }
+    msg = FakeMessage(topic="app.ios", key=b"k9", headers=[("device-id", b"dev-1")], timestamp=(1, 1_600_000_000_123))
     event = apply_mapping(app, {"type": "track", "action": "tap", "user": {"name": "x"}, "screen": "home"}, msg)
-    assert event == {"name": "track_tap", "userId": "k9", "anonymousId": "dev-1", "timestamp": 1_600_000_000_123,
-                     "properties": {"screen": "home", "source": "mobile", "topic": "app.ios"}}
+    assert event == {
+        "name": "track_tap",
+        "userId": "k9",
+        "anonymousId": "dev-1",
+        "timestamp": 1_600_000_000_123,
+        "properties": {"screen": "home", "source": "mobile", "topic": "app.ios"},
+    }
     assert apply_mapping(app, {"type": "identify", "action": "x"}, msg) is None
 
 
@@ -99,7 +119,11 @@ def test_env_var_overrides_default_in_example():
 def test_defaults_when_sections_are_left_out():
     s = parse_config(MINIMAL, env={})
     assert s.settings.userflux.base_url == "https://integration-api.userflux.co"
-    assert (s.settings.userflux.batch_size, s.settings.userflux.linger_ms, s.settings.userflux.max_in_flight) == (50, 200, 8)
+    assert (s.settings.userflux.batch_size, s.settings.userflux.linger_ms, s.settings.userflux.max_in_flight) == (
+        50,
+        200,
+        8,
+    )
     assert s.settings.userflux.location_enrichment is False
     assert s.settings.dead_letter is None and s.settings.on_invalid == "skip"
     assert s.settings.metrics.port == 9464 and s.settings.pipeline.max_pending_messages == 10_000
@@ -112,8 +136,11 @@ def test_mapping_inherits_global_location_enrichment():
 
 
 def test_strings_from_env_become_typed_values():
-    text = edit("{api_key: KEY_PLACEHOLDER}",
-                "{api_key: k, batch_size: '${BS}', location_enrichment: '${LE}', request_timeout_s: '${TO}'}", MINIMAL)
+    text = edit(
+        "{api_key: KEY_PLACEHOLDER}",
+        "{api_key: k, batch_size: '${BS}', location_enrichment: '${LE}', request_timeout_s: '${TO}'}",
+        MINIMAL,
+    )
     s = parse_config(text, env={"BS": "20", "LE": "true", "TO": "2.5"})
     assert s.settings.userflux.batch_size == 20
     assert s.settings.userflux.location_enrichment is True
@@ -121,8 +148,11 @@ def test_strings_from_env_become_typed_values():
 
 
 def test_kafka_property_values_become_strings():
-    text = edit('group.id: g}', 'group.id: g, enable.partition.eof: false, fetch.min.bytes: 10, '
-                                'bootstrap.servers: [a:1, b:2]}', MINIMAL).replace('bootstrap.servers: "b:9092", ', "")
+    text = edit(
+        "group.id: g}",
+        "group.id: g, enable.partition.eof: false, fetch.min.bytes: 10, bootstrap.servers: [a:1, b:2]}",
+        MINIMAL,
+    ).replace('bootstrap.servers: "b:9092", ', "")
     s = parse_config(text, env={})
     assert s.settings.kafka["enable.partition.eof"] == "false"
     assert s.settings.kafka["fetch.min.bytes"] == "10"
@@ -130,15 +160,24 @@ def test_kafka_property_values_become_strings():
 
 
 def test_base_url_trailing_slash_is_dropped():
-    s = parse_config(edit("{api_key: KEY_PLACEHOLDER}", "{api_key: k, base_url: 'http://127.0.0.1:8080/'}", MINIMAL), env={})
+    s = parse_config(
+        edit("{api_key: KEY_PLACEHOLDER}", "{api_key: k, base_url: 'http://127.0.0.1:8080/'}", MINIMAL), env={}
+    )
     assert s.settings.userflux.base_url == "http://127.0.0.1:8080"
 
 
 def test_yaml_merge_keys_are_accepted():
-    text = MINIMAL + """  - <<: *m
+    text = (
+        MINIMAL
+        + """  - <<: *m
     topics: [t2]
 """
-    text = edit("  - topics: [t]\n    event: {name: n, userId: u}", "  - &m\n    topics: [t]\n    event: {name: n, userId: u}", text)
+    )
+    text = edit(
+        "  - topics: [t]\n    event: {name: n, userId: u}",
+        "  - &m\n    topics: [t]\n    event: {name: n, userId: u}",
+        text,
+    )
     s = parse_config(text, env={})
     assert [sorted(m.topics) for m in s.mappings] == [["t"], ["t2"]]
 
@@ -182,36 +221,53 @@ def test_unknown_key_in_nested_retry_and_mapping_sections():
 
 
 def test_wrong_type_names_key_expected_and_found():
-    assert one_problem(edit("batch_size: 50", "batch_size: lots")) == \
-        "userflux.batch_size: expected an integer from 1 to 50, found string 'lots'"
-    assert one_problem(edit("location_enrichment: false", "location_enrichment: maybe")) == \
-        "userflux.location_enrichment: expected true or false, found string 'maybe'"
-    assert one_problem(edit("retry: {initial_backoff_ms: 250, max_backoff_ms: 30000}", "retry: [1, 2]")) == \
-        "userflux.retry: expected a mapping, found an array"
+    assert (
+        one_problem(edit("batch_size: 50", "batch_size: lots"))
+        == "userflux.batch_size: expected an integer from 1 to 50, found string 'lots'"
+    )
+    assert (
+        one_problem(edit("location_enrichment: false", "location_enrichment: maybe"))
+        == "userflux.location_enrichment: expected true or false, found string 'maybe'"
+    )
+    assert (
+        one_problem(edit("retry: {initial_backoff_ms: 250, max_backoff_ms: 30000}", "retry: [1, 2]"))
+        == "userflux.retry: expected a mapping, found an array"
+    )
 
 
 def test_null_value_is_reported_as_null():
-    assert one_problem(edit("batch_size: 50", "batch_size:")) == \
-        "userflux.batch_size: expected an integer from 1 to 50, found null"
+    assert (
+        one_problem(edit("batch_size: 50", "batch_size:"))
+        == "userflux.batch_size: expected an integer from 1 to 50, found null"
+    )
 
 
-@pytest.mark.parametrize("old,new,key", [
-    ("base_url: https://integration-api.userflux.co", "base_url:", "userflux.base_url"),
-    ("dead_letter: {topic: userflux-connector-dlq}", "dead_letter: {topic: }", "dead_letter.topic"),
-    ('pattern: "^app\\\\..+"', "pattern:", "mappings[1].pattern"),
-    ("where: {path: type,", "where: {path: ,", "mappings[1].where.path"),
-])
+@pytest.mark.parametrize(
+    "old,new,key",
+    [
+        ("base_url: https://integration-api.userflux.co", "base_url:", "userflux.base_url"),
+        ("dead_letter: {topic: userflux-connector-dlq}", "dead_letter: {topic: }", "dead_letter.topic"),
+        ('pattern: "^app\\\\..+"', "pattern:", "mappings[1].pattern"),
+        ("where: {path: type,", "where: {path: ,", "mappings[1].where.path"),
+    ],
+)
 def test_empty_string_settings_are_not_silently_accepted(old, new, key):
     assert one_problem(edit(old, new)) == f"{key}: expected a non-empty string, found null"
 
 
 def test_out_of_range():
-    assert one_problem(edit("batch_size: 50", "batch_size: 51")) == \
-        "userflux.batch_size: expected an integer from 1 to 50, found number 51"
-    assert one_problem(edit("metrics: {port: 9464}", "metrics: {port: 70000}")) == \
-        "metrics.port: expected an integer from 0 to 65535, found number 70000"
-    assert one_problem(edit("request_timeout_s: 10", "request_timeout_s: 0")) == \
-        "userflux.request_timeout_s: expected a number from 0.1 to 600, found number 0"
+    assert (
+        one_problem(edit("batch_size: 50", "batch_size: 51"))
+        == "userflux.batch_size: expected an integer from 1 to 50, found number 51"
+    )
+    assert (
+        one_problem(edit("metrics: {port: 9464}", "metrics: {port: 70000}"))
+        == "metrics.port: expected an integer from 0 to 65535, found number 70000"
+    )
+    assert (
+        one_problem(edit("request_timeout_s: 10", "request_timeout_s: 0"))
+        == "userflux.request_timeout_s: expected a number from 0.1 to 600, found number 0"
+    )
 
 
 def test_initial_backoff_above_max_backoff():
@@ -220,8 +276,10 @@ def test_initial_backoff_above_max_backoff():
 
 
 def test_bad_choice():
-    assert one_problem(edit("on_invalid: dead_letter", "on_invalid: drop")) == \
-        "on_invalid: expected one of dead_letter, skip, stop, found string 'drop'"
+    assert (
+        one_problem(edit("on_invalid: dead_letter", "on_invalid: drop"))
+        == "on_invalid: expected one of dead_letter, skip, stop, found string 'drop'"
+    )
 
 
 def test_missing_required_sections_and_keys():
@@ -233,7 +291,9 @@ def test_missing_required_sections_and_keys():
 
 
 def test_missing_kafka_group_and_bootstrap():
-    problems = problems_of(edit('{bootstrap.servers: "b:9092", group.id: g}', "{auto.offset.reset: earliest}", MINIMAL), env={})
+    problems = problems_of(
+        edit('{bootstrap.servers: "b:9092", group.id: g}', "{auto.offset.reset: earliest}", MINIMAL), env={}
+    )
     assert problems == ["kafka.bootstrap.servers: is required", "kafka.group.id: is required"]
 
 
@@ -255,7 +315,9 @@ def test_missing_required_mapping_fields():
 
 
 def test_null_ids_count_as_unmapped():
-    problem = one_problem(edit("event: {name: n, userId: u}", "event: {name: n, userId: null, anonymousId: ~}", MINIMAL), env={})
+    problem = one_problem(
+        edit("event: {name: n, userId: u}", "event: {name: n, userId: null, anonymousId: ~}", MINIMAL), env={}
+    )
     assert problem == "mappings[0].event: map at least one of userId or anonymousId: UserFlux needs one of them"
 
 
@@ -272,8 +334,10 @@ def test_unset_env_var_for_a_required_kafka_property_is_reported_once():
 
 
 def test_env_var_set_to_empty_is_an_empty_api_key():
-    assert one_problem(EXAMPLE, env={"USERFLUX_API_KEY": ""}) == \
-        "userflux.api_key: expected a non-empty string, found an empty one"
+    assert (
+        one_problem(EXAMPLE, env={"USERFLUX_API_KEY": ""})
+        == "userflux.api_key: expected a non-empty string, found an empty one"
+    )
 
 
 def test_duplicate_yaml_key_with_line_number():
@@ -354,8 +418,13 @@ def test_dead_letter_topic_listed_in_topics_is_refused():
 
 
 def test_dead_letter_producer_properties_are_kept():
-    s = parse_config(edit("dead_letter: {topic: userflux-connector-dlq}",
-                            "dead_letter: {topic: dlq, producer: {linger.ms: 5, sasl.password: dl-pass-123}}"), env=ENV)
+    s = parse_config(
+        edit(
+            "dead_letter: {topic: userflux-connector-dlq}",
+            "dead_letter: {topic: dlq, producer: {linger.ms: 5, sasl.password: dl-pass-123}}",
+        ),
+        env=ENV,
+    )
     assert s.settings.dead_letter.producer == {"linger.ms": "5", "sasl.password": "dl-pass-123"}
     assert "dl-pass-123" in s.settings.secrets
 
@@ -368,49 +437,88 @@ def test_mapping_needs_exactly_one_of_topics_or_pattern():
 
 
 def test_pattern_must_be_anchored_and_valid():
-    assert one_problem(edit('pattern: "^app\\\\..+"', 'pattern: "app"')) == \
-        "mappings[1].pattern: a Kafka regex subscription must start with '^', found 'app' (did you mean '^app'?)"
+    assert (
+        one_problem(edit('pattern: "^app\\\\..+"', 'pattern: "app"'))
+        == "mappings[1].pattern: a Kafka regex subscription must start with '^', found 'app' (did you mean '^app'?)"
+    )
     assert one_problem(edit('pattern: "^app\\\\..+"', 'pattern: "^app("')).startswith(
-        "mappings[1].pattern: not a valid regex:")
+        "mappings[1].pattern: not a valid regex:"
+    )
 
 
 def test_topic_that_looks_like_a_regex():
-    assert one_problem(edit("topics: [web-events]", "topics: ['^web']")) == \
-        "mappings[0].topics: '^web' looks like a regex; write it as pattern: instead"
+    assert (
+        one_problem(edit("topics: [web-events]", "topics: ['^web']"))
+        == "mappings[0].topics: '^web' looks like a regex; write it as pattern: instead"
+    )
 
 
-@pytest.mark.parametrize("old,new,expected", [
-    ("name: event\n", "name: 'a..b'\n",
-     "mappings[0].event.name: a path has no empty segments (write 'a.b', not 'a..b', '.a' or 'a.')"),
-    ("name: event\n", "name: '@bogus'\n",
-     "mappings[0].event.name: unknown message metadata '@bogus'; known: @key, @topic, @partition, @offset, "
-     "@timestamp, @headers.<name>"),
-    ('"{type}_{action}"', '"{type"',
-     "mappings[1].event.name.template: unclosed '{' at position 0 (write '{{' for a literal brace)"),
-    ('"{type}_{action}"', '"constant"',
-     "mappings[1].event.name.template: a template needs at least one {reference}; use {value: ...} for a constant"),
-    ("name: event\n", "name: {path: event, value: x}\n",
-     "mappings[0].event.name: expected exactly one of path, template or value, found path, value"),
-    ("name: event\n", "name: []\n",
-     "mappings[0].event.name: expected at least one candidate, found an empty list"),
-    ("properties: properties", "properties: 5",
-     "mappings[0].event.properties: expected a path, or a mapping with from/include/exclude/set, found number 5"),
-    ("where: {path: type, in: [track, screen]}", "where: {path: type, in: [], exists: true}",
-     "mappings[1].where: expected exactly one of in, not_in or exists, found in, exists"),
-    ("where: {path: type, in: [track, screen]}", "where: {path: type, in: []}",
-     "mappings[1].where.in: expected a non-empty list of values, found an array"),
-    ("where: {path: type, in: [track, screen]}", "where: {path: type, exists: maybe}",
-     "mappings[1].where.exists: expected true or false, found string 'maybe'"),
-    ("exclude: [type, action, user]", "exclude: [type, 'a..b']",
-     "mappings[1].event.properties.exclude: 'a..b': a path has no empty segments (write 'a.b', not 'a..b', '.a' or 'a.')"),
-])
+@pytest.mark.parametrize(
+    "old,new,expected",
+    [
+        (
+            "name: event\n",
+            "name: 'a..b'\n",
+            "mappings[0].event.name: a path has no empty segments (write 'a.b', not 'a..b', '.a' or 'a.')",
+        ),
+        (
+            "name: event\n",
+            "name: '@bogus'\n",
+            "mappings[0].event.name: unknown message metadata '@bogus'; known: @key, @topic, @partition, @offset, "
+            "@timestamp, @headers.<name>",
+        ),
+        (
+            '"{type}_{action}"',
+            '"{type"',
+            "mappings[1].event.name.template: unclosed '{' at position 0 (write '{{' for a literal brace)",
+        ),
+        (
+            '"{type}_{action}"',
+            '"constant"',
+            "mappings[1].event.name.template: a template needs at least one {reference}; use {value: ...} for a constant",
+        ),
+        (
+            "name: event\n",
+            "name: {path: event, value: x}\n",
+            "mappings[0].event.name: expected exactly one of path, template or value, found path, value",
+        ),
+        ("name: event\n", "name: []\n", "mappings[0].event.name: expected at least one candidate, found an empty list"),
+        (
+            "properties: properties",
+            "properties: 5",
+            "mappings[0].event.properties: expected a path, or a mapping with from/include/exclude/set, found number 5",
+        ),
+        (
+            "where: {path: type, in: [track, screen]}",
+            "where: {path: type, in: [], exists: true}",
+            "mappings[1].where: expected exactly one of in, not_in or exists, found in, exists",
+        ),
+        (
+            "where: {path: type, in: [track, screen]}",
+            "where: {path: type, in: []}",
+            "mappings[1].where.in: expected a non-empty list of values, found an array",
+        ),
+        (
+            "where: {path: type, in: [track, screen]}",
+            "where: {path: type, exists: maybe}",
+            "mappings[1].where.exists: expected true or false, found string 'maybe'",
+        ),
+        (
+            "exclude: [type, action, user]",
+            "exclude: [type, 'a..b']",
+            "mappings[1].event.properties.exclude: 'a..b': a path has no empty segments (write 'a.b', not 'a..b', '.a' or 'a.')",
+        ),
+    ],
+)
 def test_mapping_errors_name_the_key(old, new, expected):
     assert one_problem(edit(old, new)) == expected
 
 
 def test_include_without_from():
     problem = one_problem(edit("properties: properties", "properties: {include: [a]}"))
-    assert problem == "mappings[0].event.properties: include/exclude narrow the object read by from:, but from: is missing"
+    assert (
+        problem == "mappings[0].event.properties: include/exclude narrow the object read by from:, but from: is missing"
+    )
 
 
 def test_all_problems_reported_together():
@@ -420,8 +528,13 @@ def test_all_problems_reported_together():
     text = edit("name: event\n", "name: '@nope'\n", text)
     problems = problems_of(text, env={})
     keys = [p.split(": ")[0] for p in problems]
-    assert set(keys) == {"kafka.enable.auto.commit", "userflux.api_key", "userflux.batch_size",
-                         "userflux.lingerms", "mappings[0].event.name"}
+    assert set(keys) == {
+        "kafka.enable.auto.commit",
+        "userflux.api_key",
+        "userflux.batch_size",
+        "userflux.lingerms",
+        "mappings[0].event.name",
+    }
     with pytest.raises(ConfigError) as info:
         parse_config(text, source="c.yaml", env={})
     assert str(info.value).startswith(f"c.yaml: invalid configuration ({len(problems)} problems):\n  - ")
@@ -430,10 +543,18 @@ def test_all_problems_reported_together():
 # -- secrets -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,secret", [
-    ("sasl.password", True), ("ssl.key.password", True), ("sasl.oauthbearer.client.secret", True),
-    ("ssl.key.pem", True), ("sasl.oauthbearer.config", True), ("sasl.username", False), ("group.id", False),
-])
+@pytest.mark.parametrize(
+    "name,secret",
+    [
+        ("sasl.password", True),
+        ("ssl.key.password", True),
+        ("sasl.oauthbearer.client.secret", True),
+        ("ssl.key.pem", True),
+        ("sasl.oauthbearer.config", True),
+        ("sasl.username", False),
+        ("group.id", False),
+    ],
+)
 def test_secret_property_names(name, secret):
     assert is_secret_property(name) is secret
 
@@ -453,11 +574,17 @@ def test_sasl_password_is_collected_as_a_secret():
     assert set(s.settings.secrets) == {API_KEY, "pw-123456"}
 
 
-@pytest.mark.parametrize("value,expected", [
-    ("12345678987654321", "userflux.api_key: expected a string, found a number (value hidden)"),
-    ("[sekrit-key-value]", "userflux.api_key: expected a string, found an array (value hidden)"),
-    ("'Bearer sekrit-key-value'", "userflux.api_key: contains white space; expected the write key alone (without 'Bearer ')"),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("12345678987654321", "userflux.api_key: expected a string, found a number (value hidden)"),
+        ("[sekrit-key-value]", "userflux.api_key: expected a string, found an array (value hidden)"),
+        (
+            "'Bearer sekrit-key-value'",
+            "userflux.api_key: contains white space; expected the write key alone (without 'Bearer ')",
+        ),
+    ],
+)
 def test_api_key_value_is_never_in_errors(value, expected):
     problem = one_problem(edit("api_key: ${USERFLUX_API_KEY}", f"api_key: {value}"))
     assert problem == expected
@@ -479,11 +606,13 @@ def test_config_error_exit_code():
 @pytest.mark.parametrize("section", ["userflux", "kafka", "dead_letter", "metrics", "pipeline"])
 def test_a_section_written_as_a_plain_string_is_not_echoed(section):
     secret = "sekrit-section-value-42"
-    lines = [line for line in MINIMAL.replace("KEY_PLACEHOLDER", API_KEY).splitlines()
-             if not line.startswith(f"{section}:")]
+    lines = [
+        line for line in MINIMAL.replace("KEY_PLACEHOLDER", API_KEY).splitlines() if not line.startswith(f"{section}:")
+    ]
     problems = problems_of("\n".join([f"{section}: {secret}", *lines]))
-    assert any(p.startswith(f"{section}: expected a mapping") and p.endswith("a string (value hidden)")
-               for p in problems), problems
+    assert any(
+        p.startswith(f"{section}: expected a mapping") and p.endswith("a string (value hidden)") for p in problems
+    ), problems
     assert secret not in "\n".join(problems)
 
 
@@ -493,28 +622,40 @@ def minimal(extra: str = "") -> str:
 
 def test_limits_defaults_and_values():
     from connector.config.model import LimitsSettings
+
     assert parse_config(minimal(), env=ENV).settings.limits == LimitsSettings(1_048_576, 64)
-    limits = parse_config(minimal("limits: {max_message_bytes: 4096, max_nesting_depth: '${DEPTH}'}\n"),
-                            env={**ENV, "DEPTH": "10"}).settings.limits
+    limits = parse_config(
+        minimal("limits: {max_message_bytes: 4096, max_nesting_depth: '${DEPTH}'}\n"), env={**ENV, "DEPTH": "10"}
+    ).settings.limits
     assert limits == LimitsSettings(max_message_bytes=4096, max_nesting_depth=10)
 
 
-@pytest.mark.parametrize("entry,expected", [
-    ("max_message_bytes: 10", "limits.max_message_bytes: expected an integer from 1024 to 104857600, found number 10"),
-    ("max_nesting_depth: 0", "limits.max_nesting_depth: expected an integer from 1 to 500, found number 0"),
-    ("max_nesting_depth: 5000", "limits.max_nesting_depth: expected an integer from 1 to 500, found number 5000"),
-    ("max_mesage_bytes: 10", "limits.max_mesage_bytes: unknown key (did you mean 'max_message_bytes'?)"),
-])
+@pytest.mark.parametrize(
+    "entry,expected",
+    [
+        (
+            "max_message_bytes: 10",
+            "limits.max_message_bytes: expected an integer from 1024 to 104857600, found number 10",
+        ),
+        ("max_nesting_depth: 0", "limits.max_nesting_depth: expected an integer from 1 to 500, found number 0"),
+        ("max_nesting_depth: 5000", "limits.max_nesting_depth: expected an integer from 1 to 500, found number 5000"),
+        ("max_mesage_bytes: 10", "limits.max_mesage_bytes: unknown key (did you mean 'max_message_bytes'?)"),
+    ],
+)
 def test_limits_are_validated(entry, expected):
     assert one_problem(minimal(f"limits: {{{entry}}}\n")) == expected
 
 
 def with_userflux(entries: str) -> str:
-    return minimal().replace("userflux: {api_key: " + API_KEY + "}", "userflux: {api_key: " + API_KEY + ", " + entries + "}")
+    return minimal().replace(
+        "userflux: {api_key: " + API_KEY + "}", "userflux: {api_key: " + API_KEY + ", " + entries + "}"
+    )
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080",
-                                 "https://integration-api.userflux.co"])
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080", "https://integration-api.userflux.co"],
+)
 def test_plain_http_is_allowed_to_this_machine(url):
     assert parse_config(with_userflux(f"base_url: '{url}'"), env=ENV).settings.userflux.base_url == url
 
@@ -523,7 +664,8 @@ def test_plain_http_to_another_host_is_refused_unless_allowed():
     text = with_userflux("base_url: 'http://userflux-proxy.internal:8080'")
     assert one_problem(text) == (
         "userflux.base_url: plain http to userflux-proxy.internal would send the write key and the events "
-        "unencrypted; use https, or set userflux.allow_insecure_http: true")
+        "unencrypted; use https, or set userflux.allow_insecure_http: true"
+    )
     allowed = parse_config(text.replace("base_url:", "allow_insecure_http: true, base_url:"), env=ENV).settings
     assert allowed.userflux.base_url == "http://userflux-proxy.internal:8080" and allowed.userflux.allow_insecure_http
 
@@ -535,15 +677,23 @@ def test_credentials_in_the_base_url_are_refused_without_being_echoed():
 
 
 def test_tls_files_are_read_at_start(tmp_path, certs):
-    tls = parse_config(with_userflux(f"tls: {{ca_file: '{certs.ca}', client_cert_file: '{certs.client_cert}', "
-                                       f"client_key_file: '{certs.client_key}'}}"), env=ENV).settings.userflux.tls
+    tls = parse_config(
+        with_userflux(
+            f"tls: {{ca_file: '{certs.ca}', client_cert_file: '{certs.client_cert}', "
+            f"client_key_file: '{certs.client_key}'}}"
+        ),
+        env=ENV,
+    ).settings.userflux.tls
     assert tls.ca_file == str(certs.ca) and tls.client_key_file == str(certs.client_key)
     problem = one_problem(with_userflux(f"tls: {{ca_file: '{tmp_path}/missing.pem'}}"))
     assert problem.startswith(f"userflux.tls.ca_file: cannot read a PEM CA bundle from '{tmp_path}/missing.pem'")
-    assert one_problem(with_userflux(f"tls: {{client_key_file: '{certs.client_key}'}}")) == \
-        "userflux.tls.client_key_file: is set without client_cert_file"
-    assert one_problem(with_userflux("tls: {ca_fiel: x}")) == \
-        "userflux.tls.ca_fiel: unknown key (did you mean 'ca_file'?)"
+    assert (
+        one_problem(with_userflux(f"tls: {{client_key_file: '{certs.client_key}'}}"))
+        == "userflux.tls.client_key_file: is set without client_cert_file"
+    )
+    assert (
+        one_problem(with_userflux("tls: {ca_fiel: x}")) == "userflux.tls.ca_fiel: unknown key (did you mean 'ca_file'?)"
+    )
 
 
 def test_a_secret_reaching_another_key_is_masked_in_its_error():
@@ -556,10 +706,20 @@ def test_a_secret_reaching_another_key_is_masked_in_its_error():
     assert "userflux.linger_ms:" in joined and "hunter2" not in joined and API_KEY not in joined
 
 
-@pytest.mark.parametrize("host,loopback", [
-    ("localhost", True), ("LOCALHOST", True), ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True),
-    ("[::1]", True), ("10.0.0.1", False), ("integration-api.userflux.co", False), ("localhost.example", False),
-    ("0.0.0.0", False),
-])
+@pytest.mark.parametrize(
+    "host,loopback",
+    [
+        ("localhost", True),
+        ("LOCALHOST", True),
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("10.0.0.1", False),
+        ("integration-api.userflux.co", False),
+        ("localhost.example", False),
+        ("0.0.0.0", False),
+    ],
+)
 def test_loopback_hosts(host, loopback):
     assert is_loopback(host) is loopback

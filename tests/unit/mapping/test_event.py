@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from connector.validation import Problems
 from connector.errors import InvalidMessage
 from connector.mapping.event import compile_mapping
+from connector.validation import Problems
 from tests.support.fakes import FakeMessage, apply_mapping
 
 KAFKA_MS = 1_650_000_000_000
@@ -76,10 +76,17 @@ def test_pattern_mapping_matches_by_regex():
 
 
 def test_full_event():
-    event = build(SPEC, {"name": "signup", "uid": "u-1", "aid": "a-1", "ts": 1_700_000_000,
-                         "props": {"plan": "pro", "seats": [1, 2]}})
-    assert event == {"name": "signup", "userId": "u-1", "anonymousId": "a-1",
-                     "timestamp": 1_700_000_000_000, "properties": {"plan": "pro", "seats": [1, 2]}}
+    event = build(
+        SPEC,
+        {"name": "signup", "uid": "u-1", "aid": "a-1", "ts": 1_700_000_000, "props": {"plan": "pro", "seats": [1, 2]}},
+    )
+    assert event == {
+        "name": "signup",
+        "userId": "u-1",
+        "anonymousId": "a-1",
+        "timestamp": 1_700_000_000_000,
+        "properties": {"plan": "pro", "seats": [1, 2]},
+    }
 
 
 def test_only_anonymous_id():
@@ -92,15 +99,17 @@ def test_only_user_id_when_anonymous_id_is_a_placeholder():
     assert event["userId"] == "u" and "anonymousId" not in event
 
 
-@pytest.mark.parametrize("raw,text", [(42, "42"), (42.0, "42"), (0, "0"), (4.5, "4.5"),
-                                      (12345678901234567890, "12345678901234567890")])
+@pytest.mark.parametrize(
+    "raw,text", [(42, "42"), (42.0, "42"), (0, "0"), (4.5, "4.5"), (12345678901234567890, "12345678901234567890")]
+)
 def test_numeric_ids_become_strings(raw, text):
     event = build(SPEC, {"name": "n", "uid": raw, "aid": raw})
     assert event["userId"] == text and event["anonymousId"] == text
 
 
-@pytest.mark.parametrize("raw,found", [(True, "boolean true"), (False, "boolean false"),
-                                       ({"id": 1}, "an object"), ([1], "an array")])
+@pytest.mark.parametrize(
+    "raw,found", [(True, "boolean true"), (False, "boolean false"), ({"id": 1}, "an object"), ([1], "an array")]
+)
 def test_boolean_and_object_ids_are_invalid(raw, found):
     reason = invalid(SPEC, {"name": "n", "uid": raw})
     assert reason == f"userId: expected a string or a number from 'uid', found {found}"
@@ -111,11 +120,17 @@ def test_bad_anonymous_id_is_invalid_even_with_user_id():
     assert reason.startswith("anonymousId: expected a string or a number from 'aid'")
 
 
-@pytest.mark.parametrize("value", [{"name": "n"}, {"name": "n", "uid": None, "aid": ""},
-                                   {"name": "n", "uid": "null", "aid": "undefined"}, {"name": "n", "uid": "  "}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"name": "n"},
+        {"name": "n", "uid": None, "aid": ""},
+        {"name": "n", "uid": "null", "aid": "undefined"},
+        {"name": "n", "uid": "  "},
+    ],
+)
 def test_neither_id_is_invalid(value):
-    assert invalid(SPEC, value) == \
-        "no userId or anonymousId: nothing found for userId ('uid') and anonymousId ('aid')"
+    assert invalid(SPEC, value) == "no userId or anonymousId: nothing found for userId ('uid') and anonymousId ('aid')"
 
 
 def test_neither_id_reason_says_not_mapped():
@@ -123,8 +138,16 @@ def test_neither_id_reason_says_not_mapped():
     assert reason == "no userId or anonymousId: nothing found for userId ('uid') and anonymousId (not mapped)"
 
 
-@pytest.mark.parametrize("value", [{"uid": "u"}, {"name": "", "uid": "u"}, {"name": None, "uid": "u"},
-                                   {"name": "null", "uid": "u"}, {"name": "undefined", "uid": "u"}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"uid": "u"},
+        {"name": "", "uid": "u"},
+        {"name": None, "uid": "u"},
+        {"name": "null", "uid": "u"},
+        {"name": "undefined", "uid": "u"},
+    ],
+)
 def test_missing_name_is_invalid(value):
     assert invalid(SPEC, value) == "name: no value found for 'name'"
 
@@ -183,22 +206,26 @@ def test_binary_key_is_absent_so_the_message_is_invalid():
 # -- timestamps -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("ts,ms", [
-    (1_700_000_000, 1_700_000_000_000),
-    (1_700_000_000_123, 1_700_000_000_123),
-    (1_700_000_000_123_456, 1_700_000_000_123),
-    (1_700_000_000_123_456_789, 1_700_000_000_123),
-    ("1700000000123", 1_700_000_000_123),
-    ("2023-11-14T22:13:20.123Z", 1_700_000_000_123),
-    ("2023-11-14T23:13:20.123+01:00", 1_700_000_000_123),
-    ("2023-11-14T22:13:20.123", 1_700_000_000_123),
-])
+@pytest.mark.parametrize(
+    "ts,ms",
+    [
+        (1_700_000_000, 1_700_000_000_000),
+        (1_700_000_000_123, 1_700_000_000_123),
+        (1_700_000_000_123_456, 1_700_000_000_123),
+        (1_700_000_000_123_456_789, 1_700_000_000_123),
+        ("1700000000123", 1_700_000_000_123),
+        ("2023-11-14T22:13:20.123Z", 1_700_000_000_123),
+        ("2023-11-14T23:13:20.123+01:00", 1_700_000_000_123),
+        ("2023-11-14T22:13:20.123", 1_700_000_000_123),
+    ],
+)
 def test_timestamp_units(ts, ms):
     assert build(SPEC, {"name": "n", "uid": "u", "ts": ts})["timestamp"] == ms
 
 
-@pytest.mark.parametrize("value", [{"name": "n", "uid": "u"}, {"name": "n", "uid": "u", "ts": None},
-                                   {"name": "n", "uid": "u", "ts": ""}])
+@pytest.mark.parametrize(
+    "value", [{"name": "n", "uid": "u"}, {"name": "n", "uid": "u", "ts": None}, {"name": "n", "uid": "u", "ts": ""}]
+)
 def test_no_timestamp_uses_kafka_timestamp(value):
     assert build(SPEC, value)["timestamp"] == KAFKA_MS
 
@@ -219,11 +246,14 @@ def test_no_timestamp_anywhere_uses_now():
     assert before <= ts <= int(time.time() * 1000) + 1
 
 
-@pytest.mark.parametrize("ts,why", [
-    ("garbage", "'garbage' is neither epoch seconds/milliseconds nor an ISO-8601 time"),
-    (True, "expected a number or an ISO-8601 string, found boolean true"),
-    (-5, "-5 is before 1970"),
-])
+@pytest.mark.parametrize(
+    "ts,why",
+    [
+        ("garbage", "'garbage' is neither epoch seconds/milliseconds nor an ISO-8601 time"),
+        (True, "expected a number or an ISO-8601 string, found boolean true"),
+        (-5, "-5 is before 1970"),
+    ],
+)
 def test_garbage_timestamp_is_invalid(ts, why):
     assert invalid(SPEC, {"name": "n", "uid": "u", "ts": ts}) == f"timestamp: from 'ts': {why}"
 
@@ -264,8 +294,9 @@ def test_absent_properties_are_empty(props):
     assert build(SPEC, value)["properties"] == {}
 
 
-@pytest.mark.parametrize("props,found", [([1, 2], "an array"), ("text", "string 'text'"), (5, "number 5"),
-                                         (True, "boolean true")])
+@pytest.mark.parametrize(
+    "props,found", [([1, 2], "an array"), ("text", "string 'text'"), (5, "number 5"), (True, "boolean true")]
+)
 def test_non_object_properties_are_invalid(props, found):
     reason = invalid(SPEC, {"name": "n", "uid": "u", "props": props})
     assert reason == f"properties: expected an object from 'props', found {found}"
@@ -276,21 +307,44 @@ def test_properties_not_mapped_are_empty():
 
 
 def test_properties_from_whole_value_with_exclude_and_set():
-    spec = {"name": "name", "userId": "uid", "properties": {
-        "from": ".", "exclude": ["name", "uid", "ctx.secret", "ctx.deep.z", "nope.x", "arr.0", "a\\.b"],
-        "set": {"source": {"value": "mobile"}, "topic": "@topic", "gone": "missing.path", "nul": "n"}}}
-    value = {"name": "n", "uid": "u", "ctx": {"secret": 1, "keep": 2, "deep": {"z": 1, "w": 2}},
-             "arr": [{"x": 1}], "a.b": 3, "a": {"b": 4}, "n": None}
+    spec = {
+        "name": "name",
+        "userId": "uid",
+        "properties": {
+            "from": ".",
+            "exclude": ["name", "uid", "ctx.secret", "ctx.deep.z", "nope.x", "arr.0", "a\\.b"],
+            "set": {"source": {"value": "mobile"}, "topic": "@topic", "gone": "missing.path", "nul": "n"},
+        },
+    }
+    value = {
+        "name": "n",
+        "uid": "u",
+        "ctx": {"secret": 1, "keep": 2, "deep": {"z": 1, "w": 2}},
+        "arr": [{"x": 1}],
+        "a.b": 3,
+        "a": {"b": 4},
+        "n": None,
+    }
     original = copy.deepcopy(value)
     event = build(spec, value)
-    assert event["properties"] == {"ctx": {"keep": 2, "deep": {"w": 2}}, "arr": [{"x": 1}], "a": {"b": 4},
-                                   "n": None, "source": "mobile", "topic": "events", "nul": None}
+    assert event["properties"] == {
+        "ctx": {"keep": 2, "deep": {"w": 2}},
+        "arr": [{"x": 1}],
+        "a": {"b": 4},
+        "n": None,
+        "source": "mobile",
+        "topic": "events",
+        "nul": None,
+    }
     assert value == original  # dotted exclude must not change the message value
 
 
 def test_include_picks_top_level_keys_and_exclude_still_applies():
-    spec = {"name": "name", "userId": "uid",
-            "properties": {"from": "props", "include": ["a", "b", "absent"], "exclude": ["b.secret"]}}
+    spec = {
+        "name": "name",
+        "userId": "uid",
+        "properties": {"from": "props", "include": ["a", "b", "absent"], "exclude": ["b.secret"]},
+    }
     value = {"name": "n", "uid": "u", "props": {"a": 1, "b": {"secret": 1, "ok": 2}, "c": 3}}
     original = copy.deepcopy(value)
     assert build(spec, value)["properties"] == {"a": 1, "b": {"ok": 2}}
@@ -298,8 +352,11 @@ def test_include_picks_top_level_keys_and_exclude_still_applies():
 
 
 def test_set_overrides_copied_keys_and_takes_templates():
-    spec = {"name": "name", "userId": "uid",
-            "properties": {"from": "props", "set": {"a": {"template": "{name}-{uid}"}, "k": "@key"}}}
+    spec = {
+        "name": "name",
+        "userId": "uid",
+        "properties": {"from": "props", "set": {"a": {"template": "{name}-{uid}"}, "k": "@key"}},
+    }
     event = build(spec, {"name": "n", "uid": 9, "props": {"a": "old"}}, kafka_message(key=b"kk"))
     assert event["properties"] == {"a": "n-9", "k": "kk"}
 
@@ -362,11 +419,17 @@ def test_where_compares_json_values_exactly():
     assert keeps({"path": "v", "not_in": [0]}, {"v": False})
 
 
-@pytest.mark.parametrize("where", [
-    {"path": "v", "in": ["track", "page"]}, {"path": "v", "not_in": ["track", "page"]},
-    {"path": "v", "in": [1, "1", None]}, {"path": "v", "not_in": [True, [1], {"a": 1}]},
-    {"path": "v", "exists": True}, {"path": "v", "exists": False},
-])
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"path": "v", "in": ["track", "page"]},
+        {"path": "v", "not_in": ["track", "page"]},
+        {"path": "v", "in": [1, "1", None]},
+        {"path": "v", "not_in": [True, [1], {"a": 1}]},
+        {"path": "v", "exists": True},
+        {"path": "v", "exists": False},
+    ],
+)
 def test_the_compiled_where_keeps_exactly_what_skip_reason_lets_through(where):
     m = mapping(where=where)
     for found in ("track", "page", "Track", "", " ", "1", 1, 1.0, 0, True, False, None, [1], ["track"], {"a": 1}, {}):
@@ -385,14 +448,17 @@ def test_where_list_of_conditions_all_must_hold():
 
 
 def test_where_skip_reasons_and_description():
-    m = mapping(where=[{"path": "type", "in": ["track"]}, {"path": "x", "exists": True},
-                       {"path": "e", "not_in": ["t"]}])
+    m = mapping(
+        where=[{"path": "type", "in": ["track"]}, {"path": "x", "exists": True}, {"path": "e", "not_in": ["t"]}]
+    )
     assert m.where.describe() == "type in [track] and x exists and e not in [t]"
     assert m.where.skip_reason({"type": "page"}, MSG) == "where: type is string 'page', not one of [track]"
     assert m.where.skip_reason({}, MSG) == "where: type is missing, not one of [track]"
     assert m.where.skip_reason({"type": "track"}, MSG) == "where: x is missing"
-    assert m.where.skip_reason({"type": "track", "x": 1, "e": "t"}, MSG) == \
-        "where: e is string 't', one of the excluded [t]"
+    assert (
+        m.where.skip_reason({"type": "track", "x": 1, "e": "t"}, MSG)
+        == "where: e is string 't', one of the excluded [t]"
+    )
     assert m.where.skip_reason({"type": "track", "x": 1}, MSG) is None
 
 
@@ -402,8 +468,14 @@ def test_where_filters_before_the_event_is_built():
 
 
 def test_summary_describes_every_field():
-    m = mapping({"name": {"template": "{a}_{b}"}, "userId": ["u", "@key"], "timestamp": "ts",
-                 "properties": {"from": ".", "exclude": ["u"], "set": {"s": {"value": 1}}}})
+    m = mapping(
+        {
+            "name": {"template": "{a}_{b}"},
+            "userId": ["u", "@key"],
+            "timestamp": "ts",
+            "properties": {"from": ".", "exclude": ["u"], "set": {"s": {"value": 1}}},
+        }
+    )
     assert dict(m.builder.summary()) == {
         "name": "the template '{a}_{b}'",
         "userId": "any of 'u', '@key'",

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from connector.validation import Problems
 from connector.mapping.fields import blank_id, blank_value, compile_field, parse_template
 from connector.mapping.paths import MISSING
+from connector.validation import Problems
 from tests.support.fakes import FakeMessage
-
 
 MSG = FakeMessage(key=b"key-1", headers=[("device-id", b"dev-1")])
 
@@ -28,18 +27,38 @@ def compile_bad(spec, blank=blank_value) -> list[str]:
     return problems.lines
 
 
-@pytest.mark.parametrize("value,blank", [
-    (MISSING, True), (None, True), ("", True), ("   ", True), ("x", False), (0, False), (False, False),
-    ("null", False), ([], False), ({}, False),
-])
+@pytest.mark.parametrize(
+    "value,blank",
+    [
+        (MISSING, True),
+        (None, True),
+        ("", True),
+        ("   ", True),
+        ("x", False),
+        (0, False),
+        (False, False),
+        ("null", False),
+        ([], False),
+        ({}, False),
+    ],
+)
 def test_blank_value(value, blank):
     assert blank_value(value) is blank
 
 
-@pytest.mark.parametrize("value,blank", [
-    ("null", True), ("undefined", True), ("", True), (None, True), (MISSING, True),
-    ("Null", False), ("nil", False), (0, False),
-])
+@pytest.mark.parametrize(
+    "value,blank",
+    [
+        ("null", True),
+        ("undefined", True),
+        ("", True),
+        (None, True),
+        (MISSING, True),
+        ("Null", False),
+        ("nil", False),
+        (0, False),
+    ],
+)
 def test_blank_id(value, blank):
     assert blank_id(value) is blank
 
@@ -126,8 +145,10 @@ def test_template_renders_values():
 
 def test_template_renders_numbers_booleans_objects_and_metadata():
     e = compile_ok({"template": "{a}|{b}|{c}|{d}|{@topic}|{ e }"})
-    assert e({"a": 42.0, "b": 1.5, "c": True, "d": {"k": [1, "ü"]}, "e": "sp"}, MSG) == \
-        '42|1.5|true|{"k":[1,"ü"]}|events|sp'
+    assert (
+        e({"a": 42.0, "b": 1.5, "c": True, "d": {"k": [1, "ü"]}, "e": "sp"}, MSG)
+        == '42|1.5|true|{"k":[1,"ü"]}|events|sp'
+    )
 
 
 def test_template_escapes():
@@ -146,43 +167,64 @@ def test_template_missing_placeholder_is_absent_so_default_applies():
     assert d({"type": "a", "action": "b"}, MSG) == "a_b"
 
 
-@pytest.mark.parametrize("text,parts", [
-    ("{a}", [("ref", "a")]),
-    ("x{a}y", [("text", "x"), ("ref", "a"), ("text", "y")]),
-    ("{a}_x{{y}}", [("ref", "a"), ("text", "_x{y}")]),
-    ("{ a.b }", [("ref", "a.b")]),
-    ("plain", [("text", "plain")]),
-])
+@pytest.mark.parametrize(
+    "text,parts",
+    [
+        ("{a}", [("ref", "a")]),
+        ("x{a}y", [("text", "x"), ("ref", "a"), ("text", "y")]),
+        ("{a}_x{{y}}", [("ref", "a"), ("text", "_x{y}")]),
+        ("{ a.b }", [("ref", "a.b")]),
+        ("plain", [("text", "plain")]),
+    ],
+)
 def test_parse_template(text, parts):
     assert parse_template(text) == parts
 
 
-@pytest.mark.parametrize("text,match", [
-    ("{a", "unclosed '{' at position 0"),
-    ("x}", "unmatched '}' at position 1"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("{a", "unclosed '{' at position 0"),
+        ("x}", "unmatched '}' at position 1"),
+    ],
+)
 def test_parse_template_errors(text, match):
     with pytest.raises(ValueError, match=match):
         parse_template(text)
 
 
-@pytest.mark.parametrize("spec,expected", [
-    ({"template": "constant"}, "f.template: a template needs at least one {reference}; use {value: ...} for a constant"),
-    ({"template": "{a..b}"}, "f.template: a path has no empty segments (write 'a.b', not 'a..b', '.a' or 'a.')"),
-    ({"template": "{}"}, "f.template: a path cannot be empty (use '.' for the whole value)"),
-    ({"template": 5}, "f.template: expected a string like '{type}_{action}', found number 5"),
-    ({"template": "{a"}, "f.template: unclosed '{' at position 0 (write '{{' for a literal brace)"),
-    ({"path": "a", "value": 1}, "f: expected exactly one of path, template or value, found path, value"),
-    ({"default": 1}, "f: expected exactly one of path, template or value, found keys default"),
-    ({"path": {"value": 1}}, "f.path: expected a path or a list of paths, found an object"),
-    ([], "f: expected at least one candidate, found an empty list"),
-    (["ok", "@nope"], "f[1]: unknown message metadata '@nope'; known: @key, @topic, @partition, @offset, "
-                      "@timestamp, @headers.<name>"),
-    (5, "f: expected a path (e.g. 'user.id'), a list of paths, or a mapping with one of path/template/value, "
-        "found number 5"),
-    (None, "f: expected a path (e.g. 'user.id'), a list of paths, or a mapping with one of path/template/value, "
-           "found null"),
-])
+@pytest.mark.parametrize(
+    "spec,expected",
+    [
+        (
+            {"template": "constant"},
+            "f.template: a template needs at least one {reference}; use {value: ...} for a constant",
+        ),
+        ({"template": "{a..b}"}, "f.template: a path has no empty segments (write 'a.b', not 'a..b', '.a' or 'a.')"),
+        ({"template": "{}"}, "f.template: a path cannot be empty (use '.' for the whole value)"),
+        ({"template": 5}, "f.template: expected a string like '{type}_{action}', found number 5"),
+        ({"template": "{a"}, "f.template: unclosed '{' at position 0 (write '{{' for a literal brace)"),
+        ({"path": "a", "value": 1}, "f: expected exactly one of path, template or value, found path, value"),
+        ({"default": 1}, "f: expected exactly one of path, template or value, found keys default"),
+        ({"path": {"value": 1}}, "f.path: expected a path or a list of paths, found an object"),
+        ([], "f: expected at least one candidate, found an empty list"),
+        (
+            ["ok", "@nope"],
+            "f[1]: unknown message metadata '@nope'; known: @key, @topic, @partition, @offset, "
+            "@timestamp, @headers.<name>",
+        ),
+        (
+            5,
+            "f: expected a path (e.g. 'user.id'), a list of paths, or a mapping with one of path/template/value, "
+            "found number 5",
+        ),
+        (
+            None,
+            "f: expected a path (e.g. 'user.id'), a list of paths, or a mapping with one of path/template/value, "
+            "found null",
+        ),
+    ],
+)
 def test_spec_errors(spec, expected):
     assert compile_bad(spec) == [expected]
 
@@ -193,8 +235,9 @@ def test_unknown_key_in_spec_suggests():
     assert problems.lines == ["f.defualt: unknown key (did you mean 'default'?)"]
 
 
-@pytest.mark.parametrize("spec", [{"value": float("nan")}, {"value": {"a": [float("inf")]}},
-                                  {"path": "a", "default": float("-inf")}])
+@pytest.mark.parametrize(
+    "spec", [{"value": float("nan")}, {"value": {"a": [float("inf")]}}, {"path": "a", "default": float("-inf")}]
+)
 def test_a_constant_must_be_json_not_nan_or_infinity(spec):
     # YAML reads .nan and .inf as floats; UserFlux could not take them, and the encoder
     # would write them as null.

@@ -15,12 +15,12 @@ from unittest import mock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connector.validation import Problems
 from connector.errors import InvalidMessage
 from connector.mapping import event as event_module
 from connector.mapping.event import compile_mapping
 from connector.mapping.paths import MISSING
 from connector.mapping.timestamps import EARLIEST_MS, EARLIEST_S, MILLIS_BELOW, SECONDS_BELOW, iso_ms
+from connector.validation import Problems
 from tests.support.fakes import FakeMessage
 from tests.unit.mapping.test_mapper_properties import MAPPER, TOPICS, json_values, kafka_timestamps, plausible
 
@@ -33,12 +33,18 @@ def reference(self: Any, value: Any, message: Any) -> dict:
     user_id = anonymous_id = None
     if self.user_id is not None:
         found = self.user_id.get(value, message)
-        user_id = found if type(found) is str and found and found not in event_module._ABSENT_IDS \
-            and not found.isspace() else self._id("userId", self.user_id, found)
+        user_id = (
+            found
+            if type(found) is str and found and found not in event_module._ABSENT_IDS and not found.isspace()
+            else self._id("userId", self.user_id, found)
+        )
     if self.anonymous_id is not None:
         found = self.anonymous_id.get(value, message)
-        anonymous_id = found if type(found) is str and found and found not in event_module._ABSENT_IDS \
-            and not found.isspace() else self._id("anonymousId", self.anonymous_id, found)
+        anonymous_id = (
+            found
+            if type(found) is str and found and found not in event_module._ABSENT_IDS and not found.isspace()
+            else self._id("anonymousId", self.anonymous_id, found)
+        )
     if user_id is None and anonymous_id is None:
         tried = " and ".join(
             f"{field} ({spec.describe if spec else 'not mapped'})"
@@ -78,16 +84,66 @@ def builder(spec: dict):
 
 # The values each check turns on: blank and placeholder ids, names with white space, every
 # timestamp form and its bounds, objects and not.
-EDGES = ["", " ", "\t", "null", "undefined", "page view", "u1", 0, 1, -1, 1.5, 2.0, True, False, None, [], {}, [1],
-         ["e", {"id": "u"}], {"id": "u2"}, {"id": " "}, {"id": 7}, {"id": {}}, {"k": {"b": 1}},
-         EARLIEST_MS - 1, EARLIEST_MS, MILLIS_BELOW - 1, MILLIS_BELOW, EARLIEST_S - 0.5, EARLIEST_S + 0.25,
-         SECONDS_BELOW - 0.5, SECONDS_BELOW + 0.5, 1_700_000_000.1237, float(EARLIEST_MS), "2023-11-14T22:13:20Z",
-         "2023-11-14 22:13:20", "2023-11-14T22:13:20.123456+05:30", "1700000000", "x" * 300]
+EDGES = [
+    "",
+    " ",
+    "\t",
+    "null",
+    "undefined",
+    "page view",
+    "u1",
+    0,
+    1,
+    -1,
+    1.5,
+    2.0,
+    True,
+    False,
+    None,
+    [],
+    {},
+    [1],
+    ["e", {"id": "u"}],
+    {"id": "u2"},
+    {"id": " "},
+    {"id": 7},
+    {"id": {}},
+    {"k": {"b": 1}},
+    EARLIEST_MS - 1,
+    EARLIEST_MS,
+    MILLIS_BELOW - 1,
+    MILLIS_BELOW,
+    EARLIEST_S - 0.5,
+    EARLIEST_S + 0.25,
+    SECONDS_BELOW - 0.5,
+    SECONDS_BELOW + 0.5,
+    1_700_000_000.1237,
+    float(EARLIEST_MS),
+    "2023-11-14T22:13:20Z",
+    "2023-11-14 22:13:20",
+    "2023-11-14T22:13:20.123456+05:30",
+    "1700000000",
+    "x" * 300,
+]
 edges = st.one_of(st.sampled_from(EDGES), json_values)
 # Each field a good value half the time, so that the checks after it are reached too.
-GOOD = {"event": "e", "name": "n", "type": "t", "action": "a", "id": "u1", "user": {"id": "u2"},
-        "anonymous_id": "a1", "sent_at": 1_700_000_000_000, "ts": "2023-11-14T22:13:20Z",
-        "properties": {"k": 1}, "a": "x", "n": 1, "list": [1], "keep": True, "x": None}
+GOOD = {
+    "event": "e",
+    "name": "n",
+    "type": "t",
+    "action": "a",
+    "id": "u1",
+    "user": {"id": "u2"},
+    "anonymous_id": "a1",
+    "sent_at": 1_700_000_000_000,
+    "ts": "2023-11-14T22:13:20Z",
+    "properties": {"k": 1},
+    "a": "x",
+    "n": 1,
+    "list": [1],
+    "keep": True,
+    "x": None,
+}
 values = st.one_of(
     plausible,
     json_values,
@@ -106,8 +162,9 @@ def test_the_generated_build_does_what_the_hand_written_one_did(topic, value, ti
 
 
 def test_every_field_at_every_edge_builds_as_the_hand_written_one_did():
-    message = FakeMessage(topic="t", value=b"", key=b"k", timestamp=(1, 1_700_000_000_000),
-                          headers=[("device-id", b"d1")])
+    message = FakeMessage(
+        topic="t", value=b"", key=b"k", timestamp=(1, 1_700_000_000_000), headers=[("device-id", b"d1")]
+    )
     compared = 0
     for topic in TOPICS:
         built = MAPPER.mapping_for(topic).builder
@@ -119,14 +176,25 @@ def test_every_field_at_every_edge_builds_as_the_hand_written_one_did():
                 else:
                     value[field] = edge
                 assert outcome(built.build, value, message) == outcome(
-                    lambda v, m: reference(built, v, m), value, message), (topic, field, edge)
+                    lambda v, m: reference(built, v, m), value, message
+                ), (topic, field, edge)
                 compared += 1
     assert compared == len(TOPICS) * len(GOOD) * (len(EDGES) + 1)
 
 
 def test_plain_paths_of_one_or_two_segments_are_read_inline_and_the_rest_called():
-    built = builder({"topics": ["t"], "event": {"name": "event", "userId": "user.id", "anonymousId": "a.b.c",
-                                                "timestamp": "@timestamp", "properties": "properties"}})
+    built = builder(
+        {
+            "topics": ["t"],
+            "event": {
+                "name": "event",
+                "userId": "user.id",
+                "anonymousId": "a.b.c",
+                "timestamp": "@timestamp",
+                "properties": "properties",
+            },
+        }
+    )
     assert built.source.count("value.get(") == 3  # event, user (then .id), properties
     assert "node.get(" in built.source  # user.id's second step
     called = re.findall(r"\b(c\d+)\(value, message\)", built.source)
@@ -135,9 +203,13 @@ def test_plain_paths_of_one_or_two_segments_are_read_inline_and_the_rest_called(
 
 
 def test_keys_never_enter_the_source_as_text():
-    odd = 'we"ird{k}\\\n\'key'
-    built = builder({"topics": ["t"], "event": {"name": {"path": "n"}, "userId": "x." + odd.replace(".", "\\."),
-                                                "properties": {"from": odd}}})
+    odd = "we\"ird{k}\\\n'key"
+    built = builder(
+        {
+            "topics": ["t"],
+            "event": {"name": {"path": "n"}, "userId": "x." + odd.replace(".", "\\."), "properties": {"from": odd}},
+        }
+    )
     assert odd not in built.source and "weird" not in built.source.replace('"', "")
     value = {"n": "e", "x": {odd: "u1"}, odd: {"p": 1}}
     event = built.build(value, FakeMessage(topic="t", value=json.dumps(value).encode()))
@@ -146,11 +218,15 @@ def test_keys_never_enter_the_source_as_text():
 
 def test_a_value_that_is_not_an_object_is_read_as_before():
     # Numeric segments index lists, at the top and one level down.
-    built = builder({"topics": ["t"], "event": {"name": "0", "userId": "1.x", "anonymousId": "3.0",
-                                                "properties": "2"}})
+    built = builder({"topics": ["t"], "event": {"name": "0", "userId": "1.x", "anonymousId": "3.0", "properties": "2"}})
     message = FakeMessage(topic="t", value=b"[]", timestamp=(1, 1_700_000_000_000))
     event = built.build(["e", {"x": "u"}, {"k": True}, ["a1"]], message)
-    assert event == {"name": "e", "userId": "u", "anonymousId": "a1", "timestamp": 1_700_000_000_000,
-                     "properties": {"k": True}}
+    assert event == {
+        "name": "e",
+        "userId": "u",
+        "anonymousId": "a1",
+        "timestamp": 1_700_000_000_000,
+        "properties": {"k": True},
+    }
     for value in ("text", ["e"], ["e", [], {}, []], ["e", "u", None, "a"]):
         assert outcome(built.build, value, message) == outcome(lambda v, m: reference(built, v, m), value, message)

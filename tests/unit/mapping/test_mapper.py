@@ -7,10 +7,10 @@ import json
 import pytest
 
 from connector.config.model import LimitsSettings
-from connector.validation import Problems
 from connector.errors import InvalidMessage
 from connector.mapping.event import compile_mapping
 from connector.mapping.mapper import MessageMapper, decode_value
+from connector.validation import Problems
 from tests.support.fakes import FakeMessage
 
 
@@ -21,13 +21,18 @@ def compile_all(raws):
     return mappings
 
 
-MAPPINGS = compile_all([
-    {"topics": ["app.special"], "event": {"name": {"value": "special"}, "userId": "u"}},
-    {"pattern": "^app\\..+", "where": {"path": "type", "in": ["track"]},
-     "event": {"name": {"value": "app"}, "userId": "u"}},
-    {"pattern": "^app\\.ios$", "event": {"name": {"value": "never"}, "userId": "u"}},
-    {"topics": ["web", "app.special"], "event": {"name": "e", "userId": "u"}},
-])
+MAPPINGS = compile_all(
+    [
+        {"topics": ["app.special"], "event": {"name": {"value": "special"}, "userId": "u"}},
+        {
+            "pattern": "^app\\..+",
+            "where": {"path": "type", "in": ["track"]},
+            "event": {"name": {"value": "app"}, "userId": "u"},
+        },
+        {"pattern": "^app\\.ios$", "event": {"name": {"value": "never"}, "userId": "u"}},
+        {"topics": ["web", "app.special"], "event": {"name": "e", "userId": "u"}},
+    ]
+)
 
 
 def msg(topic, value):
@@ -65,7 +70,7 @@ def test_unmatched_topic_is_invalid():
     assert info.value.reason == "no mapping matches topic 'nomatch'"
 
 
-@pytest.mark.parametrize("raw", [b"not json", b"{\"a\": 1", b"\xff\xfe\x00garbage", b"", b"{'a': 1}"])
+@pytest.mark.parametrize("raw", [b"not json", b'{"a": 1', b"\xff\xfe\x00garbage", b"", b"{'a': 1}"])
 def test_not_json_is_a_deserialize_error(raw):
     with pytest.raises(InvalidMessage) as info:
         MessageMapper(MAPPINGS).map(msg("web", raw))
@@ -73,7 +78,7 @@ def test_not_json_is_a_deserialize_error(raw):
     assert info.value.reason.startswith("the value is not JSON: ")
 
 
-@pytest.mark.parametrize("raw", [b'{"a": NaN}', b'{"a": Infinity}', b'[-Infinity]'])
+@pytest.mark.parametrize("raw", [b'{"a": NaN}', b'{"a": Infinity}', b"[-Infinity]"])
 def test_non_finite_numbers_are_not_json(raw):
     with pytest.raises(InvalidMessage) as info:
         decode_value(raw)
@@ -95,14 +100,17 @@ def test_mapping_failure_is_a_map_error():
     assert info.value.reason.startswith("no userId or anonymousId")
 
 
-@pytest.mark.parametrize("raw,value", [
-    (b'{"a": [1, 2.5, "\\u00fc"]}', {"a": [1, 2.5, "ü"]}),
-    ('{"a": 1}', {"a": 1}),
-    ('{"a": "ü"}'.encode("utf-8"), {"a": "ü"}),
-    (b"\xef\xbb\xbf{\"a\": 1}", {"a": 1}),  # a UTF-8 byte order mark
-    (b"[1]", [1]),
-    (b"1e-400", 0.0),
-])
+@pytest.mark.parametrize(
+    "raw,value",
+    [
+        (b'{"a": [1, 2.5, "\\u00fc"]}', {"a": [1, 2.5, "ü"]}),
+        ('{"a": 1}', {"a": 1}),
+        ('{"a": "ü"}'.encode(), {"a": "ü"}),
+        (b'\xef\xbb\xbf{"a": 1}', {"a": 1}),  # a UTF-8 byte order mark
+        (b"[1]", [1]),
+        (b"1e-400", 0.0),
+    ],
+)
 def test_decode_value(raw, value):
     assert decode_value(raw) == value
 
@@ -138,8 +146,7 @@ def test_nesting_is_limited_by_max_nesting_depth(depth, ok):
         with pytest.raises(InvalidMessage) as info:
             decode_value(raw)
         assert info.value.stage == "deserialize"
-        assert info.value.reason == ("the value nests objects and arrays more than "
-                                     "limits.max_nesting_depth (64) deep")
+        assert info.value.reason == ("the value nests objects and arrays more than limits.max_nesting_depth (64) deep")
 
 
 def test_many_flat_containers_are_not_deep():
@@ -164,17 +171,20 @@ def test_the_mapper_applies_its_limits():
         mapper.map(msg("web", {"u": 1, "e": "x" * 2000}))
 
 
-@pytest.mark.parametrize("raw,found", [
-    (b'{"a": 1e400}', "1e400 is too large for a JSON number"),
-    (b'[-1E999]', "-1E999 is too large for a JSON number"),
-    (b'{"a": "\\\\ud800"}', None),  # an escaped backslash: plain text, valid
-    (b'{"a": "\\\\ud800 \\ud83d\\ude00"}', None),  # a proper surrogate pair is one character
-    (b'{"a": "\\ud800"}', "a lone UTF-16 surrogate"),
-    (b'{"\\udfff": 1}', "a lone UTF-16 surrogate"),
-    (b'["x\\uDBFFy"]', "a lone UTF-16 surrogate"),
-    (b'{"a": "\xed\xa0\x80"}', "can't decode"),  # a surrogate encoded in UTF-8 is not UTF-8
-    (b"1" * 5000, "a number has too many digits"),
-])
+@pytest.mark.parametrize(
+    "raw,found",
+    [
+        (b'{"a": 1e400}', "1e400 is too large for a JSON number"),
+        (b"[-1E999]", "-1E999 is too large for a JSON number"),
+        (b'{"a": "\\\\ud800"}', None),  # an escaped backslash: plain text, valid
+        (b'{"a": "\\\\ud800 \\ud83d\\ude00"}', None),  # a proper surrogate pair is one character
+        (b'{"a": "\\ud800"}', "a lone UTF-16 surrogate"),
+        (b'{"\\udfff": 1}', "a lone UTF-16 surrogate"),
+        (b'["x\\uDBFFy"]', "a lone UTF-16 surrogate"),
+        (b'{"a": "\xed\xa0\x80"}', "can't decode"),  # a surrogate encoded in UTF-8 is not UTF-8
+        (b"1" * 5000, "a number has too many digits"),
+    ],
+)
 def test_values_json_cannot_carry_are_refused_when_decoded(raw, found):
     if found is None:
         decode_value(raw)

@@ -14,30 +14,68 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.config.model import LimitsSettings
-from connector.validation import Problems
 from connector.errors import InvalidMessage
 from connector.mapping.event import compile_mapping
 from connector.mapping.mapper import MessageMapper
 from connector.sink.request import encode_batch
+from connector.validation import Problems
 from tests.support.fakes import FakeMessage
 from tests.support.userflux_standin import validate_event
 
 SPECS = [
-    {"topics": ["plain"], "event": {"name": "event", "userId": "user.id", "anonymousId": "anonymous_id",
-                                    "timestamp": "sent_at", "properties": "properties"}},
-    {"topics": ["whole"], "event": {"name": "name", "userId": "id", "timestamp": "ts",
-                                    "properties": {"from": ".", "exclude": ["id", "a.b"]}}},
-    {"topics": ["meta"], "where": {"path": "type", "not_in": ["debug"]},
-     "event": {"name": {"template": "{type}_{action}"}, "userId": ["user.id", "@key"],
-               "anonymousId": "@headers.device-id", "timestamp": "@timestamp",
-               "properties": {"from": ".", "include": ["a", "n", "list"],
-                              "set": {"k": "@key", "t": "@topic", "o": "@offset", "first": "list.0",
-                                      "label": {"template": "{a}/{n}"}}}}},
-    {"topics": ["defaults"], "event": {"name": {"path": "name", "default": "fallback"},
-                                       "anonymousId": {"path": ["a", "b", "c"], "default": "anon"},
-                                       "properties": {"set": {"x": "x", "c": {"value": {"nested": [1]}}}}}},
-    {"topics": ["filtered"], "where": [{"path": "keep", "in": [True, 1, "yes"]}, {"path": "id", "exists": True}],
-     "event": {"name": {"value": "kept"}, "userId": "id"}},
+    {
+        "topics": ["plain"],
+        "event": {
+            "name": "event",
+            "userId": "user.id",
+            "anonymousId": "anonymous_id",
+            "timestamp": "sent_at",
+            "properties": "properties",
+        },
+    },
+    {
+        "topics": ["whole"],
+        "event": {
+            "name": "name",
+            "userId": "id",
+            "timestamp": "ts",
+            "properties": {"from": ".", "exclude": ["id", "a.b"]},
+        },
+    },
+    {
+        "topics": ["meta"],
+        "where": {"path": "type", "not_in": ["debug"]},
+        "event": {
+            "name": {"template": "{type}_{action}"},
+            "userId": ["user.id", "@key"],
+            "anonymousId": "@headers.device-id",
+            "timestamp": "@timestamp",
+            "properties": {
+                "from": ".",
+                "include": ["a", "n", "list"],
+                "set": {
+                    "k": "@key",
+                    "t": "@topic",
+                    "o": "@offset",
+                    "first": "list.0",
+                    "label": {"template": "{a}/{n}"},
+                },
+            },
+        },
+    },
+    {
+        "topics": ["defaults"],
+        "event": {
+            "name": {"path": "name", "default": "fallback"},
+            "anonymousId": {"path": ["a", "b", "c"], "default": "anon"},
+            "properties": {"set": {"x": "x", "c": {"value": {"nested": [1]}}}},
+        },
+    },
+    {
+        "topics": ["filtered"],
+        "where": [{"path": "keep", "in": [True, 1, "yes"]}, {"path": "id", "exists": True}],
+        "event": {"name": {"value": "kept"}, "userId": "id"},
+    },
 ]
 
 
@@ -51,8 +89,32 @@ def compile_all(specs):
 LIMITS = LimitsSettings(max_message_bytes=64 * 1024, max_nesting_depth=16)
 MAPPER = MessageMapper(compile_all(SPECS), LIMITS)
 TOPICS = [spec["topics"][0] for spec in SPECS]
-FIELD_NAMES = ["event", "name", "type", "action", "id", "user", "anonymous_id", "sent_at", "ts", "properties",
-               "a", "b", "c", "n", "x", "list", "keep", "0", "", " ", "null", "a.b", "ü", "\x00"]
+FIELD_NAMES = [
+    "event",
+    "name",
+    "type",
+    "action",
+    "id",
+    "user",
+    "anonymous_id",
+    "sent_at",
+    "ts",
+    "properties",
+    "a",
+    "b",
+    "c",
+    "n",
+    "x",
+    "list",
+    "keep",
+    "0",
+    "",
+    " ",
+    "null",
+    "a.b",
+    "ü",
+    "\x00",
+]
 
 numbers = st.one_of(
     st.integers(),
@@ -62,8 +124,23 @@ numbers = st.one_of(
 )
 texts = st.one_of(
     st.text(max_size=20),
-    st.sampled_from(["", " ", "null", "undefined", "page view", "page_view", "2023-11-14T22:13:20Z",
-                     "1700000000", "1e999", "NaN", "\u2028", "\t", "x" * 300]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "null",
+            "undefined",
+            "page view",
+            "page_view",
+            "2023-11-14T22:13:20Z",
+            "1700000000",
+            "1e999",
+            "NaN",
+            "\u2028",
+            "\t",
+            "x" * 300,
+        ]
+    ),
 )
 scalars = st.one_of(st.none(), st.booleans(), numbers, texts)
 json_values = st.recursive(
@@ -78,8 +155,13 @@ json_values = st.recursive(
 # any field may still be any JSON, or missing.
 names = st.one_of(st.from_regex(r"[A-Za-z_][A-Za-z0-9_.:-]{0,15}", fullmatch=True), texts)
 ids = st.one_of(st.text(min_size=1, max_size=12), st.integers(), st.floats(allow_nan=False, allow_infinity=False))
-times = st.one_of(st.integers(min_value=10**9, max_value=4 * 10**9), st.integers(min_value=10**12, max_value=10**13),
-                  st.just("2023-11-14T22:13:20.123+01:00"), numbers, texts)
+times = st.one_of(
+    st.integers(min_value=10**9, max_value=4 * 10**9),
+    st.integers(min_value=10**12, max_value=10**13),
+    st.just("2023-11-14T22:13:20.123+01:00"),
+    numbers,
+    texts,
+)
 
 
 def maybe(good: st.SearchStrategy) -> st.SearchStrategy:
@@ -88,22 +170,36 @@ def maybe(good: st.SearchStrategy) -> st.SearchStrategy:
 
 plausible = st.fixed_dictionaries(
     {
-        "event": maybe(names), "name": maybe(names), "type": maybe(names), "action": maybe(names),
-        "id": maybe(ids), "user": maybe(st.fixed_dictionaries({"id": maybe(ids)})),
+        "event": maybe(names),
+        "name": maybe(names),
+        "type": maybe(names),
+        "action": maybe(names),
+        "id": maybe(ids),
+        "user": maybe(st.fixed_dictionaries({"id": maybe(ids)})),
     },
     optional={
-        "anonymous_id": maybe(ids), "sent_at": maybe(times), "ts": maybe(times),
-        "properties": maybe(st.dictionaries(texts, json_values)), "a": json_values, "n": json_values, "list": json_values, "keep": maybe(st.sampled_from([True, 1, "yes"])),
-        "x": json_values, "": json_values, "a.b": json_values,
+        "anonymous_id": maybe(ids),
+        "sent_at": maybe(times),
+        "ts": maybe(times),
+        "properties": maybe(st.dictionaries(texts, json_values)),
+        "a": json_values,
+        "n": json_values,
+        "list": json_values,
+        "keep": maybe(st.sampled_from([True, 1, "yes"])),
+        "x": json_values,
+        "": json_values,
+        "a.b": json_values,
     },
 )
 
 
 def encoded(value) -> st.SearchStrategy[bytes]:
-    return st.sampled_from([
-        json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"),
-        json.dumps(value, ensure_ascii=True).encode("ascii"),
-    ])
+    return st.sampled_from(
+        [
+            json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"),
+            json.dumps(value, ensure_ascii=True).encode("ascii"),
+        ]
+    )
 
 
 def deeply_nested(depth: int) -> bytes:
@@ -115,20 +211,46 @@ raw_values = st.one_of(
     plausible.flatmap(encoded),
     json_values.flatmap(encoded),
     st.binary(max_size=200),
-    st.sampled_from([b"", b"null", b"[]", b'"text"', b"1e400", b'{"name": NaN}', b'{"name": "\\ud800", "id": 1}',
-                     b"\xff\xfe", b'{"event": "x", "user": {"id": 1e400}}', deeply_nested(17),
-                     deeply_nested(3000), b"[" * 100_000, b"9" * 5000, b'"' + b"x" * 70_000 + b'"', None]),
+    st.sampled_from(
+        [
+            b"",
+            b"null",
+            b"[]",
+            b'"text"',
+            b"1e400",
+            b'{"name": NaN}',
+            b'{"name": "\\ud800", "id": 1}',
+            b"\xff\xfe",
+            b'{"event": "x", "user": {"id": 1e400}}',
+            deeply_nested(17),
+            deeply_nested(3000),
+            b"[" * 100_000,
+            b"9" * 5000,
+            b'"' + b"x" * 70_000 + b'"',
+            None,
+        ]
+    ),
 )
-headers = st.lists(st.tuples(st.sampled_from(["device-id", "trace", ""]),
-                             st.one_of(st.none(), st.binary(max_size=12), st.text(max_size=12).map(str.encode))),
-                   max_size=3)
-kafka_timestamps = st.tuples(st.sampled_from([0, 1, 2]),
-                             st.one_of(st.just(1_700_000_000_000), st.just(1_700_000_000_000),
-                                       st.integers(min_value=-1, max_value=10**16)))
+headers = st.lists(
+    st.tuples(
+        st.sampled_from(["device-id", "trace", ""]),
+        st.one_of(st.none(), st.binary(max_size=12), st.text(max_size=12).map(str.encode)),
+    ),
+    max_size=3,
+)
+kafka_timestamps = st.tuples(
+    st.sampled_from([0, 1, 2]),
+    st.one_of(st.just(1_700_000_000_000), st.just(1_700_000_000_000), st.integers(min_value=-1, max_value=10**16)),
+)
 messages = st.builds(
-    lambda topic, value, key, hdrs, ts, offset: FakeMessage(topic=topic, value=value, key=key, headers=hdrs,
-                                                          timestamp=ts, offset=offset),
-    st.sampled_from(TOPICS), raw_values, st.one_of(st.none(), st.binary(max_size=12)), headers, kafka_timestamps,
+    lambda topic, value, key, hdrs, ts, offset: FakeMessage(
+        topic=topic, value=value, key=key, headers=hdrs, timestamp=ts, offset=offset
+    ),
+    st.sampled_from(TOPICS),
+    raw_values,
+    st.one_of(st.none(), st.binary(max_size=12)),
+    headers,
+    kafka_timestamps,
     st.integers(min_value=0, max_value=2**40),
 )
 

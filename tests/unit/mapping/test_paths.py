@@ -8,7 +8,6 @@ from connector.mapping.paths import MISSING, compile_ref, split_path
 from connector.validation import type_name
 from tests.support.fakes import FakeMessage
 
-
 MSG = FakeMessage(topic="orders", partition=3, offset=41, timestamp=(1, 1_700_000_000_123))
 VALUE = {
     "user": {"id": 42, "tags": ["a", "b"], "null": None},
@@ -24,26 +23,41 @@ def get(ref, value=VALUE, message=MSG):
     return compile_ref(ref)(value, message)
 
 
-@pytest.mark.parametrize("ref,expected", [
-    ("user", VALUE["user"]),
-    ("user.id", 42),
-    ("user.tags.1", "b"),
-    ("items.0.sku", "s1"),
-    ("items.1.dims.1.0", 3),
-    ("a.b", "nested"),
-    ("a\\.b", "dotted-key"),
-    ("zero", 0),
-    ("empty", ""),
-    ("user.null", None),
-])
+@pytest.mark.parametrize(
+    "ref,expected",
+    [
+        ("user", VALUE["user"]),
+        ("user.id", 42),
+        ("user.tags.1", "b"),
+        ("items.0.sku", "s1"),
+        ("items.1.dims.1.0", 3),
+        ("a.b", "nested"),
+        ("a\\.b", "dotted-key"),
+        ("zero", 0),
+        ("empty", ""),
+        ("user.null", None),
+    ],
+)
 def test_json_paths_find_values(ref, expected):
     assert get(ref) == expected
 
 
-@pytest.mark.parametrize("ref", [
-    "nope", "user.nope", "user.id.deeper", "user.tags.2", "user.tags.x", "user.tags.-1",
-    "items.5.sku", "items.1.dims.9.9", "zero.x", "user.null.x", "a\\.b.c",
-])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "nope",
+        "user.nope",
+        "user.id.deeper",
+        "user.tags.2",
+        "user.tags.x",
+        "user.tags.-1",
+        "items.5.sku",
+        "items.1.dims.9.9",
+        "zero.x",
+        "user.null.x",
+        "a\\.b.c",
+    ],
+)
 def test_json_paths_find_nothing(ref):
     assert get(ref) is MISSING
 
@@ -67,10 +81,16 @@ def test_whole_value():
     assert get(".", "text") == "text"
 
 
-@pytest.mark.parametrize("text,segments", [
-    ("a", ["a"]), ("a.b.c", ["a", "b", "c"]), ("a\\.b", ["a.b"]), ("x.a\\.b.c", ["x", "a.b", "c"]),
-    ("a\\b", ["a\\b"]),  # a backslash not before a dot is kept
-])
+@pytest.mark.parametrize(
+    "text,segments",
+    [
+        ("a", ["a"]),
+        ("a.b.c", ["a", "b", "c"]),
+        ("a\\.b", ["a.b"]),
+        ("x.a\\.b.c", ["x", "a.b", "c"]),
+        ("a\\b", ["a\\b"]),  # a backslash not before a dot is kept
+    ],
+)
 def test_split_path(text, segments):
     assert split_path(text) == segments
 
@@ -142,13 +162,19 @@ def test_header_names_are_case_sensitive_and_may_contain_dots():
     assert get("@headers.x.trace", message=msg) is MISSING
 
 
-@pytest.mark.parametrize("text,match", [
-    ("@", "unknown message metadata '@'"),
-    ("@value", "unknown message metadata '@value'"),
-    ("@Key", "unknown message metadata '@Key'; known: @key, @topic, @partition, @offset, @timestamp, @headers.<name>"),
-    ("@headers.", "needs a header name"),
-    ("@headers", "unknown message metadata"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("@", "unknown message metadata '@'"),
+        ("@value", "unknown message metadata '@value'"),
+        (
+            "@Key",
+            "unknown message metadata '@Key'; known: @key, @topic, @partition, @offset, @timestamp, @headers.<name>",
+        ),
+        ("@headers.", "needs a header name"),
+        ("@headers", "unknown message metadata"),
+    ],
+)
 def test_bad_metadata_refs(text, match):
     with pytest.raises(ValueError) as info:
         compile_ref(text)
@@ -159,9 +185,18 @@ def test_metadata_ignores_the_value():
     assert get("@topic", value=None) == "orders"
 
 
-@pytest.mark.parametrize("value,name", [
-    (MISSING, "nothing"), (None, "null"), (True, "boolean"), (1, "number"), (1.5, "number"),
-    ("s", "string"), ([], "array"), ({}, "object"),
-])
+@pytest.mark.parametrize(
+    "value,name",
+    [
+        (MISSING, "nothing"),
+        (None, "null"),
+        (True, "boolean"),
+        (1, "number"),
+        (1.5, "number"),
+        ("s", "string"),
+        ([], "array"),
+        ({}, "object"),
+    ],
+)
 def test_type_name(value, name):
     assert type_name(value) == name

@@ -9,8 +9,9 @@ from connector.sink.client import UserFluxClient, make_route
 from tests.conftest import API_KEY
 
 
-def new_client(base_url: str, key: str = API_KEY, timeout_s: float = 2.0,
-               tls: TlsSettings | None = None) -> UserFluxClient:
+def new_client(
+    base_url: str, key: str = API_KEY, timeout_s: float = 2.0, tls: TlsSettings | None = None
+) -> UserFluxClient:
     """A client as the connector builds one (pipeline.py)."""
     return UserFluxClient(make_route(base_url, Secret(key), timeout_s, tls))
 
@@ -29,8 +30,9 @@ def make_client():
     """Builds extra clients (another key, URL, timeout or TLS); closes them after the test."""
     clients = []
 
-    def make(base_url: str, key: str = API_KEY, timeout_s: float = 2.0,
-             tls: TlsSettings | None = None) -> UserFluxClient:
+    def make(
+        base_url: str, key: str = API_KEY, timeout_s: float = 2.0, tls: TlsSettings | None = None
+    ) -> UserFluxClient:
         client = new_client(base_url, key, timeout_s, tls)
         clients.append(client)
         return client

@@ -5,8 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import socket
-from email.utils import formatdate
 import time
+from email.utils import formatdate
 
 import httpx
 import pytest
@@ -94,12 +94,26 @@ def test_answer_carries_the_duration(standin, client):
 # -- classification ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status, outcome", [
-    (400, REJECT), (413, REJECT), (422, REJECT),
-    (401, AUTH), (403, AUTH),
-    (408, RETRY), (425, RETRY), (429, RETRY), (500, RETRY), (502, RETRY), (503, RETRY), (504, RETRY),
-    (404, FATAL), (405, FATAL), (415, FATAL),
-])
+@pytest.mark.parametrize(
+    "status, outcome",
+    [
+        (400, REJECT),
+        (413, REJECT),
+        (422, REJECT),
+        (401, AUTH),
+        (403, AUTH),
+        (408, RETRY),
+        (425, RETRY),
+        (429, RETRY),
+        (500, RETRY),
+        (502, RETRY),
+        (503, RETRY),
+        (504, RETRY),
+        (404, FATAL),
+        (405, FATAL),
+        (415, FATAL),
+    ],
+)
 def test_status_classification_over_http(standin, client, status, outcome):
     standin.fail_next(1, status)
     answer = client.post_batch(encode_batch(events()), False)
@@ -111,12 +125,27 @@ def test_status_classification_over_http(standin, client, status, outcome):
     assert no_key_in(answer)
 
 
-@pytest.mark.parametrize("status, outcome", [
-    (200, DELIVERED), (201, DELIVERED), (204, DELIVERED), (299, DELIVERED),
-    (301, FATAL), (302, FATAL), (304, FATAL), (307, FATAL), (308, FATAL), (100, FATAL),
-    (404, FATAL), (409, FATAL), (418, FATAL), (451, FATAL),
-    (599, RETRY), (511, RETRY),
-])
+@pytest.mark.parametrize(
+    "status, outcome",
+    [
+        (200, DELIVERED),
+        (201, DELIVERED),
+        (204, DELIVERED),
+        (299, DELIVERED),
+        (301, FATAL),
+        (302, FATAL),
+        (304, FATAL),
+        (307, FATAL),
+        (308, FATAL),
+        (100, FATAL),
+        (404, FATAL),
+        (409, FATAL),
+        (418, FATAL),
+        (451, FATAL),
+        (599, RETRY),
+        (511, RETRY),
+    ],
+)
 def test_classify(status, outcome):
     assert classify(status) == outcome
 
@@ -214,8 +243,9 @@ def test_refused_connection_is_retried(make_client):
 def test_a_server_echoing_the_key_does_not_leak_it_into_the_detail(make_client, status):
     def echo(request: bytes) -> bytes:
         token = parsed(request)[2]["authorization"]
-        return http_answer(status, "Error", {"Content-Type": "application/json"},
-                           json.dumps({"error": f"bad token {token}"}).encode())
+        return http_answer(
+            status, "Error", {"Content-Type": "application/json"}, json.dumps({"error": f"bad token {token}"}).encode()
+        )
 
     with answering(echo) as server:
         answer = make_client(server.base_url).post_batch(encode_batch(events()), False)
@@ -233,8 +263,7 @@ def test_redirect_is_fatal_and_names_the_target(make_client):
 
 
 def test_error_body_is_one_short_line(make_client):
-    long_error = http_answer(400, "Bad Request", {"Content-Type": "text/plain"},
-                             b"line one\nline two " + b"x" * 1000)
+    long_error = http_answer(400, "Bad Request", {"Content-Type": "text/plain"}, b"line one\nline two " + b"x" * 1000)
     with answering(lambda request: long_error) as server:
         answer = make_client(server.base_url).post_batch(encode_batch(events()), False)
     assert "\n" not in answer.detail
@@ -263,17 +292,28 @@ def test_a_gzip_error_body_is_decoded_for_the_detail(make_client):
     assert answer.kind == REJECT and "event 0: bad name" in answer.detail
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({}, None),
-    ({"HTTPS_PROXY": "http://proxy.internal:3128"}, "http://proxy.internal:3128"),
-    ({"https_proxy": "http://lower.internal:3128"}, "http://lower.internal:3128"),
-    ({"ALL_PROXY": "http://all.internal:3128"}, "http://all.internal:3128"),
-    ({"HTTP_PROXY": "http://only-http.internal:3128"}, None),  # the API is https
-    ({"HTTPS_PROXY": "http://proxy.internal:3128", "NO_PROXY": ".userflux.co"}, None),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, None),
+        ({"HTTPS_PROXY": "http://proxy.internal:3128"}, "http://proxy.internal:3128"),
+        ({"https_proxy": "http://lower.internal:3128"}, "http://lower.internal:3128"),
+        ({"ALL_PROXY": "http://all.internal:3128"}, "http://all.internal:3128"),
+        ({"HTTP_PROXY": "http://only-http.internal:3128"}, None),  # the API is https
+        ({"HTTPS_PROXY": "http://proxy.internal:3128", "NO_PROXY": ".userflux.co"}, None),
+    ],
+)
 def test_the_environment_s_proxy_is_honoured_as_httpx_would(monkeypatch, env, expected):
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy",
-                 "NO_PROXY", "no_proxy"):
+    for name in (
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -47,8 +47,9 @@ def pool():
 def make_direct(pool):
     made: list[DirectSender] = []
 
-    def make(base_url: str, slots: int = 4, timeout_s: float = 2.0, gate: Gate | None = None,
-             tls: TlsSettings | None = None) -> DirectSender:
+    def make(
+        base_url: str, slots: int = 4, timeout_s: float = 2.0, gate: Gate | None = None, tls: TlsSettings | None = None
+    ) -> DirectSender:
         route = make_route(base_url, Secret(API_KEY), timeout_s, tls)
         direct = DirectSender(route, gate or Gate(FAST), pool, queue.SimpleQueue(), slots)
         made.append(direct)

@@ -75,8 +75,9 @@ class DirectPath:
         self.pool = FakePool()
         self.completions: queue.Queue = queue.Queue()
         self.gate = Gate(FAST)
-        self.direct = DirectSender(make_route(base_url, Secret(API_KEY), timeout_s, tls), self.gate, self.pool,
-                                   self.completions, slots=1)
+        self.direct = DirectSender(
+            make_route(base_url, Secret(API_KEY), timeout_s, tls), self.gate, self.pool, self.completions, slots=1
+        )
         self.longest_pump = 0.0
 
     def post(self, batch: Batch) -> tuple[str, str]:
@@ -156,15 +157,20 @@ def stray_after_answer(stray: bytes, then_close: bool):
     return script
 
 
-@pytest.mark.parametrize("stray, then_close", [
-    (ANSWER_204, False),  # a stray 2xx: read for the next batch, it would count it as delivered
-    (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", True),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", False),
-    (b"H", False),  # a single byte
-])
+@pytest.mark.parametrize(
+    "stray, then_close",
+    [
+        (ANSWER_204, False),  # a stray 2xx: read for the next batch, it would count it as delivered
+        (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", True),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", False),
+        (b"H", False),  # a single byte
+    ],
+)
 def test_bytes_on_a_resting_connection_are_never_read_as_the_next_answer(make_path, stray, then_close):
-    server, path = make_path(stray_after_answer(stray, then_close), answer_each(
-        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"))
+    server, path = make_path(
+        stray_after_answer(stray, then_close),
+        answer_each(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"),
+    )
     assert path.post(batch()) == (DELIVERED, "2xx" if path.name == "direct" else "204")
     time.sleep(0.2)
     # The next batch goes out on a new connection, whose answer is its own: 503, not delivered.
@@ -208,7 +214,8 @@ def test_an_early_refusal_splits_the_batch_instead_of_retrying_it_forever(tls, c
         try:
             started = time.monotonic()
             result = BatchSender(client, RetryPolicy(0.002, 0.01, max_attempts=0), threading.Event()).send(
-                batch(2, size=3_000_000))
+                batch(2, size=3_000_000)
+            )
         finally:
             client.close()
     assert [item.event["name"] for item, _ in result.refused] == ["evt_0", "evt_1"]
@@ -230,11 +237,14 @@ def test_a_2xx_before_the_request_was_written_in_full_is_not_believed(make_path)
 # -- 3. however the answer arrives -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("answer, expected", [
-    (b"HTTP/1.1 204 No Content\r\nServer: slow\r\n\r\n", DELIVERED),
-    (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nslow", RETRY),
-    (b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nbad\r\n0\r\n\r\n", REJECT),
-])
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        (b"HTTP/1.1 204 No Content\r\nServer: slow\r\n\r\n", DELIVERED),
+        (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nslow", RETRY),
+        (b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nbad\r\n0\r\n\r\n", REJECT),
+    ],
+)
 def test_an_answer_sent_a_byte_at_a_time(make_path, answer, expected):
     def script(peer: Peer) -> None:
         while peer.read_request():
@@ -282,11 +292,14 @@ def test_a_server_that_resets_in_the_middle_of_the_head(make_path):
 # -- 4. nothing is held past request_timeout_s -----------------------------------------------------
 
 
-@pytest.mark.parametrize("first, piece, pause_s", [
-    (b"HTTP/1.1 200 OK\r\nX-Endless: ", b"a", 0.05),  # a head that never ends
-    (b"", b"HTTP/1.1 100 Continue\r\n\r\n", 0.08),  # interim answers, fewer than the limit on their number
-    (b"HTTP/1.1 200 OK\r\n", b"", 0.0),  # half a head, then nothing
-])
+@pytest.mark.parametrize(
+    "first, piece, pause_s",
+    [
+        (b"HTTP/1.1 200 OK\r\nX-Endless: ", b"a", 0.05),  # a head that never ends
+        (b"", b"HTTP/1.1 100 Continue\r\n\r\n", 0.08),  # interim answers, fewer than the limit on their number
+        (b"HTTP/1.1 200 OK\r\n", b"", 0.0),  # half a head, then nothing
+    ],
+)
 def test_an_answer_trickled_forever_ends_at_the_request_timeout(make_path, first, piece, pause_s):
     def script(peer: Peer) -> None:
         if peer.read_request():
@@ -327,13 +340,19 @@ def test_a_server_that_never_answers(make_path):
 # -- 5. memory stays bounded -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("head, piece, expected", [
-    (b"HTTP/1.1 502 Bad Gateway\r\n\r\n", b"x" * 65_536, (RETRY, "502")),  # a body until the close
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"10000\r\n" + b"x" * 65_536 + b"\r\n",
-     (DELIVERED, None)),
-    (b"HTTP/1.1 200 OK\r\n", b"X-Header: " + b"h" * 1000 + b"\r\n", (RETRY, "connection")),
-    (b"", b"HTTP/1.1 100 Continue\r\n\r\n", (RETRY, "connection")),
-])
+@pytest.mark.parametrize(
+    "head, piece, expected",
+    [
+        (b"HTTP/1.1 502 Bad Gateway\r\n\r\n", b"x" * 65_536, (RETRY, "502")),  # a body until the close
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"10000\r\n" + b"x" * 65_536 + b"\r\n",
+            (DELIVERED, None),
+        ),
+        (b"HTTP/1.1 200 OK\r\n", b"X-Header: " + b"h" * 1000 + b"\r\n", (RETRY, "connection")),
+        (b"", b"HTTP/1.1 100 Continue\r\n\r\n", (RETRY, "connection")),
+    ],
+)
 def test_an_endless_answer_is_cut_at_the_limits(make_path, head, piece, expected):
     def script(peer: Peer) -> None:
         if peer.read_request():
@@ -353,14 +372,17 @@ def test_an_endless_answer_is_cut_at_the_limits(make_path, head, piece, expected
 # -- 6. one rule for both paths --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("answer, expected", [
-    (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 8\r\n\r\nnot gzip", (DELIVERED, None)),
-    (b"HTTP/1.1 502 Bad Gateway\r\nContent-Encoding: gzip\r\nContent-Length: 8\r\n\r\nnot gzip", (RETRY, "502")),
-    (b"HTTP/1.1 200 OK\nContent-Length: 3, 3\n\nabc", (DELIVERED, None)),
-    (b"HTTP/1.1 201 Created\r\nX-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n", (DELIVERED, None)),
-    (b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n", (REJECT, "413")),
-    (b"HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n", (RETRY, "connection")),
-])
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 8\r\n\r\nnot gzip", (DELIVERED, None)),
+        (b"HTTP/1.1 502 Bad Gateway\r\nContent-Encoding: gzip\r\nContent-Length: 8\r\n\r\nnot gzip", (RETRY, "502")),
+        (b"HTTP/1.1 200 OK\nContent-Length: 3, 3\n\nabc", (DELIVERED, None)),
+        (b"HTTP/1.1 201 Created\r\nX-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n", (DELIVERED, None)),
+        (b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n", (REJECT, "413")),
+        (b"HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n", (RETRY, "connection")),
+    ],
+)
 def test_both_paths_read_an_answer_the_same_way(make_path, answer, expected):
     server, path = make_path(answer_each(answer))
     kind, code = path.post(batch())

@@ -32,7 +32,7 @@ def bytewise(raw: bytes, closes: bool = True, **limits) -> Response:
     """``raw`` fed a byte at a time, then the close (if the answer needs it)."""
     reader = AnswerReader(**limits)
     for i in range(len(raw)):
-        answer = reader.feed(raw[i:i + 1])
+        answer = reader.feed(raw[i : i + 1])
         if answer is not None:
             return answer
     if closes:
@@ -49,8 +49,14 @@ def answer_of(*pieces: bytes, **limits) -> Response:
             bytewise(b"".join(pieces), **limits)
         raise
     split = bytewise(b"".join(pieces), **limits)
-    assert (split.status, split.reason, split.headers, split.body, split.reusable, bool(split.incomplete)) == \
-        (whole.status, whole.reason, whole.headers, whole.body, whole.reusable, bool(whole.incomplete))
+    assert (split.status, split.reason, split.headers, split.body, split.reusable, bool(split.incomplete)) == (
+        whole.status,
+        whole.reason,
+        whole.headers,
+        whole.body,
+        whole.reusable,
+        bool(whole.incomplete),
+    )
     return whole
 
 
@@ -58,10 +64,16 @@ def answer_of(*pieces: bytes, **limits) -> Response:
 
 
 def test_the_request_is_one_buffer_head_then_body():
-    data = request_bytes(b"POST", b"/event/ingest/batch?locationEnrichment=false",
-                         [(b"Host", b"api.example"), (b"Content-Length", b"2")], b"{}")
-    assert data == (b"POST /event/ingest/batch?locationEnrichment=false HTTP/1.1\r\n"
-                    b"Host: api.example\r\nContent-Length: 2\r\n\r\n{}")
+    data = request_bytes(
+        b"POST",
+        b"/event/ingest/batch?locationEnrichment=false",
+        [(b"Host", b"api.example"), (b"Content-Length", b"2")],
+        b"{}",
+    )
+    assert data == (
+        b"POST /event/ingest/batch?locationEnrichment=false HTTP/1.1\r\n"
+        b"Host: api.example\r\nContent-Length: 2\r\n\r\n{}"
+    )
 
 
 @pytest.mark.parametrize("value", [b"a\r\nX-Injected: 1", b"a\nb", b"a\rb"])
@@ -85,15 +97,18 @@ def test_content_length_frames_the_body():
 
 
 def test_a_chunked_body_with_extensions_and_a_trailer():
-    answer = answer_of(b"HTTP/1.1 422 Unprocessable\r\nTransfer-Encoding: chunked\r\n\r\n"
-                       b"4;name=value\r\nwiki\r\n", b"5 \r\npedia\r\n0\r\nX-Trailer: 1\r\n\r\n")
+    answer = answer_of(
+        b"HTTP/1.1 422 Unprocessable\r\nTransfer-Encoding: chunked\r\n\r\n4;name=value\r\nwiki\r\n",
+        b"5 \r\npedia\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    )
     assert answer.body == b"wikipedia" and answer.reusable
 
 
 def test_other_transfer_codings_before_chunked_are_read_as_chunked():
     # RFC 9112 6.1 (h11 refuses these): the body stays gzip-coded; only its framing matters here.
-    answer = answer_of(b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
-                       b"2\r\nab\r\n0\r\n\r\n")
+    answer = answer_of(
+        b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"
+    )
     assert answer.body == b"ab" and answer.reusable
 
 
@@ -108,8 +123,9 @@ def test_a_body_without_framing_lasts_until_the_close():
 
 
 def test_interim_answers_are_skipped():
-    answer = answer_of(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n"
-                       b"HTTP/1.1 204 No Content\r\n\r\n")
+    answer = answer_of(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"
+    )
     assert answer.status == 204 and answer.headers == [] and answer.reusable
 
 
@@ -126,7 +142,9 @@ def test_bare_lf_line_endings():
 
 
 def test_an_obsolete_folded_header_line_is_unfolded():
-    answer = answer_of(b"HTTP/1.1 429 Too Many\r\nRetry-After: \r\n  7\r\nX-Note: a\r\n\tb c\r\nContent-Length: 0\r\n\r\n")
+    answer = answer_of(
+        b"HTTP/1.1 429 Too Many\r\nRetry-After: \r\n  7\r\nX-Note: a\r\n\tb c\r\nContent-Length: 0\r\n\r\n"
+    )
     assert answer.header(b"retry-after") == b"7" and answer.header(b"x-note") == b"a b c"
 
 
@@ -143,21 +161,25 @@ def test_http_1_0_is_never_reused_even_when_it_says_keep_alive():
 
 
 def test_an_answer_with_both_transfer_encoding_and_content_length_is_read_chunked_and_not_reused():
-    answer = answer_of(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n"
-                       b"2\r\nok\r\n0\r\n\r\n")
+    answer = answer_of(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    )
     assert answer.body == b"ok" and not answer.reusable and answer.incomplete == ""
 
 
 # -- whether the connection carries the next request ---------------------------------------------
 
 
-@pytest.mark.parametrize("head, reusable", [
-    (b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n", False),
-    (b"HTTP/1.1 204 No Content\r\nConnection: keep-alive, Close\r\n\r\n", False),
-    (b"HTTP/1.0 204 No Content\r\n\r\n", False),
-    (b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", False),  # bytes nobody asked for
-    (b"HTTP/1.1 204 No Content\r\n\r\n", True),
-])
+@pytest.mark.parametrize(
+    "head, reusable",
+    [
+        (b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n", False),
+        (b"HTTP/1.1 204 No Content\r\nConnection: keep-alive, Close\r\n\r\n", False),
+        (b"HTTP/1.0 204 No Content\r\n\r\n", False),
+        (b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", False),  # bytes nobody asked for
+        (b"HTTP/1.1 204 No Content\r\n\r\n", True),
+    ],
+)
 def test_the_connection_is_reused_only_when_the_answer_allows(head, reusable):
     assert read_answer(recv_from(head)).reusable is reusable
 
@@ -165,16 +187,22 @@ def test_the_connection_is_reused_only_when_the_answer_allows(head, reusable):
 # -- the head decides: a body cut short leaves the answer incomplete, not unread ------------------
 
 
-@pytest.mark.parametrize("raw, body, why", [
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", b"abc", "closed the connection in the middle"),
-    (b"HTTP/1.1 413 Too Large\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", b"ab", "closed the connection"),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", b"", "not a chunk size"),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1_0\r\n", b"", "not a chunk size"),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", b"", "not a chunk size"),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY", b"abc", "does not end with CRLF"),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nbad trailer\r\n\r\n", b"a",
-     "the trailer section"),
-])
+@pytest.mark.parametrize(
+    "raw, body, why",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", b"abc", "closed the connection in the middle"),
+        (b"HTTP/1.1 413 Too Large\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", b"ab", "closed the connection"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", b"", "not a chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1_0\r\n", b"", "not a chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", b"", "not a chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY", b"abc", "does not end with CRLF"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nbad trailer\r\n\r\n",
+            b"a",
+            "the trailer section",
+        ),
+    ],
+)
 def test_a_body_cut_short_keeps_the_status_and_ends_the_connection(raw, body, why):
     answer = answer_of(raw)
     assert answer.status in (200, 413) and answer.body == body and not answer.reusable
@@ -195,36 +223,42 @@ def test_cut_short_before_the_head_is_nothing_and_after_it_the_answer_so_far():
 # -- what is not an answer -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("pieces, message", [
-    ((), "closed the connection before the answer"),
-    ((b"HTTP/1.1 204 No Con",), "closed the connection in the middle of the answer"),
-    ((b"HTTP/1.1 100 Continue\r\n\r\n",), "closed the connection in the middle of the answer"),
-])
+@pytest.mark.parametrize(
+    "pieces, message",
+    [
+        ((), "closed the connection before the answer"),
+        ((b"HTTP/1.1 204 No Con",), "closed the connection in the middle of the answer"),
+        ((b"HTTP/1.1 100 Continue\r\n\r\n",), "closed the connection in the middle of the answer"),
+    ],
+)
 def test_a_close_before_the_head_is_complete(pieces, message):
     with pytest.raises(ClosedError, match=message):
         read_answer(recv_from(*pieces))
 
 
-@pytest.mark.parametrize("raw", [
-    b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
-    b"HTTP/2 204\r\n\r\n",
-    b"HTTP/1.1 2O4 No Content\r\n\r\n",
-    b"HTTP/1.1 099 Below Interim\r\n\r\n",
-    b"HTTP/1.1 000 Zero\r\n\r\n",
-    b"\r\nHTTP/1.1 204 No Content\r\n\r\n",
-    b"HTTP/1.1 204 No Content\r\nno colon here\r\n\r\n",
-    b"HTTP/1.1 204 No Content\r\nName : value\r\n\r\n",
-    b"HTTP/1.1 204 No Content\r\n folded onto the status line\r\n\r\n",
-    b"HTTP/1.1 204 No Content\r\nX-Nul: a\x00b\r\n\r\n",
-    b"HTTP/1.1 204 No Content\r\nX-Cr: a\rb\r\n\r\n",
-    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
-    b"HTTP/1.1 200 OK\r\nContent-Length: 3, 4\r\n\r\nabcd",
-    b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+        b"HTTP/2 204\r\n\r\n",
+        b"HTTP/1.1 2O4 No Content\r\n\r\n",
+        b"HTTP/1.1 099 Below Interim\r\n\r\n",
+        b"HTTP/1.1 000 Zero\r\n\r\n",
+        b"\r\nHTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\nno colon here\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\nName : value\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n folded onto the status line\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\nX-Nul: a\x00b\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\nX-Cr: a\rb\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3, 4\r\n\r\nabcd",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \r\n\r\n",
+    ],
+)
 def test_what_is_not_http_1_1_is_a_protocol_error(raw):
     with pytest.raises(ProtocolError):
         answer_of(raw)
@@ -254,15 +288,20 @@ def test_a_head_over_the_limit_is_refused_however_it_arrives():
 def test_endless_interim_answers_are_refused():
     with pytest.raises(ProtocolError, match="interim"):
         answer_of(b"HTTP/1.1 100 Continue\r\n\r\n" * 4 + b"HTTP/1.1 204 No Content\r\n\r\n", max_interim=3)
-    assert answer_of(b"HTTP/1.1 100 Continue\r\n\r\n" * 3 + b"HTTP/1.1 204 No Content\r\n\r\n",
-                     max_interim=3).status == 204
+    assert (
+        answer_of(b"HTTP/1.1 100 Continue\r\n\r\n" * 3 + b"HTTP/1.1 204 No Content\r\n\r\n", max_interim=3).status
+        == 204
+    )
 
 
-@pytest.mark.parametrize("head", [
-    b"HTTP/1.1 200 OK\r\nContent-Length: 101\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n",
-    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n32\r\n" + b"a" * 50 + b"\r\n33\r\n",
-])
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 101\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n32\r\n" + b"a" * 50 + b"\r\n33\r\n",
+    ],
+)
 def test_a_body_over_the_limit_is_not_read_and_the_answer_stands(head):
     reader = AnswerReader(max_body=100)
     answer = reader.feed(head)
@@ -326,8 +365,12 @@ def test_any_split_of_an_answer_reads_the_same(raw, cuts):
     if rest:
         pieces.append(rest)
     whole, split = read_answer(recv_from(raw)), read_answer(recv_from(*pieces))
-    assert (split.status, split.headers, split.body, split.reusable) == \
-        (whole.status, whole.headers, whole.body, whole.reusable)
+    assert (split.status, split.headers, split.body, split.reusable) == (
+        whole.status,
+        whole.headers,
+        whole.body,
+        whole.reusable,
+    )
     assert whole.reusable
 
 

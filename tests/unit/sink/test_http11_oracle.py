@@ -51,14 +51,22 @@ class Outcome:
 def _normal_headers(headers) -> tuple:
     """Headers compared without the framing fields h11 rewrites (duplicate Content-Length
     lines merged, Transfer-Encoding lower-cased): the bodies compare the framing."""
-    return tuple((name.lower(), bytes(value)) for name, value in headers
-                 if name.lower() not in (b"content-length", b"transfer-encoding"))
+    return tuple(
+        (name.lower(), bytes(value))
+        for name, value in headers
+        if name.lower() not in (b"content-length", b"transfer-encoding")
+    )
 
 
 def h11_reads(pieces: list[bytes], closes: bool) -> Outcome:
     connection = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
-    connection.send(h11.Request(method="POST", target="/event/ingest/batch",
-                                headers=[("Host", "integration-api.userflux.co"), ("Content-Length", "2")]))
+    connection.send(
+        h11.Request(
+            method="POST",
+            target="/event/ingest/batch",
+            headers=[("Host", "integration-api.userflux.co"), ("Content-Length", "2")],
+        )
+    )
     connection.send(h11.Data(data=b"{}"))
     connection.send(h11.EndOfMessage())
     response: h11.Response | None = None
@@ -80,19 +88,27 @@ def h11_reads(pieces: list[bytes], closes: bool) -> Outcome:
                     assert response is not None
                     leftover, closed = connection.trailing_data
                     reusable = connection.their_state is h11.DONE and not leftover and not closed
-                    return Outcome("answer", response.status_code, bytes(response.reason),
-                                   _normal_headers(response.headers.raw_items()), body, reusable)
+                    return Outcome(
+                        "answer",
+                        response.status_code,
+                        bytes(response.reason),
+                        _normal_headers(response.headers.raw_items()),
+                        body,
+                        reusable,
+                    )
                 else:  # ConnectionClosed before the end: h11 raised instead, above
                     raise AssertionError(f"unexpected {event!r}")
     except h11.RemoteProtocolError:
         if response is None:
             return Outcome("error")
-        return Outcome("cut", response.status_code, bytes(response.reason),
-                       _normal_headers(response.headers.raw_items()), body)
+        return Outcome(
+            "cut", response.status_code, bytes(response.reason), _normal_headers(response.headers.raw_items()), body
+        )
     if response is None:
         return Outcome("more")
-    return Outcome("cut", response.status_code, bytes(response.reason), _normal_headers(response.headers.raw_items()),
-                   body)
+    return Outcome(
+        "cut", response.status_code, bytes(response.reason), _normal_headers(response.headers.raw_items()), body
+    )
 
 
 def _ours(answer: Response | None) -> Outcome:
@@ -159,15 +175,18 @@ def _final_head(raw: bytes) -> list[bytes]:
 
 
 def _fields_named(raw: bytes, name: bytes) -> list[bytes]:
-    return [line.split(b":", 1)[1].strip().lower() for line in _final_head(raw)[1:]
-            if line.lower().startswith(name + b":")]
+    return [
+        line.split(b":", 1)[1].strip().lower() for line in _final_head(raw)[1:] if line.lower().startswith(name + b":")
+    ]
 
 
 def _other_codings(raw: bytes) -> bool:
     """Whether a head of the stream carries a Transfer-Encoding other than a lone chunked
     (where h11 is no oracle: it refuses them all)."""
-    if any(line.lower().startswith(b"transfer-encoding:") and line.split(b":", 1)[1].strip().lower() != b"chunked"
-           for line in raw.replace(b"\r", b"").split(b"\n")):
+    if any(
+        line.lower().startswith(b"transfer-encoding:") and line.split(b":", 1)[1].strip().lower() != b"chunked"
+        for line in raw.replace(b"\r", b"").split(b"\n")
+    ):
         return True
     return _fields_named(raw, b"transfer-encoding") not in ([], [b"chunked"])
 
@@ -197,8 +216,12 @@ def check(raw: bytes, cuts: list[int], closes: bool) -> None:
         # Deliberate: the head decides. h11 raised (or waits) after the head; ours keeps
         # the answer, marked incomplete, its connection ended. The body so far agrees.
         assert fed.kind == "cut", (expected, fed)
-        assert (fed.status, fed.reason, fed.headers, fed.reusable) == \
-            (expected.status, expected.reason, expected.headers, False)
+        assert (fed.status, fed.reason, fed.headers, fed.reusable) == (
+            expected.status,
+            expected.reason,
+            expected.headers,
+            False,
+        )
         assert expected.body.startswith(fed.body) or fed.body.startswith(expected.body)
         return
     assert fed == expected
@@ -239,15 +262,31 @@ def header_line(draw) -> bytes:
 @st.composite
 def head(draw, status: int, framing: list[bytes]) -> bytes:
     eol = _eol(draw)
-    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1",
-                                    b"HTTP/1.12", b"http/1.1"]))
+    version = draw(
+        st.sampled_from(
+            [b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1", b"HTTP/1.12", b"http/1.1"]
+        )
+    )
     status_text = draw(st.sampled_from([b"%03d" % status] * 6 + [b"%d" % status, b"2O4", b"%04d" % status]))
-    reason = draw(st.sampled_from([b" OK", b" No Content", b"", b" ", b" Odd\treason", b" \x80\xff", b" bad\x00",
-                                   b" two  spaces "]))
+    reason = draw(
+        st.sampled_from(
+            [b" OK", b" No Content", b"", b" ", b" Odd\treason", b" \x80\xff", b" bad\x00", b" two  spaces "]
+        )
+    )
     lines = [version + b" " + status_text + reason + eol]
     extra = draw(st.lists(header_line(), max_size=4))
-    connection = draw(st.sampled_from([[], [], [b"Connection: close"], [b"Connection: keep-alive"],
-                                       [b"Connection: Keep-Alive, CLOSE"], [b"connection: upgrade"]]))
+    connection = draw(
+        st.sampled_from(
+            [
+                [],
+                [],
+                [b"Connection: close"],
+                [b"Connection: keep-alive"],
+                [b"Connection: Keep-Alive, CLOSE"],
+                [b"connection: upgrade"],
+            ]
+        )
+    )
     fields = framing + connection
     for field in fields:
         extra.insert(draw(st.integers(0, len(extra))), field + eol)
@@ -260,12 +299,22 @@ def chunked_body(draw, body: bytes) -> bytes:
     while rest:
         size = draw(st.integers(1, max(1, len(rest))))
         chunk, rest = rest[:size], rest[size:]
-        size_text = draw(st.sampled_from(["%x", "%X", "%03x", "%x "]))  % len(chunk)
+        size_text = draw(st.sampled_from(["%x", "%X", "%03x", "%x "])) % len(chunk)
         ext = draw(st.sampled_from([b"", b"", b";name=value", b";x", b'; q="a b"']))
         out.append(size_text.encode() + ext + b"\r\n" + chunk + b"\r\n")
     last = draw(st.sampled_from([b"0\r\n", b"000\r\n", b"0;end\r\n"]))
-    trailer = draw(st.sampled_from([b"\r\n", b"\r\n", b"X-Trailer: 1\r\n\r\n", b"X-Trailer: 1\n\n",
-                                    b"Bad trailer\r\n\r\n", b"Content-Length: 5\r\n\r\n"]))
+    trailer = draw(
+        st.sampled_from(
+            [
+                b"\r\n",
+                b"\r\n",
+                b"X-Trailer: 1\r\n\r\n",
+                b"X-Trailer: 1\n\n",
+                b"Bad trailer\r\n\r\n",
+                b"Content-Length: 5\r\n\r\n",
+            ]
+        )
+    )
     return b"".join(out) + last + trailer
 
 
@@ -273,22 +322,39 @@ def chunked_body(draw, body: bytes) -> bytes:
 def final_answer(draw) -> bytes:
     status = draw(st.sampled_from([200, 201, 204, 204, 204, 304, 400, 401, 404, 413, 429, 500, 503, 99, 101, 999]))
     body = draw(st.binary(max_size=300))
-    framing_kind = draw(st.sampled_from(["length", "length", "chunked", "chunked", "close", "length-bad",
-                                         "length-repeat", "codings", "both"]))
+    framing_kind = draw(
+        st.sampled_from(
+            ["length", "length", "chunked", "chunked", "close", "length-bad", "length-repeat", "codings", "both"]
+        )
+    )
     if framing_kind == "length":
         framing, data = [b"Content-Length: %d" % len(body)], body
     elif framing_kind == "length-repeat":
-        framing, data = [draw(st.sampled_from([b"Content-Length: %d, %d", b"Content-Length:%d ,%d"])) %
-                         (len(body), len(body))], body
+        framing, data = (
+            [draw(st.sampled_from([b"Content-Length: %d, %d", b"Content-Length:%d ,%d"])) % (len(body), len(body))],
+            body,
+        )
     elif framing_kind == "length-bad":
         wrong = draw(st.sampled_from([b"-1", b"abc", b"", b"1, 2", b"+3", b"99999999999999999999999"]))
         framing, data = [b"Content-Length: " + wrong], body
     elif framing_kind == "chunked":
-        framing, data = [draw(st.sampled_from([b"Transfer-Encoding: chunked", b"transfer-encoding: Chunked"]))], \
-            draw(chunked_body(body))
+        framing, data = (
+            [draw(st.sampled_from([b"Transfer-Encoding: chunked", b"transfer-encoding: Chunked"]))],
+            draw(chunked_body(body)),
+        )
     elif framing_kind == "codings":
-        framing = [draw(st.sampled_from([b"Transfer-Encoding: gzip, chunked", b"Transfer-Encoding: gzip",
-                                         b"Transfer-Encoding: chunked, chunked", b"Transfer-Encoding: "]))]
+        framing = [
+            draw(
+                st.sampled_from(
+                    [
+                        b"Transfer-Encoding: gzip, chunked",
+                        b"Transfer-Encoding: gzip",
+                        b"Transfer-Encoding: chunked, chunked",
+                        b"Transfer-Encoding: ",
+                    ]
+                )
+            )
+        ]
         data = draw(chunked_body(body))
     elif framing_kind == "both":
         framing, data = [b"Content-Length: %d" % len(body), b"Transfer-Encoding: chunked"], draw(chunked_body(body))
@@ -299,9 +365,18 @@ def final_answer(draw) -> bytes:
 
 @st.composite
 def answer_stream(draw) -> bytes:
-    interim = draw(st.lists(st.sampled_from([b"HTTP/1.1 100 Continue\r\n\r\n",
-                                              b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n",
-                                              b"HTTP/1.1 102 Processing\n\n"]), max_size=3))
+    interim = draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    b"HTTP/1.1 100 Continue\r\n\r\n",
+                    b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n",
+                    b"HTTP/1.1 102 Processing\n\n",
+                ]
+            ),
+            max_size=3,
+        )
+    )
     raw = b"".join(interim) + draw(final_answer())
     after = draw(st.sampled_from([b"", b"", b"", b"HTTP/1.1 204 No Content\r\n\r\n", b"x"]))
     raw += after
@@ -310,9 +385,9 @@ def answer_stream(draw) -> bytes:
         at = draw(st.integers(0, len(raw) - 1))
         how = draw(st.sampled_from(["change", "drop", "add"]))
         byte = draw(st.sampled_from(_VALUE_BYTES))
-        raw = raw[:at] + (byte if how != "drop" else b"") + raw[at + (0 if how == "add" else 1):]
+        raw = raw[:at] + (byte if how != "drop" else b"") + raw[at + (0 if how == "add" else 1) :]
     elif damage == 1 and raw:  # the stream stops anywhere
-        raw = raw[:draw(st.integers(0, len(raw)))]
+        raw = raw[: draw(st.integers(0, len(raw)))]
     return raw
 
 
@@ -326,12 +401,15 @@ def test_our_reader_agrees_with_h11(raw, cuts, closes):
     check(raw, cuts, closes)
 
 
-@pytest.mark.parametrize("raw", [
-    b"HTTP/1.1 204 No Content\r\nDate: Wed, 03 Dec 2026 21:00:00 GMT\r\nServer: envoy\r\n\r\n",
-    b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 2\r\n\r\n{}",
-    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-    b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\n\r\n<html>gone</html>",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 204 No Content\r\nDate: Wed, 03 Dec 2026 21:00:00 GMT\r\nServer: envoy\r\n\r\n",
+        b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 2\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\n\r\n<html>gone</html>",
+    ],
+)
 @pytest.mark.parametrize("closes", [True, False])
 def test_answers_a_real_server_sends_agree_byte_by_byte(raw, closes):
     check(raw, [1] * len(raw), closes)
@@ -339,5 +417,6 @@ def test_answers_a_real_server_sends_agree_byte_by_byte(raw, closes):
 
 def test_the_oracle_itself_tells_answers_apart():
     # The comparison must be able to fail: h11 and ours read these differently from each other.
-    assert h11_reads([b"HTTP/1.1 204 No Content\r\n\r\n"], False) != \
-        h11_reads([b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"], False)
+    assert h11_reads([b"HTTP/1.1 204 No Content\r\n\r\n"], False) != h11_reads(
+        [b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"], False
+    )

@@ -137,6 +137,8 @@ def test_dry_run_sender_in_the_pool_prints_one_line_per_batch(make_pool):
     results = drain(completions, 2)
     assert all(r.delivered == r.batch.items for r in results)
     lines = sorted((json.loads(line) for line in out.getvalue().splitlines()), key=lambda d: d["batch"])
-    assert [(d["batch"], d["locationEnrichment"], len(d["events"])) for d in lines] == \
-        [(batches[0].id, True, 2), (batches[1].id, False, 1)]
+    assert [(d["batch"], d["locationEnrichment"], len(d["events"])) for d in lines] == [
+        (batches[0].id, True, 2),
+        (batches[1].id, False, 1),
+    ]
     assert lines[0]["events"] == [item.event for item in batches[0].items]

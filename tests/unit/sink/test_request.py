@@ -15,11 +15,14 @@ def test_batch_path_is_the_documented_one():
     assert BATCH_PATH == "/event/ingest/batch"
 
 
-@pytest.mark.parametrize("base", [
-    "https://integration-api.userflux.co",
-    "https://integration-api.userflux.co/",
-    "https://integration-api.userflux.co//",
-])
+@pytest.mark.parametrize(
+    "base",
+    [
+        "https://integration-api.userflux.co",
+        "https://integration-api.userflux.co/",
+        "https://integration-api.userflux.co//",
+    ],
+)
 def test_batch_url(base):
     assert batch_url(base) == "https://integration-api.userflux.co/event/ingest/batch"
 
@@ -30,14 +33,20 @@ def test_location_enrichment_is_always_sent_false_included():
 
 
 def test_encode_batch_is_compact_utf8_json_with_an_events_array():
-    events = [{"name": "café_view", "userId": "ü1", "timestamp": 1690111645853,
-               "properties": {"nested": {"list": [1, 2.5, None, True]}}},
-              {"name": "b", "anonymousId": "a"}]
+    events = [
+        {
+            "name": "café_view",
+            "userId": "ü1",
+            "timestamp": 1690111645853,
+            "properties": {"nested": {"list": [1, 2.5, None, True]}},
+        },
+        {"name": "b", "anonymousId": "a"},
+    ]
     body = encode_batch(events)
     assert isinstance(body, bytes)
     assert json.loads(body.decode("utf-8")) == {"events": events}
     assert b" " not in body  # compact separators
-    assert "café_view".encode("utf-8") in body  # not \u-escaped
+    assert "café_view".encode() in body  # not \u-escaped
 
 
 def test_encode_batch_accepts_any_iterable():

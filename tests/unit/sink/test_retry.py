@@ -21,14 +21,17 @@ def now() -> float:
 # -- parse_retry_after -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("120", 120.0),
-    (" 7 ", 7.0),
-    ("0", 0.0),
-    ("0.3", 0.3),
-    ("-5", 0.0),  # never negative
-    ("999999", MAX_RETRY_AFTER_S),  # capped
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("0", 0.0),
+        ("0.3", 0.3),
+        ("-5", 0.0),  # never negative
+        ("999999", MAX_RETRY_AFTER_S),  # capped
+    ],
+)
 def test_delta_seconds(value, expected):
     assert parse_retry_after(value, now=now) == pytest.approx(expected)
 
@@ -121,8 +124,10 @@ def test_backoff_stays_between_half_and_all_of_the_ceiling(initial, factor, atte
     assert ceiling / 2 - 1e-9 <= delay <= ceiling + 1e-9
     assert delay <= maximum + 1e-9
     # The ceiling never shrinks as attempts grow.
-    assert RetryPolicy(initial, maximum, rng=lambda: 1.0).delay(attempts + 1) >= \
-        RetryPolicy(initial, maximum, rng=lambda: 1.0).delay(attempts) - 1e-9
+    assert (
+        RetryPolicy(initial, maximum, rng=lambda: 1.0).delay(attempts + 1)
+        >= RetryPolicy(initial, maximum, rng=lambda: 1.0).delay(attempts) - 1e-9
+    )
 
 
 # -- Retry-After wins ------------------------------------------------------------------------
@@ -160,4 +165,3 @@ def test_max_attempts_zero_retries_forever():
 def test_max_attempts_gives_up_after_that_many_attempts():
     policy = RetryPolicy(0.1, 1.0, max_attempts=3)
     assert [policy.gives_up(n) for n in (1, 2, 3, 4)] == [False, False, True, True]
-

@@ -269,7 +269,8 @@ def test_every_item_ends_in_exactly_one_list(stop):
     client = ScriptedClient(
         Outcome(REJECT, "400", "x"),  # [0..5]
         Outcome(DELIVERED, "204", ""),  # [0..2]
-        Outcome(RETRY, "503", "x"), Outcome(REJECT, "400", "x"),  # [3..5]: retried, then refused
+        Outcome(RETRY, "503", "x"),
+        Outcome(REJECT, "400", "x"),  # [3..5]: retried, then refused
         Outcome(DELIVERED, "204", ""),  # [3]
         Outcome(REJECT, "400", "x"),  # [4, 5]
         Outcome(REJECT, "400", "x"),  # [4] refused

@@ -55,7 +55,7 @@ def test_failures_in_a_row_make_every_sender_back_off_together_and_one_probe():
     gate, stop = open_gate()
     in_flight = [gate.wait(stop)[0] for _ in range(FAILING_AFTER + 2)]
     holds = [gate.report(t, retryable=True) for t in in_flight]
-    assert holds[:FAILING_AFTER - 1] == [0.0] * (FAILING_AFTER - 1)
+    assert holds[: FAILING_AFTER - 1] == [0.0] * (FAILING_AFTER - 1)
     assert 0.15 < holds[FAILING_AFTER - 1] <= 0.2 + 1e-6 and gate.level == 1  # one round, however many were in flight
     probe, waited, cause = gate.wait(stop)
     assert probe.probe and waited >= 0.15 and cause == "backoff"

@@ -11,8 +11,8 @@ from connector.sink.request import encode_batch
 from connector.sink.tls import TlsFileError, ssl_context
 from tests.conftest import API_KEY
 from tests.support.fakes import sample_event
-from tests.unit.sink.conftest import new_client
 from tests.support.userflux_standin import UserFluxStandIn
+from tests.unit.sink.conftest import new_client
 
 BODY = encode_batch([sample_event(0)])
 
@@ -50,8 +50,9 @@ def test_a_client_certificate_is_presented_when_configured(certs):
     with UserFluxStandIn(api_key=API_KEY, tls=server_files, client_ca=str(certs.ca)) as server:
         without = post(server.base_url, TlsSettings(ca_file=str(certs.ca)))
         assert without.kind != DELIVERED
-        with_cert = TlsSettings(ca_file=str(certs.ca), client_cert_file=str(certs.client_cert),
-                                client_key_file=str(certs.client_key))
+        with_cert = TlsSettings(
+            ca_file=str(certs.ca), client_cert_file=str(certs.client_cert), client_key_file=str(certs.client_key)
+        )
         assert post(server.base_url, with_cert).kind == DELIVERED
         assert len(server.events()) == 1
 
