@@ -19,7 +19,7 @@ PROMETHEUS_VERSION := $(PROMTOOL_VERSION)
 PROMETHEUS := $(TOOLS)/prometheus
 export HELM PROMTOOL PROMETHEUS
 
-.PHONY: install test unit soak chart-test monitoring dashboard promtool prometheus image image-test image-tools \
+.PHONY: install test lint format unit soak chart-test monitoring dashboard promtool prometheus image image-test image-tools \
 	demo check-config bench bench-floor bench-senders bench-answers clean
 
 install: $(VENV)/.installed
@@ -49,12 +49,23 @@ $(PROMETHEUS):
 
 prometheus: $(PROMETHEUS)
 
-# The whole suite: unit tests, the Helm chart, Dockerfile, dashboard and alert tests, then
+# The whole suite: the lint, then unit tests, the Helm chart, Dockerfile, dashboard and alert tests, then
 # the integration tests (the fault suite's fast versions among them) against a real Kafka
 # broker the tests start themselves (or $KAFKA_BOOTSTRAP_SERVERS) and the UserFlux stand-in.
-test: install $(HELM) $(PROMTOOL) $(PROMETHEUS)
+test: install lint $(HELM) $(PROMTOOL) $(PROMETHEUS)
 	$(BIN)/python -m tests.support.kafka_broker fetch
 	$(BIN)/python -m pytest
+
+# ruff's lint and format check over everything, mypy over connector/ (pyproject.toml configures
+# both). `make format` rewrites what the format check would refuse.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # Only the fast tests (no Kafka).
 unit: install

@@ -123,7 +123,7 @@ def observe_many(histogram: Histogram, values: Iterable[float]) -> None:
     for value in values:
         counts[bisect_left(bounds, value)] += 1  # the first bound >= value, as observe() picks
         total += value
-    for bucket, count in zip(buckets, counts):
+    for bucket, count in zip(buckets, counts, strict=True):
         if count:
             bucket.inc(count)
     histogram._sum.inc(total)

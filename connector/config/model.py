@@ -69,7 +69,7 @@ class DeadLetterSettings:
 @dataclass(frozen=True)
 class MetricsSettings:
     enabled: bool = True
-    host: str = "0.0.0.0"
+    host: str = "0.0.0.0"  # noqa: S104 - the pod's probes and scrapes come from outside it
     port: int = 9464
     lag_interval_s: float = 10.0  # how often consumer lag is asked of the brokers
 

@@ -105,5 +105,5 @@ def generate(builder: Any, names: dict[str, Any]) -> tuple[Callable[[Any, Any], 
         timestamp=read(builder.timestamp) if builder.timestamp is not None else "MISSING",
         properties=props,
     )
-    exec(compile(source, f"<mapping build: {builder.name.describe}>", "exec"), namespace)
+    exec(compile(source, f"<mapping build: {builder.name.describe}>", "exec"), namespace)  # noqa: S102 - our own template, values passed in the namespace
     return namespace["build"], source

@@ -114,7 +114,9 @@ def test_the_secret_checksum_follows_a_switch_to_another_existing_secret():
 
 
 def test_termination_grace_outlasts_the_connector_s_shutdown_grace():
-    pod = lambda sets: one(render([SCENARIOS["default"]], sets), "Deployment")["spec"]["template"]["spec"]
+    def pod(sets):
+        return one(render([SCENARIOS["default"]], sets), "Deployment")["spec"]["template"]["spec"]
+
     assert pod({})["terminationGracePeriodSeconds"] == 45
     assert pod({"config.pipeline.shutdown_grace_s": 100.5})["terminationGracePeriodSeconds"] == 116
     assert pod({"terminationGracePeriodSeconds": 31})["terminationGracePeriodSeconds"] == 31

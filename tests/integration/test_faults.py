@@ -48,7 +48,7 @@ def test_1_kill_9_at_random_moments_loses_nothing(scenario, standin):
     for k in range(kills):
         before = s.standin.event_count()
         process = s.start(f"run{k}", **static)
-        wait_until(lambda: s.standin.event_count() > before, 60, "deliveries after the restart")
+        wait_until(lambda before=before: s.standin.event_count() > before, 60, "deliveries after the restart")
         time.sleep(rng.uniform(0.05, scale(0.8, 3.0)))
         wait_until(lambda: s.standin.in_progress() > 0, 10, "a request in flight")  # mid-batch
         killed_at.append(time.monotonic())

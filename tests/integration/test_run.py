@@ -319,7 +319,7 @@ def test_replicas_share_the_partitions_and_a_rebalance_loses_nothing(kafka_boots
         assert first.stop() == 0
 
     def assigned(log: str) -> set[str]:
-        return set(re.findall(rf"{topic}\[\d\]", "\n".join(l for l in log.splitlines() if "assigned" in l)))
+        return set(re.findall(rf"{topic}\[\d\]", "\n".join(line for line in log.splitlines() if "assigned" in line)))
 
     assert assigned(second.stderr), "the second replica never got a partition"
     assert len(assigned(first.stderr) | assigned(second.stderr)) == 4

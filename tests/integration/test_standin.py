@@ -391,7 +391,7 @@ def test_stop_then_start_serves_on_the_same_port():
 
 def test_base_url_before_start_raises():
     with pytest.raises(RuntimeError):
-        UserFluxStandIn().base_url
+        _ = UserFluxStandIn().base_url
 
 
 # -- times, storms, hangs, resets ----------------------------------------------------------

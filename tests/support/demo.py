@@ -148,7 +148,7 @@ def show_results(standin: UserFluxStandIn, letters: list, bootstrap: str, messag
     for batch in batches:
         for event in batch.events:
             shown.setdefault((event["name"], batch.location_enrichment), event)
-    for (name, enrichment), event in shown.items():
+    for (_name, enrichment), event in shown.items():
         print(f"   e.g. locationEnrichment={str(enrichment).lower()}: {json.dumps(event)}")
     step(f"the dead-letter topic {DEAD_LETTERS} holds {len(letters)} messages:")
     for letter in letters:

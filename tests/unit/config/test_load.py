@@ -475,7 +475,8 @@ def test_topic_that_looks_like_a_regex():
         (
             '"{type}_{action}"',
             '"constant"',
-            "mappings[1].event.name.template: a template needs at least one {reference}; use {value: ...} for a constant",
+            "mappings[1].event.name.template: a template needs at least one {reference}; "
+            "use {value: ...} for a constant",
         ),
         (
             "name: event\n",
@@ -506,7 +507,8 @@ def test_topic_that_looks_like_a_regex():
         (
             "exclude: [type, action, user]",
             "exclude: [type, 'a..b']",
-            "mappings[1].event.properties.exclude: 'a..b': a path has no empty segments (write 'a.b', not 'a..b', '.a' or 'a.')",
+            "mappings[1].event.properties.exclude: 'a..b': a path has no empty segments "
+            "(write 'a.b', not 'a..b', '.a' or 'a.')",
         ),
     ],
 )

@@ -176,7 +176,7 @@ def test_every_field_at_every_edge_builds_as_the_hand_written_one_did():
                 else:
                     value[field] = edge
                 assert outcome(built.build, value, message) == outcome(
-                    lambda v, m: reference(built, v, m), value, message
+                    lambda v, m, built=built: reference(built, v, m), value, message
                 ), (topic, field, edge)
                 compared += 1
     assert compared == len(TOPICS) * len(GOOD) * (len(EDGES) + 1)
