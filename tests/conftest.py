@@ -1,10 +1,12 @@
-"""Session-wide test fixtures: the real Kafka broker, the UserFlux stand-in, promtool and
-the Prometheus server binary.
+"""Session-wide test fixtures: the real Kafka broker, the UserFlux stand-in, the schema
+registry, promtool and the Prometheus server binary.
 
 The broker is started once per session (or taken from $KAFKA_BOOTSTRAP_SERVERS). If it
-cannot start, every test that needs it fails; none is skipped. The stand-in is started
-once per session too, and reset around every test that uses it. promtool and prometheus
-are the ones `make` installs; a test that needs them fails when they are missing.
+cannot start, every test that needs it fails; none is skipped. The same holds for the
+schema registry (Apicurio, in memory), started once per session when a test asks for it.
+The stand-in is started once per session too, and reset around every test that uses it.
+promtool and prometheus are the ones `make` installs; a test that needs them fails when
+they are missing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from tests.support.certs import Certs, make_certs
 from tests.support.kafka_broker import BrokerError, KafkaBroker, ensure_jars
 from tests.support.monitoring import PromtoolMissing, promtool_path
 from tests.support.prometheus import PrometheusMissing, prometheus_path
+from tests.support.schema_registry import RegistryError, SchemaRegistry, ensure_app
 from tests.support.userflux_standin import UserFluxStandIn
 
 API_KEY = "test-write-key-0123456789"
@@ -38,6 +41,23 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory):
         yield broker.bootstrap_servers
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory):
+    """A real schema registry (Confluent-compatible API at ``.url``) for the whole session.
+
+    Its storage is in memory and shared by the session's tests: use subjects of your own.
+    A test that restarts the registry starts a SchemaRegistry of its own instead.
+    """
+    try:
+        registry = SchemaRegistry(tmp_path_factory.mktemp("schema-registry"), ensure_app()).start()
+    except RegistryError as exc:
+        pytest.fail(f"could not start the test schema registry:\n{exc}", pytrace=False)
+    try:
+        yield registry
+    finally:
+        registry.stop()
 
 
 @pytest.fixture(scope="session")
