@@ -75,12 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     assert orjson.loads(texts[5]) == events[5]
 
     rows = [
-        ("avro: fastavro.schemaless_reader (timestamp-millis to datetime)",
-         _best_us(lambda b: fastavro.schemaless_reader(io.BytesIO(b), parsed, None), avro, args.repeat)),
-        ("avro: fastavro.schemaless_reader (sent_at as a plain long)",
-         _best_us(lambda b: fastavro.schemaless_reader(io.BytesIO(b), parsed_raw, None), avro, args.repeat)),
-        ("json: orjson.loads of the same event",
-         _best_us(orjson.loads, texts, args.repeat)),
+        (
+            "avro: fastavro.schemaless_reader (timestamp-millis to datetime)",
+            _best_us(lambda b: fastavro.schemaless_reader(io.BytesIO(b), parsed, None), avro, args.repeat),
+        ),
+        (
+            "avro: fastavro.schemaless_reader (sent_at as a plain long)",
+            _best_us(lambda b: fastavro.schemaless_reader(io.BytesIO(b), parsed_raw, None), avro, args.repeat),
+        ),
+        ("json: orjson.loads of the same event", _best_us(orjson.loads, texts, args.repeat)),
     ]
 
     classes = writer_classes()
@@ -99,20 +102,29 @@ def main(argv: list[str] | None = None) -> int:
         msg.ParseFromString(b)
         return json_format.MessageToDict(msg, preserving_proto_field_name=True)
 
-    rows.append(("protobuf: ParseFromString + MessageToDict (Order, dynamic class)",
-                 _best_us(proto_decode, orders, args.repeat)))
-    rows.append(("protobuf: ParseFromString only",
-                 _best_us(lambda b: order_cls().ParseFromString(b), orders, args.repeat)))
+    rows.append(
+        (
+            "protobuf: ParseFromString + MessageToDict (Order, dynamic class)",
+            _best_us(proto_decode, orders, args.repeat),
+        )
+    )
+    rows.append(
+        ("protobuf: ParseFromString only", _best_us(lambda b: order_cls().ParseFromString(b), orders, args.repeat))
+    )
 
     if args.serde:
         rows.extend(_serde_rows(events, args.repeat))
 
     from google.protobuf.internal import api_implementation
 
-    print(f"python {platform.python_version()}, fastavro {fastavro.__version__}, orjson {orjson.__version__}, "
-          f"protobuf {api_implementation.Type()} backend; {args.records} records, best of {args.repeat}")
-    print(f"avro payload {sum(map(len, avro)) / len(avro):.0f} B, json {sum(map(len, texts)) / len(texts):.0f} B, "
-          f"protobuf {sum(map(len, orders)) / len(orders):.0f} B (average)")
+    print(
+        f"python {platform.python_version()}, fastavro {fastavro.__version__}, orjson {orjson.__version__}, "
+        f"protobuf {api_implementation.Type()} backend; {args.records} records, best of {args.repeat}"
+    )
+    print(
+        f"avro payload {sum(map(len, avro)) / len(avro):.0f} B, json {sum(map(len, texts)) / len(texts):.0f} B, "
+        f"protobuf {sum(map(len, orders)) / len(orders):.0f} B (average)"
+    )
     for label, us in rows:
         print(f"{us:8.2f} us  {label}")
     return 0
@@ -126,16 +138,22 @@ def _serde_rows(events: list[dict], repeat: int) -> list[tuple[str, float]]:
     from tests.support.registry_samples import EVENT_AVRO_STR
     from tests.support.schema_registry import SchemaRegistry, ensure_app
 
-    with tempfile.TemporaryDirectory(prefix="decode-cost-") as tmp, \
-            SchemaRegistry(pathlib.Path(tmp), ensure_app()) as registry:
+    with (
+        tempfile.TemporaryDirectory(prefix="decode-cost-") as tmp,
+        SchemaRegistry(pathlib.Path(tmp), ensure_app()) as registry,
+    ):
         client = SchemaRegistryClient({"url": registry.url, "timeout": 10})
         ctx = SerializationContext("decode-cost", MessageField.VALUE)
         serializer = AvroSerializer(client, EVENT_AVRO_STR)
         framed = [serializer(e, ctx) for e in events]
         deserializer = AvroDeserializer(SchemaRegistryClient({"url": registry.url, "timeout": 10}))
         deserializer(framed[0], ctx)  # fetch and parse the schema once
-        return [("avro: confluent-kafka AvroDeserializer (schema cached)",
-                 _best_us(lambda b: deserializer(b, ctx), framed, repeat))]
+        return [
+            (
+                "avro: confluent-kafka AvroDeserializer (schema cached)",
+                _best_us(lambda b: deserializer(b, ctx), framed, repeat),
+            )
+        ]
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def _listening_sockets(pid: int) -> list[tuple[str, int]]:
             addr_hex, port_hex = local.split(":")
             raw = bytes.fromhex(addr_hex)
             # /proc prints each 32-bit word in host (little-endian) order
-            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
             if width == 8:
                 addr = socket.inet_ntop(socket.AF_INET, raw)
             else:
@@ -151,7 +151,7 @@ def test_avro_round_trip(schema_registry: SchemaRegistry):
 
     client = fresh_client(schema_registry)
     deserializer = AvroDeserializer(client)
-    for event, data in zip(events, framed):
+    for event, data in zip(events, framed, strict=True):
         decoded = deserializer(data, value_ctx(topic))
         # AvroDeserializer applies logical types: timestamp-millis comes back as a datetime
         assert int(decoded.pop("sent_at").timestamp() * 1000) == event["sent_at"]
@@ -167,11 +167,22 @@ def test_avro_with_a_reference(schema_registry: SchemaRegistry):
     """Named-type references: the schema comes back with them, and AvroDeserializer
     resolves them with a fresh client."""
     client = new_client(schema_registry)
-    address = json.dumps({"type": "record", "name": "Address", "namespace": "com.example",
-                          "fields": [{"name": "city", "type": "string"}]})
-    person = json.dumps({"type": "record", "name": "Person", "namespace": "com.example",
-                         "fields": [{"name": "name", "type": "string"},
-                                    {"name": "home", "type": "com.example.Address"}]})
+    address = json.dumps(
+        {
+            "type": "record",
+            "name": "Address",
+            "namespace": "com.example",
+            "fields": [{"name": "city", "type": "string"}],
+        }
+    )
+    person = json.dumps(
+        {
+            "type": "record",
+            "name": "Person",
+            "namespace": "com.example",
+            "fields": [{"name": "name", "type": "string"}, {"name": "home", "type": "com.example.Address"}],
+        }
+    )
     address_subject, topic = unique("address"), unique("person")
     client.register_schema(address_subject, Schema(address, "AVRO"))
     refs = [SchemaReference("com.example.Address", address_subject, 1)]
@@ -194,7 +205,7 @@ def test_json_schema_round_trip(schema_registry: SchemaRegistry):
     client = fresh_client(schema_registry)
     assert client.get_schema(schema_id).schema_type == "JSON"
     deserializer = JSONDeserializer(None, schema_registry_client=client)  # the writer's schema, by id
-    for event, data in zip(events, framed):
+    for event, data in zip(events, framed, strict=True):
         assert json.loads(data[5:]) == event  # the payload is the JSON text itself
         assert deserializer(data, value_ctx(topic)) == event
     with pytest.raises(SerializationError, match="TV"):
@@ -204,8 +215,12 @@ def test_json_schema_round_trip(schema_registry: SchemaRegistry):
 def test_the_same_schema_gets_the_same_id_across_subjects(schema_registry: SchemaRegistry):
     """Ids identify content, as in Confluent's registry; but they are not dense."""
     client = new_client(schema_registry)
-    schema = Schema(json.dumps({"type": "record", "name": unique("Same").replace("-", "_"),
-                                "fields": [{"name": "a", "type": "int"}]}), "AVRO")
+    schema = Schema(
+        json.dumps(
+            {"type": "record", "name": unique("Same").replace("-", "_"), "fields": [{"name": "a", "type": "int"}]}
+        ),
+        "AVRO",
+    )
     first = client.register_schema(unique("same-a"), schema)
     second = client.register_schema(unique("same-b"), schema)
     assert first == second
@@ -316,11 +331,15 @@ def test_protobuf_serializer_cannot_target_a_text_schema(schema_registry, classe
     with pytest.raises(SchemaRegistryError, match="does not match any schema"):
         ProtobufSerializer(classes["shop.Order"], client, {"auto.register.schemas": False})(order, value_ctx(topic))
     with pytest.raises(Exception, match="base64"):
-        ProtobufSerializer(classes["shop.Order"], client,
-                           {"auto.register.schemas": False, "use.latest.version": True})(order, value_ctx(topic))
+        ProtobufSerializer(classes["shop.Order"], client, {"auto.register.schemas": False, "use.latest.version": True})(
+            order, value_ctx(topic)
+        )
 
-    answer = httpx.get(f"{schema_registry.url}/subjects/{topic}-value/versions/latest",
-                       params={"format": "serialized"}, timeout=REQUEST_TIMEOUT_S).json()["schema"]
+    answer = httpx.get(
+        f"{schema_registry.url}/subjects/{topic}-value/versions/latest",
+        params={"format": "serialized"},
+        timeout=REQUEST_TIMEOUT_S,
+    ).json()["schema"]
     with pytest.raises(ValueError):
         base64.b64decode(answer, validate=True)
     assert "\ufffd" in answer  # bytes >= 0x80 (here: the 0xa2-and-up lengths and tags) are gone
@@ -351,6 +370,7 @@ def test_restart_forgets_schemas_and_re_registering_gives_the_same_ids(tmp_path,
     except RegistryError as exc:
         pytest.fail(f"could not start the schema registry:\n{exc}", pytrace=False)
     try:
+
         def register_all() -> dict[str, int]:
             client = new_client(registry)
             ids = {
@@ -363,8 +383,9 @@ def test_restart_forgets_schemas_and_re_registering_gives_the_same_ids(tmp_path,
             return ids
 
         before = register_all()
-        avro_data = AvroSerializer(new_client(registry), EVENT_AVRO_STR,
-                                   conf={"auto.register.schemas": False})(sample_event(3), value_ctx("events"))
+        avro_data = AvroSerializer(new_client(registry), EVENT_AVRO_STR, conf={"auto.register.schemas": False})(
+            sample_event(3), value_ctx("events")
+        )
         url, port = registry.url, registry.port
 
         registry.restart()

@@ -48,8 +48,9 @@ import re
 import struct
 import tempfile
 import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.message import DecodeError
@@ -94,16 +95,21 @@ def _descriptor_from_generated(filename: str, source: bytes) -> descriptor_pb2.F
     except SyntaxError as e:
         raise ProtobufSchemaError(f"unreadable protoc output for {filename}: {e}") from None
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "AddSerializedFile" and len(node.args) == 1):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "AddSerializedFile"
+            and len(node.args) == 1
+        ):
             raw = ast.literal_eval(node.args[0])
             if isinstance(raw, bytes):
                 return descriptor_pb2.FileDescriptorProto.FromString(raw)
     raise ProtobufSchemaError(f"protoc's output for {filename} holds no serialized descriptor")
 
 
-def compile_proto(schema: str, references: Mapping[str, str] | None = None,
-                  main_name: str = MAIN_FILE) -> list[descriptor_pb2.FileDescriptorProto]:
+def compile_proto(
+    schema: str, references: Mapping[str, str] | None = None, main_name: str = MAIN_FILE
+) -> list[descriptor_pb2.FileDescriptorProto]:
     """Compile ``schema`` (.proto text) importing ``references`` ({import name: .proto text}).
 
     Returns the descriptors of ``schema`` and of every file it imports (directly or
@@ -125,9 +131,7 @@ def compile_proto(schema: str, references: Mapping[str, str] | None = None,
         try:
             generated = _protoc_compiler.get_protos(main_name.encode(), include)
         except _protoc_compiler.ProtocErrors as e:
-            details = "; ".join(
-                f"{_s(err.filename)}:{err.line}:{err.column}: {_s(err.message)}" for err in e.errors()
-            )
+            details = "; ".join(f"{_s(err.filename)}:{err.line}:{err.column}: {_s(err.message)}" for err in e.errors())
             raise ProtobufSchemaError(f"protoc: {details or e}") from None
     by_name: dict[str, descriptor_pb2.FileDescriptorProto] = {}
     for pyname, source in generated:
@@ -142,8 +146,9 @@ def _s(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _dependency_order(by_name: Mapping[str, descriptor_pb2.FileDescriptorProto],
-                      root: str) -> list[descriptor_pb2.FileDescriptorProto]:
+def _dependency_order(
+    by_name: Mapping[str, descriptor_pb2.FileDescriptorProto], root: str
+) -> list[descriptor_pb2.FileDescriptorProto]:
     ordered: list[descriptor_pb2.FileDescriptorProto] = []
     seen: set[str] = set()
     stack: list[tuple[str, bool]] = [(root, False)]
@@ -260,8 +265,7 @@ class RegistryProtobufDecoder:
     ``get_version`` are used). Schemas are fetched and compiled once per id.
     """
 
-    def __init__(self, client, *, max_references: int = 256,
-                 to_dict: Callable[[Any], dict] | None = None) -> None:
+    def __init__(self, client, *, max_references: int = 256, to_dict: Callable[[Any], dict] | None = None) -> None:
         self._client = client
         self._max_references = max_references
         self._to_dict = to_dict or (lambda m: json_format.MessageToDict(m, preserving_proto_field_name=True))
@@ -378,4 +382,3 @@ def _import_well_known(name: str) -> None:
         importlib.import_module(module)
     except ImportError:
         raise ProtobufSchemaError(f"{name} is imported but not a well-known type protobuf ships") from None
-

@@ -129,8 +129,10 @@ def writer_classes() -> dict[str, type]:
     pool = descriptor_pool.DescriptorPool()
     for fdp in compile_proto(ORDER_PROTO, {MONEY_NAME: MONEY_PROTO}, main_name=ORDER_NAME):
         pool.Add(fdp)
-    return {name: GetMessageClass(pool.FindMessageTypeByName(name))
-            for name in ("shop.Order", "shop.Order.Line", "shop.Refund")}
+    return {
+        name: GetMessageClass(pool.FindMessageTypeByName(name))
+        for name in ("shop.Order", "shop.Order.Line", "shop.Refund")
+    }
 
 
 def sample_order(classes: dict[str, type]):

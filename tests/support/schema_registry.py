@@ -125,8 +125,12 @@ def ensure_app(cache_dir: pathlib.Path | None = None) -> pathlib.Path:
         try:
             download = tmp / "download"
             cmd = [
-                mvn, "-q", "-B", "-Dstyle.color=never",
-                "-f", str(POM_PATH),
+                mvn,
+                "-q",
+                "-B",
+                "-Dstyle.color=never",
+                "-f",
+                str(POM_PATH),
                 "dependency:copy-dependencies",
                 f"-DoutputDirectory={download}",
                 f"-Dapicurio.version={APICURIO_VERSION}",
@@ -158,8 +162,9 @@ def ensure_app(cache_dir: pathlib.Path | None = None) -> pathlib.Path:
             if app.exists():  # an incomplete leftover (no marker): replace it
                 shutil.rmtree(app)
             os.rename(unpacked, app)
-            log.info("fetched Apicurio Registry %s into %s in %.1f s",
-                     APICURIO_VERSION, app, time.monotonic() - started)
+            log.info(
+                "fetched Apicurio Registry %s into %s in %.1f s", APICURIO_VERSION, app, time.monotonic() - started
+            )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return app
@@ -213,8 +218,15 @@ class SchemaRegistry:
     process, so no atexit hook and no parent-death signal are set up.
     """
 
-    def __init__(self, work_dir: pathlib.Path, app_dir: pathlib.Path | None = None, heap_mb: int = 384,
-                 *, detached: bool = False, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        work_dir: pathlib.Path,
+        app_dir: pathlib.Path | None = None,
+        heap_mb: int = 384,
+        *,
+        detached: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.work_dir = pathlib.Path(work_dir).absolute()
         self.app_dir = pathlib.Path(app_dir).absolute() if app_dir is not None else default_app_dir()
         self.heap_mb = heap_mb
@@ -251,7 +263,7 @@ class SchemaRegistry:
         state = f"pid {self.pid}, {self.url}" if self.is_running() else "stopped"
         return f"<SchemaRegistry {self.work_dir} ({state})>"
 
-    def __enter__(self) -> "SchemaRegistry":
+    def __enter__(self) -> SchemaRegistry:
         return self.start() if not self.is_running() else self
 
     def __exit__(self, *exc_info) -> None:
@@ -261,15 +273,17 @@ class SchemaRegistry:
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({
-            # Every listener on loopback, on ports picked here.
-            "QUARKUS_HTTP_HOST": "127.0.0.1",
-            "QUARKUS_HTTP_PORT": str(self.port),
-            "QUARKUS_MANAGEMENT_HOST": "127.0.0.1",
-            "QUARKUS_MANAGEMENT_PORT": str(self.management_port),
-            # Nothing leaves the machine: telemetry is off by default; keep it so.
-            "QUARKUS_OTEL_SDK_DISABLED": "true",
-        })
+        env.update(
+            {
+                # Every listener on loopback, on ports picked here.
+                "QUARKUS_HTTP_HOST": "127.0.0.1",
+                "QUARKUS_HTTP_PORT": str(self.port),
+                "QUARKUS_MANAGEMENT_HOST": "127.0.0.1",
+                "QUARKUS_MANAGEMENT_PORT": str(self.management_port),
+                # Nothing leaves the machine: telemetry is off by default; keep it so.
+                "QUARKUS_OTEL_SDK_DISABLED": "true",
+            }
+        )
         env.update(self.env)
         return env
 
@@ -278,7 +292,8 @@ class SchemaRegistry:
             java,
             *jvm_options(self.heap_mb),
             f"-Djava.io.tmpdir={self.work_dir / 'tmp'}",
-            "-jar", str(self.app_dir / _RUN_JAR),
+            "-jar",
+            str(self.app_dir / _RUN_JAR),
         ]
 
     def _log_tail(self) -> str:
@@ -301,7 +316,7 @@ class SchemaRegistry:
             f"--- last lines of {self.log_path} ---\n{self._log_tail()}"
         )
 
-    def start(self, timeout_s: float = 90) -> "SchemaRegistry":
+    def start(self, timeout_s: float = 90) -> SchemaRegistry:
         """Start the registry and wait until its ccompat API answers; returns self."""
         with self._lock:
             if self.is_running():
@@ -325,7 +340,7 @@ class SchemaRegistry:
                     raise
             raise AssertionError("unreachable")
 
-    def restart(self, timeout_s: float = 90) -> "SchemaRegistry":
+    def restart(self, timeout_s: float = 90) -> SchemaRegistry:
         """Stop the registry cleanly and start it again on the same ports.
 
         The storage is in memory: the restarted registry knows no schema.
@@ -350,8 +365,10 @@ class SchemaRegistry:
         if major < MIN_JAVA:
             raise RegistryError(f"Apicurio Registry {APICURIO_VERSION} needs Java {MIN_JAVA}+; {java} is {major}")
         with open(self.log_path, "a") as logf:
-            logf.write(f"### Apicurio Registry {APICURIO_VERSION} on 127.0.0.1:{self.port} "
-                       f"(management :{self.management_port}), Java {major}\n")
+            logf.write(
+                f"### Apicurio Registry {APICURIO_VERSION} on 127.0.0.1:{self.port} "
+                f"(management :{self.management_port}), Java {major}\n"
+            )
             logf.flush()
             preexec = None
             if not self.detached and threading.current_thread() is threading.main_thread():
@@ -373,8 +390,13 @@ class SchemaRegistry:
             self._atexit_registered = True
         self._wait_ready(deadline)
         self.starts += 1
-        log.info("Apicurio Registry %s ready at %s (pid %d) in %.1f s",
-                 APICURIO_VERSION, self.url, self._proc.pid, time.monotonic() - started)
+        log.info(
+            "Apicurio Registry %s ready at %s (pid %d) in %.1f s",
+            APICURIO_VERSION,
+            self.url,
+            self._proc.pid,
+            time.monotonic() - started,
+        )
 
     def _wait_ready(self, deadline: float) -> None:
         assert self._proc is not None and self.port is not None
@@ -503,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.support.schema_registry",
         description=f"Fetch, start and stop a local Apicurio Registry {APICURIO_VERSION} "
-                    "(in-memory, Confluent-compatible API).",
+        "(in-memory, Confluent-compatible API).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -24,15 +24,18 @@ def test_indexes_are_a_zigzag_count_then_zigzag_values():
     assert parse_framing(frame(1, b"\x02\x8c\x01", b""))[1] == [70]
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"\x00\x00\x00\x01", "too short"),
-    (b"\x01" + b"\x00" * 6, "magic byte 1"),
-    (frame(1, b"\x03"), "count -2"),          # zigzag 3 is -2
-    (frame(1, b"\xfe\x01"), "count 127"),      # over the depth bound
-    (frame(1, b"\x04\x02", b""), "truncated"),
-    (frame(1, b"\x02\x03"), "negative message index"),
-    (frame(1, b"\x02" + b"\xff" * 11), "longer than 10 bytes"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"\x00\x00\x00\x01", "too short"),
+        (b"\x01" + b"\x00" * 6, "magic byte 1"),
+        (frame(1, b"\x03"), "count -2"),  # zigzag 3 is -2
+        (frame(1, b"\xfe\x01"), "count 127"),  # over the depth bound
+        (frame(1, b"\x04\x02", b""), "truncated"),
+        (frame(1, b"\x02\x03"), "negative message index"),
+        (frame(1, b"\x02" + b"\xff" * 11), "longer than 10 bytes"),
+    ],
+)
 def test_malformed_framing_is_refused(data: bytes, reason: str):
     with pytest.raises(WireFormatError, match=reason):
         parse_framing(data)
