@@ -6,9 +6,11 @@ module that talks to that library; everything above only sees this tree::
     ConnectorError
     ├── ConfigError                 bad configuration: nothing starts (exit 2)
     ├── InvalidMessage              one message can never be delivered (on_invalid decides)
+    ├── RegistryUnavailable         the schema registry did not answer: the message waits (transient)
     └── FatalError                  the run must stop; what is done is committed first
         ├── AuthError               UserFlux refused the write key: 401/403 (exit 3)
         ├── DeliveryConfigError     UserFlux answered something no retry can fix (exit 3)
+        ├── RegistryRefused         the schema registry refused the credentials: 401/403 (exit 3)
         ├── StoppedOnInvalid        on_invalid: stop met an invalid message (exit 4)
         └── KafkaFatalError         the consumer or dead-letter producer failed for good (exit 5)
 
@@ -45,7 +47,8 @@ class ConfigError(ConnectorError):
 class InvalidMessage(ConnectorError):
     """A message that can never become a deliverable UserFlux event.
 
-    ``stage`` tells where it failed: ``deserialize`` (the value is not JSON),
+    ``stage`` tells where it failed: ``deserialize`` (the value is not JSON, or not in
+    its format: not the wire format, an unknown schema id, a payload that does not decode),
     ``map`` (the mapping could not build a valid event) or ``deliver`` (UserFlux
     refused the event on its own).
     """
@@ -62,6 +65,15 @@ class InvalidMessage(ConnectorError):
         super().__init__(reason)
 
 
+class RegistryUnavailable(ConnectorError):
+    """The schema registry could not be asked for a schema now (unreachable, a timeout, a
+    5xx): transient. The message is not invalid; the pipeline holds it and retries."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
 class FatalError(ConnectorError):
     """The run cannot go on. The pipeline commits what is done, then exits."""
 
@@ -71,6 +83,10 @@ class AuthError(FatalError):
 
 
 class DeliveryConfigError(FatalError):
+    exit_code = 3
+
+
+class RegistryRefused(FatalError):
     exit_code = 3
 
 

@@ -12,6 +12,9 @@ being retried (5xx, 429, ...) or a sender waits out its ``Retry-After``, the pro
 healthy and a restart would only re-send; /healthz says ``outage`` with 200, and the
 lag alerts speak for it.
 
+While reading waits for the schema registry (registry_wait.py), /healthz answers 200 with
+``registry_unavailable`` and what the registry did: a restart would not bring it back.
+
 /readyz is ready once the consumer has its first assignment, until shutdown begins or
 UserFlux refuses the key. Both answer a short JSON object saying why.
 """
@@ -34,6 +37,8 @@ log = logging.getLogger("connector.health")
 STARTING, READY, SHUTTING_DOWN = "starting", "ready", "shutting_down"
 # UserFlux refused the key (401/403) or the address (404, 3xx): final until the exit.
 KEY_REFUSED, ADDRESS_REFUSED = "key_refused", "address_refused"
+# The schema registry refused the connector's credentials (401/403): final until the exit.
+REGISTRY_REFUSED = "registry_refused"
 
 
 class Status:
@@ -54,6 +59,7 @@ class Status:
         self.state = STARTING
         self.detail = "waiting for the first partition assignment"
         self.assigned = 0
+        self.registry_problem: str | None = None  # why reading waits for the schema registry
 
     # -- written by the pipeline and the senders -------------------------------------------
 
@@ -74,8 +80,12 @@ class Status:
         self.pending = pending
         self.oldest_read_at = oldest_read_at if pending else None
 
+    def registry_unavailable(self, reason: str | None) -> None:
+        """Reading waits for the schema registry, for ``reason``; None: it answered."""
+        self.registry_problem = reason[:300] if reason else None
+
     def set_state(self, state: str, detail: str = "") -> None:
-        if self.state not in (KEY_REFUSED, ADDRESS_REFUSED):  # the refusal is the last word
+        if self.state not in (KEY_REFUSED, ADDRESS_REFUSED, REGISTRY_REFUSED):  # the refusal is the last word
             self.state, self.detail = state, detail
 
     # -- read by the probes ----------------------------------------------------------------
@@ -95,6 +105,11 @@ class Status:
         if idle > self.loop_timeout_s:
             body["status"] = "loop_stopped"
             return False, body
+        problem = self.registry_problem
+        if problem is not None:
+            body["status"] = "registry_unavailable"  # waiting for it; a restart would not help
+            body["detail"] = problem
+            return True, body
         if self._outage(now):
             body["status"] = "outage"  # UserFlux answers errors; retrying is all a restart would do
             return True, body

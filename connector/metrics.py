@@ -40,6 +40,25 @@ dead_letter_failures = Counter(
     f"{PREFIX}_dead_letter_failures", "Dead letters the broker refused, by source topic and stage.", ["topic", "stage"]
 )
 
+# -- the schema registry (Avro, Protobuf and JSON Schema values and keys) ---------------------
+
+schema_registry_requests = Counter(
+    f"{PREFIX}_schema_registry_requests",
+    "Requests to the schema registry by outcome (ok, not_found, refused, server_error, timeout, unreachable).",
+    ["outcome"],
+)
+schemas_cached = Gauge(f"{PREFIX}_schemas_cached", "Writer schemas held compiled, by schema id (bounded).")
+schema_registry_waiting = Gauge(
+    f"{PREFIX}_schema_registry_waiting",
+    "1 while reading waits for the schema registry to answer (nothing is dead-lettered meanwhile).",
+)
+decode_failures = Counter(
+    f"{PREFIX}_decode_failures",
+    "Values or keys that did not decode in their format, by format and reason "
+    "(not_wire_format, unknown_schema, wrong_schema_type, bad_schema, undecodable, too_large, tombstone).",
+    ["format", "reason"],
+)
+
 # -- delivery -----------------------------------------------------------------------------
 
 requests = Counter(

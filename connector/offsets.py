@@ -41,6 +41,15 @@ class PartitionOffsets:
             self._reads.append((offset, read_at))
         return True
 
+    def untrack(self, offset: int) -> None:
+        """Forget the last offset tracked, as if it had not been read: it will be read (and
+        tracked) again. The commit then stops at it, as it would below a pending one."""
+        assert self._order and self._order[-1] == offset, (offset, self._order and self._order[-1])
+        self._order.pop()
+        self._last_tracked = offset - 1
+        if self._reads and self._reads[-1][0] == offset:
+            self._reads.pop()
+
     def done(self, offset: int) -> None:
         if offset in self._done or (self.position is not None and offset < self.position):
             return  # already done: a message can be finished once only

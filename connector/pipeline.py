@@ -32,13 +32,15 @@ from .backpressure import Backpressure
 from .batcher import Batch, Batcher, Item
 from .checkpoint import Checkpoint
 from .dead_letter import DeadLetterQueue
-from .errors import AuthError, DeliveryConfigError, FatalError, InvalidMessage
-from .health import ADDRESS_REFUSED, KEY_REFUSED, READY, SHUTTING_DOWN, Status
+from .errors import AuthError, DeliveryConfigError, FatalError, InvalidMessage, RegistryRefused, RegistryUnavailable
+from .formats import Decoders
+from .health import ADDRESS_REFUSED, KEY_REFUSED, READY, REGISTRY_REFUSED, SHUTTING_DOWN, Status
 from .invalid import InvalidRouter
 from .kafka import Key
 from .lag import LagMonitor
 from .mapping.mapper import MessageMapper
 from .offsets import OffsetTracker, PartitionOffsets
+from .registry_wait import RegistryWait
 from .sink.client import UserFluxClient, make_route
 from .sink.direct import DirectSender
 from .sink.dryrun import PrintingSender
@@ -77,7 +79,8 @@ class Pipeline:
         self.clock = clock
         uf, pipe = settings.userflux, settings.pipeline
 
-        self.mapper = MessageMapper(startup.mappings, settings.limits)
+        self.decoders = Decoders.from_settings(settings.schema_registry, settings.limits)
+        self.mapper = MessageMapper(startup.mappings, settings.limits, self.decoders)
         self.tracker = OffsetTracker()
         self.batcher = Batcher(uf.batch_size, uf.linger_ms / 1000, clock=clock)
         # A Queue, not a SimpleQueue: on Python 3.11, a signal handler that outlasts the
@@ -122,6 +125,14 @@ class Pipeline:
         self.source = source_factory(kafka, self, on_commit=self.checkpoint.on_commit_result)
         self.checkpoint.source = self.source
         self.backpressure = Backpressure(self.source, pipe.max_pending_messages, clock=clock)
+        registry = settings.schema_registry
+        self.registry_wait = RegistryWait(
+            self.source,
+            self.status,
+            (registry.initial_backoff_ms if registry else 500) / 1000,
+            (registry.max_backoff_ms if registry else 30_000) / 1000,
+            clock=clock,
+        )
         if dead_letters is None and settings.on_invalid == "dead_letter" and not dry_run:
             assert settings.dead_letter is not None
             dead_letters = DeadLetterQueue(settings.kafka, settings.dead_letter)
@@ -197,7 +208,9 @@ class Pipeline:
         due_in = self.batcher.next_due_in()
         if due_in is not None:
             timeout = min(timeout, due_in)
-        if self.backpressure.consuming:
+        if self.registry_wait.waiting:
+            self._wait_for_registry(timeout)
+        elif self.backpressure.consuming:
             # Never read more than fits under max_pending_messages (at least one, so that
             # rebalance callbacks are still served while paused).
             room = self.backpressure.room(self._pending)
@@ -214,10 +227,27 @@ class Pipeline:
         self._poll_dead_letters()
         self.checkpoint.maybe_commit()
         self._pending = self.tracker.pending  # nothing changes it until the next step
-        self.backpressure.apply(self._pending)
+        if not self.registry_wait.waiting:  # the wait holds every partition paused itself
+            self.backpressure.apply(self._pending)
         self.status.beat()
         if self.clock() >= self._next_refresh:
             self._refresh()
+
+    def _wait_for_registry(self, timeout: float) -> None:
+        """Reading waits for the schema registry (registry_wait.py): try the held messages
+        again when the backoff is up; meanwhile serve rebalances, completions and commits."""
+        wait = self.registry_wait
+        if wait.due():
+            self._ingest(wait.take(), self.clock())
+            wait.settle(self.backpressure.paused)
+            if not wait.waiting:
+                return
+        # The partitions are paused: consume() only serves rebalance callbacks, unless a fetch
+        # was under way; what it returns waits behind the held messages, in order.
+        late = self.source.consume(1, min(timeout, max(0.0, wait.retry_at - self.clock())))
+        if late:
+            wait.add(late)
+        self._drain()
 
     # -- consume, map, batch -------------------------------------------------------------
 
@@ -242,6 +272,11 @@ class Pipeline:
             except InvalidMessage as exc:
                 self.invalid.route(message, offsets, exc.reason, exc.stage)
                 continue
+            except RegistryUnavailable as exc:
+                # Nothing is wrong with the message: it and the rest wait, as if not read yet.
+                offsets.untrack(offset)
+                self.registry_wait.hold(messages[next(i for i, m in enumerate(messages) if m is message) :], exc.reason)
+                return
             if event is None:
                 metrics.messages_filtered.labels(key[0]).inc()
                 offsets.done(offset)
@@ -322,6 +357,8 @@ class Pipeline:
                 self.status.set_state(
                     KEY_REFUSED if isinstance(error, AuthError) else ADDRESS_REFUSED, str(error)[:300]
                 )
+            elif isinstance(error, RegistryRefused):
+                self.status.set_state(REGISTRY_REFUSED, str(error)[:300])
         self._stopping = True
 
     def _committed(self, key: Key, position: int) -> None:
@@ -336,6 +373,7 @@ class Pipeline:
         for topic, partition in partitions:
             self.tracker.assign(topic, partition)
         self.backpressure.assigned(partitions)
+        self.registry_wait.assigned(partitions)
         self.series.add(partitions)
         if partitions:
             metrics.rebalances.labels("assign").inc()
@@ -398,6 +436,7 @@ class Pipeline:
         if self.lag is not None:
             self.lag.forget(partitions)
         self.backpressure.release(partitions)
+        self.registry_wait.release(partitions)
         self._count_assigned()
 
     def _count_assigned(self) -> None:
@@ -478,7 +517,7 @@ class Pipeline:
         code = self.fatal.exit_code if self.fatal else 0
         # 8. Refused by UserFlux: stay up a while (not ready) so the refusal is scraped and
         #    seen, and a restart loop does not hammer UserFlux; a signal ends the wait.
-        if isinstance(self.fatal, (AuthError, DeliveryConfigError)):
+        if isinstance(self.fatal, (AuthError, DeliveryConfigError, RegistryRefused)):
             self._linger(self.settings.pipeline.refused_exit_delay_s)
         log.info("stopped (exit code %d)", code)
         return code
@@ -513,7 +552,7 @@ class Pipeline:
     def _linger(self, seconds: float) -> None:
         if seconds <= 0 or self._exit_now.is_set():
             return
-        log.info("exiting in %.0fs (refused by UserFlux; /readyz says why until then)", seconds)
+        log.info("exiting in %.0fs (refused; /readyz says why until then)", seconds)
         deadline = time.monotonic() + seconds
         while not self._exit_now.wait(min(1.0, max(0.0, deadline - time.monotonic()))):
             self.status.beat()

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import load
-from .config.model import Settings, TlsSettings
+from .config.model import REGISTRY_FORMATS, Settings, TlsSettings
+from .formats.registry import make_client
 from .mapping.event import Mapping, compile_mapping
 from .sink.tls import TlsFileError, ssl_context
 from .validation import Problems
@@ -38,7 +39,10 @@ def parse_config(text: str, source: str = "<config>", env: EnvMapping[str, str] 
     if settings is not None:
         _check_tls_files(settings.userflux.tls, problems)
     default_location_enrichment = settings.userflux.location_enrichment if settings is not None else False
-    mappings = _compile_mappings(load.mapping_specs(tree), default_location_enrichment, problems)
+    formats = (settings.value_format, settings.key_format) if settings is not None else ("json", "string")
+    mappings = _compile_mappings(load.mapping_specs(tree), default_location_enrichment, formats, problems)
+    if settings is not None:
+        _check_registry(settings, mappings, problems)
     if settings is not None and settings.dead_letter is not None:
         topic = settings.dead_letter.topic
         for mapping in mappings:
@@ -53,9 +57,40 @@ def parse_config(text: str, source: str = "<config>", env: EnvMapping[str, str] 
     return Startup(settings, tuple(mappings))
 
 
-def _compile_mappings(specs: list[Any], default_location_enrichment: bool, problems: Problems) -> list[Mapping]:
-    compiled = [compile_mapping(spec, i, problems, default_location_enrichment) for i, spec in enumerate(specs)]
+def _compile_mappings(
+    specs: list[Any], default_location_enrichment: bool, formats: tuple[str, str], problems: Problems
+) -> list[Mapping]:
+    compiled = [
+        compile_mapping(spec, i, problems, default_location_enrichment, *formats) for i, spec in enumerate(specs)
+    ]
     return [mapping for mapping in compiled if mapping is not None]
+
+
+def _check_registry(settings: Settings, mappings: list[Mapping], problems: Problems) -> None:
+    """A registry format needs a registry; and the registry's settings must make a client
+    (its TLS files read, its passthrough keys known) before anything starts."""
+    registry = settings.schema_registry
+    if registry is None or not registry.urls:
+        for mapping in mappings:
+            for field, fmt in (("value_format", mapping.value_format), ("key_format", mapping.key_format)):
+                if fmt in REGISTRY_FORMATS:
+                    problems.add(
+                        f"mappings[{mapping.index}].{field}",
+                        f"{fmt} is read through a schema registry: set schema_registry.url",
+                    )
+        if registry is not None and not problems.about("schema_registry.url"):
+            problems.add("schema_registry.url", "is required")
+        return
+    if registry.tls.ca_file or registry.tls.client_cert_file:
+        try:
+            ssl_context(registry.tls)
+        except TlsFileError as exc:
+            problems.add(f"schema_registry.tls.{exc.key}", str(exc))
+            return
+    try:
+        make_client(registry)
+    except (ValueError, TypeError, OSError) as exc:
+        problems.add("schema_registry.client", str(exc))
 
 
 def _check_tls_files(tls: TlsSettings, problems: Problems) -> None:

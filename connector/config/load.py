@@ -24,12 +24,17 @@ from ..validation import Problems, Section, describe, join
 from .envexpand import expand
 from .model import (
     DEFAULT_BASE_URL,
+    DEFAULT_KEY_FORMAT,
+    DEFAULT_VALUE_FORMAT,
+    KEY_FORMATS,
     ON_INVALID,
+    VALUE_FORMATS,
     DeadLetterSettings,
     LimitsSettings,
     MetricsSettings,
     PipelineSettings,
     RetrySettings,
+    SchemaRegistrySettings,
     Secret,
     Settings,
     TlsSettings,
@@ -38,6 +43,25 @@ from .model import (
 
 # librdkafka properties whose values are secrets: never echoed, always redacted.
 _SECRET_PROPERTY = re.compile(r"password|secret|ssl\.key\.pem|oauthbearer\.config|sasl\.oauthbearer\.client\.secret")
+
+# librdkafka-style keys of confluent-kafka's SchemaRegistryClient that the schema_registry
+# section sets from its own keys (or that the connector owns), so the passthrough may not.
+_REGISTRY_OWNED = {
+    "url": "schema_registry.url",
+    "basic.auth.user.info": "schema_registry.basic_auth",
+    "basic.auth.credentials.source": "schema_registry.basic_auth",
+    "bearer.auth.credentials.source": "schema_registry.bearer",
+    "bearer.auth.token": "schema_registry.bearer.token",
+    "bearer.auth.logical.cluster": "schema_registry.bearer.logical_cluster",
+    "ssl.ca.location": "schema_registry.tls.ca_file",
+    "ssl.certificate.location": "schema_registry.tls.client_cert_file",
+    "ssl.key.location": "schema_registry.tls.client_key_file",
+    "timeout": "schema_registry.request_timeout_s",
+    "cache.capacity": "schema_registry.cache_size",
+    "max.retries": "schema_registry.initial_backoff_ms (the connector retries itself, without blocking)",
+    "retries.wait.ms": "schema_registry.initial_backoff_ms",
+    "retries.max.wait.ms": "schema_registry.max_backoff_ms",
+}
 
 # The connector owns offset handling; these settings would break at-least-once delivery.
 _OWNED_PROPERTIES = {
@@ -92,7 +116,17 @@ def _secret_values(tree: Any) -> list[str]:
         found.append(userflux.get("api_key"))
     dead_letter = tree.get("dead_letter")
     producer = dead_letter.get("producer") if isinstance(dead_letter, dict) else None
-    for props in (tree.get("kafka"), producer):
+    registry = tree.get("schema_registry")
+    client = None
+    if isinstance(registry, dict):
+        basic = registry.get("basic_auth")
+        if isinstance(basic, dict):
+            found.append(basic.get("password"))
+        bearer = registry.get("bearer")
+        if isinstance(bearer, dict):
+            found.append(bearer.get("token"))
+        client = registry.get("client")
+    for props in (tree.get("kafka"), producer, client):
         if isinstance(props, dict):
             found += [value for key, value in props.items() if is_secret_property(str(key))]
     return [
@@ -149,6 +183,9 @@ def build(tree: Any, source: str, problems: Problems) -> Settings | None:
     metrics = _metrics(top.section("metrics"), problems)
     pipeline = _pipeline(top.section("pipeline"), problems)
     limits = _limits(top.section("limits"))
+    registry = _schema_registry(top.raw("schema_registry", None), problems)
+    value_format = top.get_choice("value_format", VALUE_FORMATS, default=DEFAULT_VALUE_FORMAT)
+    key_format = top.get_choice("key_format", KEY_FORMATS, default=DEFAULT_KEY_FORMAT)
     mappings = top.raw("mappings")
     if mappings is not None and (not isinstance(mappings, list) or not mappings):
         problems.add("mappings", f"expected a non-empty list of mappings, found {describe(mappings)}")
@@ -158,6 +195,9 @@ def build(tree: Any, source: str, problems: Problems) -> Settings | None:
     secrets = [userflux.api_key.reveal()]
     for props in (kafka, dead_letter.producer if dead_letter else {}):
         secrets += [v for k, v in props.items() if is_secret_property(k) and v]
+    if registry is not None:
+        secrets += [s.reveal() for s in (registry.password, registry.bearer_token) if s is not None]
+        secrets += [v for k, v in registry.client.items() if is_secret_property(k) and v]
     return Settings(
         source=source,
         kafka=kafka,
@@ -167,6 +207,9 @@ def build(tree: Any, source: str, problems: Problems) -> Settings | None:
         metrics=metrics,
         pipeline=pipeline,
         limits=limits,
+        schema_registry=registry,
+        value_format=value_format,
+        key_format=key_format,
         secrets=tuple(secrets),
     )
 
@@ -302,7 +345,7 @@ def _userflux(section: Section, problems: Problems) -> UserFluxSettings | None:
     return settings
 
 
-def _tls(section: Section, problems: Problems) -> TlsSettings:
+def _tls(section: Section, problems: Problems, where: str = "userflux") -> TlsSettings:
     tls = TlsSettings(
         ca_file=section.get_str("ca_file", None),
         client_cert_file=section.get_str("client_cert_file", None),
@@ -310,7 +353,7 @@ def _tls(section: Section, problems: Problems) -> TlsSettings:
     )
     section.finish()
     if tls.client_key_file and not tls.client_cert_file:
-        problems.add("userflux.tls.client_key_file", "is set without client_cert_file")
+        problems.add(f"{where}.tls.client_key_file", "is set without client_cert_file")
     return tls
 
 
@@ -364,6 +407,79 @@ def _pipeline(section: Section, problems: Problems) -> PipelineSettings:
     )
     section.finish()
     return settings
+
+
+def _schema_registry(raw: Any, problems: Problems) -> SchemaRegistrySettings | None:
+    if raw is None:
+        return None
+    section = Section(raw, "schema_registry", problems)
+    if not section.ok:
+        return None
+    d = _defaults(SchemaRegistrySettings)
+    urls = _registry_urls(section.raw("url"), problems)
+    username = password = token = cluster = None
+    basic = section.section("basic_auth")
+    if basic.data:
+        username = basic.get_str("username")
+        password = basic.get_str("password", secret=True)
+        if username is not None and ":" in username:
+            problems.add("schema_registry.basic_auth.username", "must not contain ':' (basic auth joins user:password)")
+    basic.finish()
+    bearer = section.section("bearer")
+    if bearer.data:
+        token = bearer.get_str("token", secret=True)
+        cluster = bearer.get_str("logical_cluster", None)
+    bearer.finish()
+    if username is not None and token is not None:
+        problems.add("schema_registry", "set basic_auth or bearer, not both")
+    tls = _tls(section.section("tls"), problems, "schema_registry")
+    client = _properties(section.raw("client", None), "schema_registry.client", problems)
+    for key in client:
+        if key in _REGISTRY_OWNED:
+            problems.add(f"schema_registry.client.{key}", f"is set by {_REGISTRY_OWNED[key]}; set it there")
+    settings = SchemaRegistrySettings(
+        urls=tuple(urls),
+        username=username,
+        password=Secret(password) if password is not None else None,
+        bearer_token=Secret(token.strip()) if token is not None else None,
+        bearer_logical_cluster=cluster,
+        tls=tls,
+        request_timeout_s=section.get_float("request_timeout_s", d["request_timeout_s"], lo=0.1, hi=120),
+        cache_size=section.get_int("cache_size", d["cache_size"], lo=1, hi=1_000_000),
+        initial_backoff_ms=section.get_int("initial_backoff_ms", d["initial_backoff_ms"], lo=1, hi=3_600_000),
+        max_backoff_ms=section.get_int("max_backoff_ms", d["max_backoff_ms"], lo=1, hi=3_600_000),
+        client=client,
+    )
+    section.finish()
+    if settings.initial_backoff_ms > settings.max_backoff_ms:
+        problems.add(
+            "schema_registry",
+            f"initial_backoff_ms ({settings.initial_backoff_ms}) is above max_backoff_ms ({settings.max_backoff_ms})",
+        )
+    return settings
+
+
+def _registry_urls(raw: Any, problems: Problems) -> list[str]:
+    """One URL, a comma-separated list or a YAML list; each http(s), without credentials."""
+    if raw is None:
+        return []
+    items = raw if isinstance(raw, list) else str(raw).split(",") if isinstance(raw, str) else None
+    if not items or not all(isinstance(u, str) and u.strip() for u in items):
+        problems.add("schema_registry.url", f"expected an http(s) URL or a list of them, found {describe(raw)}")
+        return []
+    urls = []
+    for url in (u.strip().rstrip("/") for u in items):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.add(
+                "schema_registry.url",
+                f"expected an http(s) URL like https://registry:8081, found {_without_credentials(url)!r}",
+            )
+        elif parts.username is not None or parts.password is not None:
+            problems.add("schema_registry.url", "expected a URL without user:password@; use schema_registry.basic_auth")
+        else:
+            urls.append(url)
+    return urls
 
 
 def _limits(section: Section) -> LimitsSettings:

@@ -7,6 +7,13 @@ from dataclasses import dataclass, field
 
 DEFAULT_BASE_URL = "https://integration-api.userflux.co"
 ON_INVALID = ("dead_letter", "skip", "stop")
+# What a message's value (and key) is written in. The registry formats are in Confluent's
+# wire format: a zero byte, a 4-byte schema id, then the payload (Protobuf adds indexes).
+REGISTRY_FORMATS = ("avro", "protobuf", "json_schema")
+VALUE_FORMATS = ("json", *REGISTRY_FORMATS)
+KEY_FORMATS = ("string", "json", *REGISTRY_FORMATS)
+DEFAULT_VALUE_FORMAT = "json"
+DEFAULT_KEY_FORMAT = "string"
 
 
 class Secret:
@@ -93,6 +100,23 @@ class LimitsSettings:
 
 
 @dataclass(frozen=True)
+class SchemaRegistrySettings:
+    """Where schemas come from for the registry formats (formats/ asks, once per id)."""
+
+    urls: tuple[str, ...]
+    username: str | None = None  # basic auth
+    password: Secret | None = None
+    bearer_token: Secret | None = None
+    bearer_logical_cluster: str | None = None  # Confluent Cloud's target-sr-cluster header
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    request_timeout_s: float = 5.0  # one request; confluent-kafka's client has none by default
+    cache_size: int = 1000  # schemas kept, by id
+    initial_backoff_ms: int = 500  # the registry unavailable: retry after this, doubling
+    max_backoff_ms: int = 30_000
+    client: dict[str, str] = field(default_factory=dict, repr=False)  # SchemaRegistryClient passthrough
+
+
+@dataclass(frozen=True)
 class Settings:
     source: str
     kafka: dict[str, str] = field(repr=False)  # may hold passwords
@@ -102,4 +126,7 @@ class Settings:
     metrics: MetricsSettings
     pipeline: PipelineSettings
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    schema_registry: SchemaRegistrySettings | None = None
+    value_format: str = DEFAULT_VALUE_FORMAT  # the mappings' default
+    key_format: str = DEFAULT_KEY_FORMAT
     secrets: tuple[str, ...] = field(default=(), repr=False)  # every secret value, for redaction

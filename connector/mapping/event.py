@@ -13,6 +13,7 @@ import re
 import time
 from typing import Any
 
+from ..config.model import DEFAULT_KEY_FORMAT, DEFAULT_VALUE_FORMAT, KEY_FORMATS, VALUE_FORMATS
 from ..errors import InvalidMessage
 from ..validation import Problems, Section, describe, join, short_repr
 from .fields import Extractor, blank_id, blank_value, compile_field
@@ -33,8 +34,12 @@ class Mapping:
         where: Filter | None,
         builder: EventBuilder,
         spec: dict,
+        value_format: str = DEFAULT_VALUE_FORMAT,
+        key_format: str = DEFAULT_KEY_FORMAT,
     ):
         self.index = index
+        self.value_format = value_format  # config.model.VALUE_FORMATS: how mapper.py decodes the value
+        self.key_format = key_format  # KEY_FORMATS: the key, for @key
         self.topics = topics
         self.pattern = pattern
         self.location_enrichment = location_enrichment
@@ -310,7 +315,14 @@ def _remove(props: dict, path: tuple[str, ...]) -> None:
 # Compilation from YAML
 
 
-def compile_mapping(raw: Any, index: int, problems: Problems, default_location_enrichment: bool) -> Mapping | None:
+def compile_mapping(
+    raw: Any,
+    index: int,
+    problems: Problems,
+    default_location_enrichment: bool,
+    default_value_format: str = DEFAULT_VALUE_FORMAT,
+    default_key_format: str = DEFAULT_KEY_FORMAT,
+) -> Mapping | None:
     where = f"mappings[{index}]"
     section = Section(raw, where, problems)
     if not section.ok:
@@ -355,12 +367,14 @@ def compile_mapping(raw: Any, index: int, problems: Problems, default_location_e
                     problems.add(join(where, "pattern"), f"not a valid regex: {exc}")
 
     location_enrichment = section.get_bool("location_enrichment", default_location_enrichment)
+    value_format = section.get_choice("value_format", VALUE_FORMATS, default=default_value_format)
+    key_format = section.get_choice("key_format", KEY_FORMATS, default=default_key_format)
     condition = _compile_where(section.raw("where", None), join(where, "where"), problems)
     builder = _compile_event(section.section("event", required=True), problems)
     section.finish()
     if len(problems.lines) != before or builder is None:
         return None
-    return Mapping(index, topics, pattern, location_enrichment, condition, builder, raw)
+    return Mapping(index, topics, pattern, location_enrichment, condition, builder, raw, value_format, key_format)
 
 
 def _compile_where(raw: Any, where: str, problems: Problems) -> Filter | None:

@@ -2,7 +2,7 @@
 
 A reference is either a dotted path into the message's JSON value (``user.id``,
 ``items.0.sku``, ``.`` for the whole value, ``a\\.b`` for a key containing a dot) or a
-piece of Kafka metadata (``@key``, ``@topic``, ``@partition``, ``@offset``,
+piece of Kafka metadata (``@key``, ``@key.<path>`` into a decoded key, ``@topic``, ``@partition``, ``@offset``,
 ``@timestamp``, ``@headers.<name>``).
 
 Each reference is compiled once into a getter ``get(value, message)`` that returns the
@@ -21,7 +21,7 @@ MISSING: Any = type("nothing", (), {"__repr__": lambda self: "MISSING", "__bool_
 
 Getter = Callable[[Any, Any], Any]
 
-METADATA = ("@key", "@topic", "@partition", "@offset", "@timestamp", "@headers.<name>")
+METADATA = ("@key", "@key.<path>", "@topic", "@partition", "@offset", "@timestamp", "@headers.<name>")
 
 
 def split_path(text: str) -> list[str]:
@@ -123,7 +123,10 @@ def _decode(raw: Any) -> Any:
 
 
 def _key(value: Any, message: Any) -> Any:
-    return _decode(message.key())
+    raw = message.key()
+    if type(raw) is bytes or type(raw) is str:
+        return _decode(raw)
+    return MISSING if raw is None else raw  # decoded in its key_format (mapper.KeyedMessage)
 
 
 def _topic(value: Any, message: Any) -> Any:
@@ -156,6 +159,10 @@ _METADATA_GETTERS: dict[str, Getter] = {
 def _compile_metadata(text: str) -> Getter:
     if text in _METADATA_GETTERS:
         return _METADATA_GETTERS[text]
+    if text.startswith("@key."):
+        # A field of a key decoded from JSON, Avro, Protobuf or JSON Schema (key_format).
+        inner = _compile_json_path(tuple(split_path(text[len("@key.") :])))
+        return lambda value, message: inner(_key(value, message), message)
     if text.startswith("@headers."):
         name = text[len("@headers.") :]
         if not name:

@@ -20,8 +20,9 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "connector"
 LAYERS: list[set[str]] = [
     {"__init__", "errors", "logs", "threads", "validation"},  # the vocabulary: imports no other unit
     {"kafka", "metrics", "config"},  # what talking to Kafka shares; the metrics; the typed settings
-    {"offsets", "mapping", "health", "source"},
-    {"batcher", "dead_letter", "lag", "checkpoint", "backpressure"},
+    {"offsets", "formats", "health", "source"},  # formats: values and keys in their formats (the registry's)
+    {"mapping", "batcher", "dead_letter", "lag", "checkpoint", "backpressure"},
+    {"registry_wait"},  # reading waits for the schema registry (pauses like backpressure)
     {"invalid", "sink"},
     {"startup"},  # the settings, the compiled mappings and the TLS files, checked together
     {"pipeline"},  # the driver
@@ -99,7 +100,7 @@ def test_a_wrong_way_import_would_be_seen():
     # The check must be able to fail: config importing the mapping language (as it did), or
     # two units of one layer importing each other.
     assert wrong_way({"connector.config.load": {"connector.mapping.event", "connector.validation"}}) == [
-        "connector.config.load imports connector.mapping.event (config is in layer 1, mapping in layer 2)"
+        "connector.config.load imports connector.mapping.event (config is in layer 1, mapping in layer 3)"
     ]
     assert len(wrong_way({"connector.sink.tls": {"connector.invalid"}})) == 1
     assert "connector.validation" in imported(PACKAGE / "config" / "load.py")

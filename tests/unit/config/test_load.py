@@ -464,8 +464,8 @@ def test_topic_that_looks_like_a_regex():
         (
             "name: event\n",
             "name: '@bogus'\n",
-            "mappings[0].event.name: unknown message metadata '@bogus'; known: @key, @topic, @partition, @offset, "
-            "@timestamp, @headers.<name>",
+            "mappings[0].event.name: unknown message metadata '@bogus'; known: @key, @key.<path>, @topic, @partition, "
+            "@offset, @timestamp, @headers.<name>",
         ),
         (
             '"{type}_{action}"',

@@ -210,7 +210,7 @@ def test_parse_template_errors(text, match):
         ([], "f: expected at least one candidate, found an empty list"),
         (
             ["ok", "@nope"],
-            "f[1]: unknown message metadata '@nope'; known: @key, @topic, @partition, @offset, "
+            "f[1]: unknown message metadata '@nope'; known: @key, @key.<path>, @topic, @partition, @offset, "
             "@timestamp, @headers.<name>",
         ),
         (

@@ -169,7 +169,8 @@ def test_header_names_are_case_sensitive_and_may_contain_dots():
         ("@value", "unknown message metadata '@value'"),
         (
             "@Key",
-            "unknown message metadata '@Key'; known: @key, @topic, @partition, @offset, @timestamp, @headers.<name>",
+            "unknown message metadata '@Key'; known: @key, @key.<path>, @topic, @partition, @offset, @timestamp, "
+            "@headers.<name>",
         ),
         ("@headers.", "needs a header name"),
         ("@headers", "unknown message metadata"),
