@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import decimal
 import json
 import uuid
 from collections.abc import Callable
@@ -43,7 +42,7 @@ def compile_reader(text: str, references: tuple[tuple[str, str], ...]) -> tuple[
         schema = json.loads(text)
         _collect_names(schema, None, types)
         parsed = fastavro.parse_schema(_plain(schema), named)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # json and fastavro's SchemaParseException
+    except Exception as exc:  # json's errors, and fastavro's (SchemaParseException is no ValueError)
         raise AvroSchemaError(f"the Avro schema does not parse: {exc}") from None
     compiler = _Compiler(types)
     convert = compiler.compile(schema, None)
@@ -256,8 +255,12 @@ def _generic(v: Any) -> Any:
 
 
 def _decimal(v: bytes, scale: int) -> str:
-    number = decimal.Decimal(int.from_bytes(v, "big", signed=True)).scaleb(-scale)
-    return format(number, "f")
+    """The exact decimal, as text: every digit written (a JSON number could not keep them)."""
+    number = int.from_bytes(v, "big", signed=True)
+    if scale <= 0:
+        return str(number * 10**-scale)
+    digits = str(abs(number)).rjust(scale + 1, "0")
+    return ("-" if number < 0 else "") + digits[:-scale] + "." + digits[-scale:]
 
 
 def _uuid_fixed(v: bytes) -> str:

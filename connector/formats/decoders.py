@@ -122,7 +122,7 @@ class Decoders:
                 raise _fail(
                     fmt,
                     "wrong_schema_type",
-                    f"{what} names {schema.name}, a {WHAT[schema.format]} schema, but the mapping reads "
+                    f"{what} names {schema.name}, which is {WHAT[schema.format]}, but the mapping reads "
                     f"{fmt}; set the mapping's {field}_format",
                 )
             return schema.read(raw, what)

@@ -6,7 +6,7 @@ The record is the ten-field product-analytics event of tests/support/registry_sa
 in Avro (schemaless, the Confluent payload after its 5-byte header) and as the JSON text
 of the same event; for scale, also the Protobuf order of the same module (a reference, a
 Timestamp, a repeated nested message, a map), decoded through a class built at run time
-as tests/support/protobuf_wire.py does. Each figure is the best of ``--repeat`` passes
+as connector/formats/protobuf.py does. Each figure is the best of ``--repeat`` passes
 over ``--records`` distinct records, in microseconds per record, on one core.
 
 ``--serde`` also starts the test schema registry (a few seconds) and times confluent-kafka's
@@ -29,7 +29,7 @@ import orjson
 from google.protobuf import descriptor_pool, json_format
 from google.protobuf.message_factory import GetMessageClass
 
-from tests.support.protobuf_wire import compile_proto
+from connector.formats.protobuf import compile_proto
 from tests.support.registry_samples import (
     EVENT_AVRO,
     MONEY_NAME,

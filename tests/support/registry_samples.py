@@ -13,7 +13,7 @@ import json
 from google.protobuf import descriptor_pool
 from google.protobuf.message_factory import GetMessageClass
 
-from tests.support.protobuf_wire import compile_proto
+from connector.formats.protobuf import compile_proto
 
 EVENT_AVRO = {
     "type": "record",
@@ -146,3 +146,47 @@ def sample_order(classes: dict[str, type]):
     line.price.currency = "EUR"
     line.price.micros = 19_990_000
     return order
+
+
+def proto_oracle(message) -> dict:
+    """What the connector's Protobuf converter must give for ``message``: protobuf's own
+    JSON mapping (``json_format.MessageToDict`` with the schema's field names and every
+    field without presence written), with the deliberate differences applied. The one
+    that shows here: 64-bit integers are numbers, not strings (docs/mapping.md)."""
+    from google.protobuf import json_format
+
+    value = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return _int64_numbers(value, message.DESCRIPTOR)
+
+
+_INT64_TYPES = {3, 4, 6, 16, 18}  # INT64, UINT64, FIXED64, SFIXED64, SINT64
+
+
+def _int64_numbers(value, descriptor):
+    if descriptor.full_name.startswith("google.protobuf."):
+        return value  # well-known types: as protobuf writes them (Int64Value is handled below)
+    for field in descriptor.fields:
+        if field.name not in value:
+            continue
+        entry = field.message_type
+        if entry is not None and entry.GetOptions().map_entry:
+            value_field = entry.fields_by_name["value"]
+            value[field.name] = {k: _one(v, value_field) for k, v in value[field.name].items()}
+        elif field.is_repeated:
+            value[field.name] = [_one(v, field) for v in value[field.name]]
+        else:
+            value[field.name] = _one(value[field.name], field)
+    return value
+
+
+def _one(v, field):
+    if field.type in _INT64_TYPES:
+        return int(v)
+    if field.message_type is not None:
+        name = field.message_type.full_name
+        if name in ("google.protobuf.Int64Value", "google.protobuf.UInt64Value"):
+            return int(v)
+        return _int64_numbers(v, field.message_type)
+    return v
