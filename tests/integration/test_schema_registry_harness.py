@@ -4,8 +4,7 @@ Groundwork for reading Avro, Protobuf and JSON Schema topics through a registry:
 registry is Apicurio Registry (tests/support/schema_registry.py), started by the tests
 on loopback, never a mock. Records are written with confluent-kafka's own serializers,
 as producers write them, and read back with the matching deserializers and with the
-prototype decoder that needs no generated Protobuf classes
-(tests/support/protobuf_wire.py).
+connector's decoder, which needs no generated Protobuf classes (connector/formats/).
 
 Some tests pin down how Apicurio's ccompat API differs from Confluent's, so that an
 upgrade that changes it shows up here: see each test's docstring.
@@ -30,9 +29,12 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
 from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
-from google.protobuf import json_format
 
-from tests.support.protobuf_wire import MAIN_FILE, RegistryProtobufDecoder, compile_proto, parse_framing
+from connector.config.model import LimitsSettings, SchemaRegistrySettings
+from connector.formats import Decoders
+from connector.formats.protobuf import MAIN_FILE, ProtobufSchema, ProtobufSchemaError, compile_proto
+from connector.formats.registry import Registry
+from connector.formats.wire import message_indexes
 from tests.support.registry_samples import (
     EVENT_AVRO_STR,
     EVENT_JSON_SCHEMA_STR,
@@ -40,6 +42,7 @@ from tests.support.registry_samples import (
     MONEY_PROTO,
     ORDER_NAME,
     ORDER_PROTO,
+    proto_oracle,
     sample_event,
     sample_order,
     writer_classes,
@@ -77,7 +80,13 @@ def framing_id(data: bytes) -> int:
 
 
 def as_dict(message) -> dict:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return proto_oracle(message)
+
+
+def protobuf_decoder(registry: SchemaRegistry):
+    """The connector's Protobuf decoder, with a registry client of its own (an empty cache)."""
+    settings = SchemaRegistrySettings(urls=(registry.url,), request_timeout_s=REQUEST_TIMEOUT_S)
+    return Decoders.from_settings(settings, LimitsSettings()).decoder("protobuf")
 
 
 # --------------------------------------------------------------------------
@@ -255,18 +264,18 @@ def test_protobuf_auto_registered_decodes_without_generated_classes(schema_regis
         "line": ProtobufSerializer(classes["shop.Order.Line"], client)(line, value_ctx(topic + "-l")),
     }
     # Line is Order's second nested type: the map field's synthesized AttributesEntry is the first.
-    assert [parse_framing(framed[k])[1] for k in ("order", "refund", "line")] == [[0], [1], [0, 1]]
+    assert [message_indexes(framed[k])[0] for k in ("order", "refund", "line")] == [(0,), (1,), (0, 1)]
     assert framed["order"][5] == 0  # [0] is written as the single byte 0
 
     stored = fresh_client(schema_registry).get_schema(framing_id(framed["order"]))
     assert base64.b64decode(stored.schema_str)  # what Apicurio hands back is the base64 as sent
     assert [r.name for r in stored.references] == [MONEY_NAME]
 
-    decoder = RegistryProtobufDecoder(fresh_client(schema_registry))
-    assert decoder.decode(framed["order"]) == as_dict(order)
-    assert decoder.decode(framed["refund"]) == as_dict(refund)
-    assert decoder.decode(framed["line"]) == as_dict(line)
-    assert decoder.decode(framed["order"])["placed_at"] == "2025-11-24T16:00:00.250Z"  # well-known type
+    decode = protobuf_decoder(schema_registry)
+    assert decode(framed["order"]) == as_dict(order)
+    assert decode(framed["refund"]) == as_dict(refund)
+    assert decode(framed["line"]) == as_dict(line)
+    assert decode(framed["order"])["placed_at"] == "2025-11-24T16:00:00.250Z"  # well-known type
 
 
 def test_protobuf_deserializer_cannot_read_apicurio_schemas(schema_registry, classes):
@@ -310,12 +319,12 @@ def test_protobuf_registered_as_text_decodes(schema_registry, classes):
         (order, ProtobufSerializer(classes["shop.Order"], client)(order, value_ctx(unique("w")))),
         (refund, ProtobufSerializer(classes["shop.Refund"], client)(refund, value_ctx(unique("w")))),
     ]
-    decoder = RegistryProtobufDecoder(fresh_client(schema_registry))
+    decode = protobuf_decoder(schema_registry)
     for message, data in written:
         reframed = data[:1] + struct.pack(">I", text_id) + data[5:]
-        assert decoder.decode(reframed) == as_dict(message)
-        assert decoder.message(reframed).DESCRIPTOR.full_name == message.DESCRIPTOR.full_name
-    compiled = decoder.compiled(text_id).pool.FindFileByName(MAIN_FILE)
+        assert decode(reframed) == as_dict(message)
+    fetched = Registry(SchemaRegistrySettings(urls=(schema_registry.url,))).fetch(text_id)
+    compiled = ProtobufSchema(text_id, fetched.text, fetched.references).pool.FindFileByName(MAIN_FILE)
     assert [d.name for d in compiled.dependencies] == [MONEY_NAME, "google/protobuf/timestamp.proto"]
 
 
@@ -346,8 +355,6 @@ def test_protobuf_serializer_cannot_target_a_text_schema(schema_registry, classe
 
 
 def test_protobuf_compile_errors_are_reported():
-    from tests.support.protobuf_wire import ProtobufSchemaError
-
     with pytest.raises(ProtobufSchemaError, match="strng"):
         compile_proto('syntax = "proto3";\nmessage M { strng a = 1; }\n')
     with pytest.raises(ProtobufSchemaError, match="common/money.proto"):

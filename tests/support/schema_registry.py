@@ -316,10 +316,18 @@ class SchemaRegistry:
             f"--- last lines of {self.log_path} ---\n{self._log_tail()}"
         )
 
-    def start(self, timeout_s: float = 90) -> SchemaRegistry:
-        """Start the registry and wait until its ccompat API answers; returns self."""
+    def start(self, timeout_s: float = 90, *, same_ports: bool = False) -> SchemaRegistry:
+        """Start the registry and wait until its ccompat API answers; returns self.
+        ``same_ports``: a registry stopped before listens where it did (clients keep its URL)."""
         with self._lock:
             if self.is_running():
+                return self
+            if same_ports and self.port is not None:
+                try:
+                    self._start_once(time.monotonic() + timeout_s)
+                except BaseException:
+                    self._kill_now()
+                    raise
                 return self
             if not (self.app_dir / _RUN_JAR).is_file():
                 raise RegistryError(f"{self.app_dir} has no {_RUN_JAR} (see ensure_app())")
