@@ -5,7 +5,8 @@
     userflux-connector map   --config F --topic T   < values.jsonl
 
 Exit codes: 0 done, 1 unexpected error (for map: a line is invalid), 2 bad
-configuration or usage, 3 UserFlux refused the key or the address, 4 an invalid message
+configuration or usage, 3 UserFlux refused the key or the address (or the schema registry
+the credentials), 4 an invalid message
 met on_invalid: stop, 5 Kafka failed for good.
 """
 
@@ -77,9 +78,19 @@ def _parser() -> argparse.ArgumentParser:
         "commit nothing (uses the consumer group <group.id>.dry-run)",
     )
     command("check", "Validate the configuration and print a summary of the mappings.", _check)
-    mapper = command("map", "Map JSON message values read on stdin, one per line, and print each result.", _map)
+    mapper = command(
+        "map",
+        "Map message values read on stdin, one JSON value per line, and print each result. For "
+        "Avro, Protobuf and JSON Schema topics give the decoded form, the JSON value the mapping "
+        "sees (docs/mapping.md); no registry is asked.",
+        _map,
+    )
     mapper.add_argument("--topic", "-t", required=True, help="the topic the values are read as coming from")
-    mapper.add_argument("--key", help="the Kafka key every value is given (for @key)")
+    mapper.add_argument(
+        "--key",
+        help="the Kafka key every value is given (for @key); as JSON, the decoded form, when the "
+        "mapping's key_format is not string",
+    )
     mapper.add_argument(
         "--header",
         action="append",
@@ -183,6 +194,13 @@ def summary(startup: Startup) -> str:
         lines.append(f"invalid messages: dead-lettered to {settings.dead_letter.topic}")
     else:
         lines.append(f"invalid messages: {settings.on_invalid}")
+    registry = settings.schema_registry
+    if registry is not None:
+        auth = "basic auth" if registry.username else "bearer token" if registry.bearer_token else "no auth"
+        lines.append(
+            f"schema registry: {', '.join(registry.urls)} ({auth}), timeout {registry.request_timeout_s:g}s, "
+            f"up to {registry.cache_size} schemas cached"
+        )
     lines.append(
         "metrics: "
         + (
@@ -194,7 +212,10 @@ def summary(startup: Startup) -> str:
     lines.append("mappings (the first whose topics match a message wins):")
     for mapping in startup.mappings:
         what = mapping.source
-        extra = f", locationEnrichment={'true' if mapping.location_enrichment else 'false'}"
+        extra = f", {mapping.value_format} values" if mapping.value_format != "json" else ""
+        if mapping.key_format != "string":
+            extra += f", {mapping.key_format} keys"
+        extra += f", locationEnrichment={'true' if mapping.location_enrichment else 'false'}"
         if mapping.where is not None:
             extra += f", only where {mapping.where.describe()}"
         lines.append(f"  [{mapping.index}] {what}{extra}")

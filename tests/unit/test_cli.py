@@ -275,3 +275,62 @@ def test_map_reads_bytes_so_a_line_that_is_not_utf8_is_just_invalid(tmp_path, mo
     assert code == 1
     assert results[0]["stage"] == "deserialize" and "utf-8" in results[0]["invalid"]
     assert results[1]["event"]["name"] == "ok"
+
+
+REGISTRY_CONFIG = """\
+kafka: {bootstrap.servers: "${KAFKA_BOOTSTRAP_SERVERS}", group.id: g}
+userflux: {api_key: "${USERFLUX_API_KEY}"}
+on_invalid: skip
+schema_registry:
+  url: [https://registry-a:8081, https://registry-b:8081]
+  basic_auth: {username: svc, password: registry-secret-99}
+value_format: avro
+mappings:
+  - topics: [orders]
+    key_format: avro
+    event: {name: event, userId: "@key.user", properties: "."}
+  - topics: [plain]
+    value_format: json
+    event: {name: event, userId: user}
+"""
+
+
+def test_check_summarises_the_registry_and_the_formats_and_masks_the_password(tmp_path, capsys):
+    assert main(["check", "--config", write(tmp_path, REGISTRY_CONFIG)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert (
+        "schema registry: https://registry-a:8081, https://registry-b:8081 (basic auth), timeout 5s, "
+        "up to 1000 schemas cached"
+    ) in lines
+    assert "  [0] topics orders, avro values, avro keys, locationEnrichment=false" in lines
+    assert "  [1] topics plain, locationEnrichment=false" in lines
+    assert "registry-secret-99" not in out
+
+
+def test_check_refuses_a_registry_format_without_a_registry(tmp_path, capsys):
+    text = REGISTRY_CONFIG.replace(
+        "schema_registry:\n  url: [https://registry-a:8081, https://registry-b:8081]\n"
+        "  basic_auth: {username: svc, password: registry-secret-99}\n",
+        "",
+    )
+    assert main(["check", "--config", write(tmp_path, text)]) == 2
+    err = capsys.readouterr().err
+    assert "mappings[0].value_format: avro is read through a schema registry: set schema_registry.url" in err
+    assert "mappings[0].key_format: avro is read through a schema registry" in err
+
+
+def test_check_names_an_unknown_registry_client_property(tmp_path, capsys):
+    text = REGISTRY_CONFIG.replace("  basic_auth:", "  client: {no.such.thing: 1}\n  basic_auth:")
+    assert main(["check", "--config", write(tmp_path, text)]) == 2
+    assert "schema_registry.client: Unrecognized properties: no.such.thing" in capsys.readouterr().err
+
+
+def test_map_takes_the_decoded_form_of_avro_values_and_keys(tmp_path, monkeypatch, capsys):
+    line = json.dumps({"event": "order_placed", "total": 12})
+    code, results, _ = run_map(
+        monkeypatch, capsys, write(tmp_path, REGISTRY_CONFIG), "orders", [line], "--key", '{"user": "u-1"}'
+    )
+    assert code == 0
+    assert results[0]["event"]["userId"] == "u-1"
+    assert results[0]["event"]["properties"] == {"event": "order_placed", "total": 12}

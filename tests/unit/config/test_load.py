@@ -725,3 +725,72 @@ def test_a_secret_reaching_another_key_is_masked_in_its_error():
 )
 def test_loopback_hosts(host, loopback):
     assert is_loopback(host) is loopback
+
+
+# -- schema_registry and the formats ------------------------------------------------------
+
+REGISTRY = MINIMAL + "schema_registry:\n  url: https://registry:8081\n"
+
+
+def test_the_schema_registry_section_is_typed_and_its_secrets_masked():
+    text = (
+        MINIMAL.replace("    event:", "    value_format: protobuf\n    key_format: avro\n    event:")
+        + "schema_registry:\n  url: 'https://a:8081, https://b:8081/'\n"
+        "  basic_auth: {username: svc, password: sr-password-1}\n  request_timeout_s: 2\n"
+        "  client: {cache.latest.ttl.sec: 30}\n"
+    )
+    settings = parse_config(text, env=ENV).settings
+    registry = settings.schema_registry
+    assert registry.urls == ("https://a:8081", "https://b:8081")
+    assert (registry.username, registry.password) == ("svc", Secret("sr-password-1"))
+    assert (registry.request_timeout_s, registry.client) == (2.0, {"cache.latest.ttl.sec": "30"})
+    assert "sr-password-1" in settings.secrets and "sr-password-1" not in repr(settings)
+    mapping = parse_config(text, env=ENV).mappings[0]
+    assert (mapping.value_format, mapping.key_format) == ("protobuf", "avro")
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (
+            "  url: ftp://r\n",
+            "schema_registry.url: expected an http(s) URL like https://registry:8081, found 'ftp://r'",
+        ),
+        (
+            "  url: https://u:p@r\n",
+            "schema_registry.url: expected a URL without user:password@; use schema_registry.basic_auth",
+        ),
+        (
+            "  client: {timeout: 3}\n",
+            "schema_registry.client.timeout: is set by schema_registry.request_timeout_s; set it there",
+        ),
+        ("  basic_auth: {username: a}\n", "schema_registry.basic_auth.password: is required"),
+        (
+            "  bearer: {token: t}\n  basic_auth: {username: a, password: b}\n",
+            "schema_registry: set basic_auth or bearer, not both",
+        ),
+        (
+            "  initial_backoff_ms: 5000\n  max_backoff_ms: 10\n",
+            "schema_registry: initial_backoff_ms (5000) is above max_backoff_ms (10)",
+        ),
+        ("  cache_sizes: 5\n", "schema_registry.cache_sizes: unknown key (did you mean 'cache_size'?)"),
+        (
+            "  tls: {ca_file: /nonexistent/ca.pem}\n",
+            "schema_registry.tls.ca_file: cannot read a PEM CA bundle from '/nonexistent/ca.pem': "
+            "No such file or directory",
+        ),
+    ],
+)
+def test_schema_registry_errors_name_the_key(extra, expected):
+    assert (
+        one_problem((REGISTRY + extra).replace("  url: https://registry:8081\n  url:", "  url:"), env=ENV) == expected
+    )
+
+
+def test_a_format_is_one_of_the_known_ones():
+    problem = one_problem(REGISTRY.replace("    event:", "    value_format: avro2\n    event:"), env=ENV)
+    assert (
+        problem == "mappings[0].value_format: expected one of json, avro, protobuf, json_schema, found string 'avro2'"
+    )
+    problem = one_problem(REGISTRY + "key_format: binary\n", env=ENV)
+    assert problem == "key_format: expected one of string, json, avro, protobuf, json_schema, found string 'binary'"
