@@ -17,6 +17,8 @@ ENV = {
     "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",  # nothing listens there: check never connects
     "KAFKA_USERNAME": "example-user",
     "KAFKA_PASSWORD": "example-password-0123",
+    "SCHEMA_REGISTRY_USERNAME": "example-registry-user",
+    "SCHEMA_REGISTRY_PASSWORD": "example-registry-password-0123",
 }
 
 
@@ -32,7 +34,7 @@ def example_env(monkeypatch):
 
 def test_there_are_examples_for_the_main_features():
     names = {p.name for p in EXAMPLES}
-    assert {"connector.yaml", "demo.yaml", "minimal.yaml", "sasl-ssl.yaml", "mapping-cookbook.yaml"} <= names
+    assert {"connector.yaml", "demo.yaml", "minimal.yaml", "sasl-ssl.yaml", "mapping-cookbook.yaml", "avro.yaml", "protobuf.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -42,6 +44,7 @@ def test_check_accepts_the_example(path, capsys):
     assert out.startswith(f"{path}: OK")
     assert ENV["USERFLUX_API_KEY"] not in out + err
     assert ENV["KAFKA_PASSWORD"] not in out + err
+    assert ENV["SCHEMA_REGISTRY_PASSWORD"] not in out + err
 
 
 def test_the_settings_repr_shows_no_secret():
