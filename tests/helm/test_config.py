@@ -12,7 +12,17 @@ import pytest
 import yaml
 
 from tests.support.connector_process import cli
-from tests.support.helm import POD_ENV, SCENARIOS, TLS_MOUNT, connector_config, find, one, render, render_text
+from tests.support.helm import (
+    POD_ENV,
+    SCENARIOS,
+    TLS_MOUNT,
+    connector_config,
+    find,
+    one,
+    render,
+    render_error,
+    render_text,
+)
 
 API_KEY = POD_ENV["USERFLUX_API_KEY"]
 KAFKA_PASSWORD = POD_ENV["KAFKA_SASL_PASSWORD"]
@@ -129,3 +139,57 @@ def _container(manifests: list[dict]) -> dict:
 def _checksums(manifests: list[dict]) -> dict[str, str]:
     annotations = one(manifests, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     return {"config": annotations["checksum/config"], "secret": annotations["checksum/secret"]}
+
+
+def test_the_schema_registry_url_and_credentials_come_from_schema_registry_values():
+    manifests = render([SCENARIOS["schema-registry"]])
+    config = yaml.safe_load(one(manifests, "ConfigMap")["data"]["config.yaml"])
+    assert config["schema_registry"] == {
+        "url": "https://schema-registry.data:8081",
+        "basic_auth": {"username": "${SCHEMA_REGISTRY_USERNAME}", "password": "${SCHEMA_REGISTRY_PASSWORD}"},
+        "request_timeout_s": 3,
+        "cache_size": 500,
+    }
+    container, pod = _container(manifests), one(manifests, "Deployment")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("valueFrom") for e in container["env"]}
+    assert env["SCHEMA_REGISTRY_PASSWORD"] == {
+        "secretKeyRef": {"name": "schema-registry-credentials", "key": "password"}
+    }
+    assert {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}} in pod["volumes"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]  # where protoc compiles
+
+
+def test_a_bearer_token_is_stored_in_the_chart_s_secret_and_tls_files_are_mounted():
+    sets = {
+        "schemaRegistry.url": "https://r:8081",
+        "schemaRegistry.auth": "bearer",
+        "schemaRegistry.token": "sr-token-8c1d",
+        "schemaRegistry.tlsSecret": "registry-ca",
+    }
+    manifests = render([SCENARIOS["default"]], sets)
+    secret = one(manifests, "Secret")
+    assert base64.b64decode(secret["data"]["schema-registry-token"]).decode() == "sr-token-8c1d"
+    config = yaml.safe_load(one(manifests, "ConfigMap")["data"]["config.yaml"])
+    assert config["schema_registry"] == {"url": "https://r:8081", "bearer": {"token": "${SCHEMA_REGISTRY_TOKEN}"}}
+    container, pod = _container(manifests), one(manifests, "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "schema-registry-tls", "secret": {"secretName": "registry-ca"}} in pod["volumes"]
+    assert "sr-token-8c1d" not in render_text([SCENARIOS["default"]], sets).replace(
+        secret["data"]["schema-registry-token"], ""
+    )
+    env = {e["name"]: e.get("valueFrom") for e in container["env"]}
+    assert env["SCHEMA_REGISTRY_TOKEN"]["secretKeyRef"] == {
+        "name": secret["metadata"]["name"],
+        "key": "schema-registry-token",
+    }
+
+
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        ({"config.value_format": "avro"}, "schemaRegistry.url: the configuration reads avro"),
+        ({"schemaRegistry.auth": "basic", "schemaRegistry.url": "https://r"}, "auth basic needs"),
+        ({"schemaRegistry.auth": "bearer"}, "auth bearer needs"),
+    ],
+)
+def test_registry_values_that_cannot_work_fail_the_render(sets, message):
+    assert message in render_error([SCENARIOS["default"]], sets)

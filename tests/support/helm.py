@@ -32,6 +32,8 @@ POD_ENV = {
     "KAFKA_SASL_USERNAME": "connector",
     "KAFKA_SASL_PASSWORD": "kafka-pass-91d0c4aa",
     "KAFKA_SSL_KEY_PASSWORD": "key-pass",
+    "SCHEMA_REGISTRY_USERNAME": "connector",
+    "SCHEMA_REGISTRY_PASSWORD": "registry-pass-5e02b7",
     "POD_NAME": "uf-userflux-connector-6d9f8-x2x7q",
 }
 

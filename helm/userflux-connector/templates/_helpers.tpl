@@ -70,7 +70,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{- define "userflux-connector.createsSecret" -}}
-{{- if or (not .Values.apiKey.existingSecret) (and .Values.kafkaSasl.enabled (not .Values.kafkaSasl.existingSecret)) }}true{{- end }}
+{{- if or (not .Values.apiKey.existingSecret) (and .Values.kafkaSasl.enabled (not .Values.kafkaSasl.existingSecret)) (include "userflux-connector.registrySecret" .) }}true{{- end }}
+{{- end }}
+
+{{/* The chart's Secret holds the schema registry's credentials. */}}
+{{- define "userflux-connector.registrySecret" -}}
+{{- if and .Values.schemaRegistry.url (ne .Values.schemaRegistry.auth "none") (not .Values.schemaRegistry.existingSecret) }}true{{- end }}
 {{- end }}
 
 {{/* Fails the render, naming the fix, when a secret has no source. */}}
@@ -83,6 +88,27 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- if and .Values.kafkaSasl.enabled (not .Values.kafkaSasl.existingSecret) (not (and .Values.kafkaSasl.username .Values.kafkaSasl.password)) }}
 {{- fail "kafkaSasl: enabled needs kafkaSasl.existingSecret, or both kafkaSasl.username and kafkaSasl.password" }}
+{{- end }}
+{{- $registry := .Values.schemaRegistry }}
+{{- if and (eq $registry.auth "basic") (not $registry.existingSecret) (not (and $registry.username $registry.password)) }}
+{{- fail "schemaRegistry: auth basic needs schemaRegistry.existingSecret, or both schemaRegistry.username and schemaRegistry.password" }}
+{{- end }}
+{{- if and (eq $registry.auth "bearer") (not $registry.existingSecret) (not $registry.token) }}
+{{- fail "schemaRegistry: auth bearer needs schemaRegistry.existingSecret, or schemaRegistry.token" }}
+{{- end }}
+{{- if and (ne $registry.auth "none") (not $registry.url) }}
+{{- fail (printf "schemaRegistry: auth %s is set but schemaRegistry.url is empty" $registry.auth) }}
+{{- end }}
+{{- if not $registry.url }}
+{{- $formats := list (dig "value_format" "" .Values.config) (dig "key_format" "" .Values.config) }}
+{{- range .Values.config.mappings }}
+{{- $formats = concat $formats (list (get . "value_format" | default "") (get . "key_format" | default "")) }}
+{{- end }}
+{{- range $formats }}
+{{- if has . (list "avro" "protobuf" "json_schema") }}
+{{- fail (printf "schemaRegistry.url: the configuration reads %s, through a schema registry; set schemaRegistry.url" .) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -108,6 +134,19 @@ static member id). Rendered once here; the ConfigMap and its checksum both use i
 {{- $_ := set $kafka "group.instance.id" "${POD_NAME}" }}
 {{- end }}
 {{- $_ := set $config "kafka" $kafka }}
+{{- $registry := .Values.schemaRegistry }}
+{{- if $registry.url }}
+{{- $section := get $config "schema_registry" | default dict }}
+{{- $_ := set $section "url" $registry.url }}
+{{- if eq $registry.auth "basic" }}
+{{- $_ := set $section "basic_auth" (dict "username" "${SCHEMA_REGISTRY_USERNAME}" "password" "${SCHEMA_REGISTRY_PASSWORD}") }}
+{{- else if eq $registry.auth "bearer" }}
+{{- $bearer := get $section "bearer" | default dict }}
+{{- $_ := set $bearer "token" "${SCHEMA_REGISTRY_TOKEN}" }}
+{{- $_ := set $section "bearer" $bearer }}
+{{- end }}
+{{- $_ := set $config "schema_registry" $section }}
+{{- end }}
 {{- toYaml $config }}
 {{- end }}
 
@@ -127,9 +166,17 @@ else the names and keys of the operator's Secrets (a change of their contents is
 seen by Helm; restart the pods, or use a reloader).
 */}}
 {{- define "userflux-connector.secretChecksum" -}}
-{{- $parts := list .Values.apiKey.existingSecret .Values.apiKey.existingSecretKey .Values.kafkaSasl.enabled .Values.kafkaSasl.existingSecret .Values.kafkaSasl.usernameKey .Values.kafkaSasl.passwordKey .Values.kafkaTls.existingSecret }}
+{{- $parts := list .Values.apiKey.existingSecret .Values.apiKey.existingSecretKey .Values.kafkaSasl.enabled .Values.kafkaSasl.existingSecret .Values.kafkaSasl.usernameKey .Values.kafkaSasl.passwordKey .Values.kafkaTls.existingSecret .Values.schemaRegistry.auth .Values.schemaRegistry.existingSecret .Values.schemaRegistry.usernameKey .Values.schemaRegistry.passwordKey .Values.schemaRegistry.tokenKey .Values.schemaRegistry.tlsSecret }}
 {{- if include "userflux-connector.createsSecret" . }}
 {{- $parts = append $parts (include (print .Template.BasePath "/secret.yaml") .) }}
 {{- end }}
 {{- toJson $parts | sha256sum }}
+{{- end }}
+
+{{/* The chart mounts /tmp (Protobuf schemas are compiled there) when a registry is
+configured, unless extraVolumes already has a volume named tmp. */}}
+{{- define "userflux-connector.ownTmp" -}}
+{{- $theirs := false }}
+{{- range .Values.extraVolumes }}{{ if eq .name "tmp" }}{{ $theirs = true }}{{ end }}{{ end }}
+{{- if and .Values.schemaRegistry.url (not $theirs) }}true{{- end }}
 {{- end }}

@@ -34,7 +34,15 @@ def example_env(monkeypatch):
 
 def test_there_are_examples_for_the_main_features():
     names = {p.name for p in EXAMPLES}
-    assert {"connector.yaml", "demo.yaml", "minimal.yaml", "sasl-ssl.yaml", "mapping-cookbook.yaml", "avro.yaml", "protobuf.yaml"} <= names
+    assert {
+        "connector.yaml",
+        "demo.yaml",
+        "minimal.yaml",
+        "sasl-ssl.yaml",
+        "mapping-cookbook.yaml",
+        "avro.yaml",
+        "protobuf.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
