@@ -17,6 +17,7 @@ import json
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -28,6 +29,7 @@ USERS = 5_000
 ANONYMOUS_SHARE = 0.2  # events from visitors who have not signed in: anonymous_id only
 FILTERED_TYPE = "debug"  # the type scenario (d)'s where: filter leaves out
 FULL_QUEUE_POLLS = 1_200  # 60 s of a full producer queue: the broker is not taking anything
+Encode = Callable[[dict, int], bytes]  # (the event, its epoch milliseconds) -> the message value
 
 # (name, type, weight): what a shop's tracker sends, in rough proportions.
 KINDS = (
@@ -86,6 +88,11 @@ class EventFactory:
 
     def message(self, ms: int) -> tuple[bytes, bytes, str]:
         """(key, JSON value, type) of one event sent at ``ms``."""
+        key, doc, kind = self.record(ms)
+        return key, json.dumps(doc, separators=(",", ":")).encode(), kind
+
+    def record(self, ms: int) -> tuple[bytes, dict, str]:
+        """(key, the event as a dict, type) of one event sent at ``ms``."""
         rng = self.rng
         name = rng.choices(_NAMES, _WEIGHTS)[0]
         kind = _TYPES[name]
@@ -141,7 +148,7 @@ class EventFactory:
         elif name == "video_played":
             properties["video"] = {"id": f"vid_{rng.randrange(300)}", "position_s": rng.randint(0, 600)}
         doc["properties"] = properties
-        return key, json.dumps(doc, separators=(",", ":")).encode(), kind
+        return key, doc, kind
 
 
 @dataclass
@@ -206,14 +213,18 @@ class _Sending:
         return self.produced
 
 
-def preload(bootstrap: str, topic: str, count: int, seed: int = 8, timeout_s: float = 600) -> Produced:
-    """Produce ``count`` events to ``topic`` as fast as the broker takes them."""
+def preload(
+    bootstrap: str, topic: str, count: int, seed: int = 8, timeout_s: float = 600, encode: Encode | None = None
+) -> Produced:
+    """Produce ``count`` events to ``topic`` as fast as the broker takes them; ``encode``
+    writes each (default: JSON)."""
     sending = _Sending(bootstrap, linger_ms=50)
     factory = EventFactory(seed)
     deadline = time.monotonic() + timeout_s
     now_ms = int(time.time() * 1000)
     for i in range(count):
-        key, value, kind = factory.message(now_ms - (count - i) // 100)  # sent over the last moments
+        ms = now_ms - (count - i) // 100  # sent over the last moments
+        key, value, kind = _encoded(factory, ms, encode)
         sending.send(topic, key, value, kind)
         if i % 10_000 == 0:
             sending.producer.poll(0)
@@ -222,7 +233,16 @@ def preload(bootstrap: str, topic: str, count: int, seed: int = 8, timeout_s: fl
     return sending.finish(max(1.0, deadline - time.monotonic()))
 
 
-def produce_at_rate(bootstrap: str, topic: str, rate: int, seconds: float, seed: int = 9) -> Produced:
+def _encoded(factory: EventFactory, ms: int, encode: Encode | None) -> tuple[bytes, bytes, str]:
+    if encode is None:
+        return factory.message(ms)
+    key, doc, kind = factory.record(ms)
+    return key, encode(doc, ms), kind
+
+
+def produce_at_rate(
+    bootstrap: str, topic: str, rate: int, seconds: float, seed: int = 9, encode: Encode | None = None
+) -> Produced:
     """Produce ``rate`` events a second for ``seconds``, each stamped with the time it is produced.
 
     Events go out every 10 ms in equal shares, with the default producer linger, as a
@@ -238,7 +258,7 @@ def produce_at_rate(bootstrap: str, topic: str, rate: int, seconds: float, seed:
         due = min(total, int((time.monotonic() - started) * rate) + 1)
         while sent < due:
             ms = int(time.time() * 1000)
-            key, value, kind = factory.message(ms)
+            key, value, kind = _encoded(factory, ms, encode)
             sending.send(topic, key, value, kind, timestamp_ms=ms)
             sent += 1
         sending.producer.poll(0)
@@ -247,3 +267,109 @@ def produce_at_rate(bootstrap: str, topic: str, rate: int, seconds: float, seed:
         if pause > 0:
             time.sleep(min(pause, tick_s))
     return sending.finish(30.0)
+
+
+# -- the same events in Avro (scenario (v)), as a producer with a schema would write them ----
+
+
+def _optional(record: dict) -> list:
+    return ["null", record]
+
+
+def _record(name: str, *fields: tuple[str, object]) -> dict:
+    return {"type": "record", "name": name, "fields": [{"name": n, "type": t} for n, t in fields]}
+
+
+def _nullable(name: str, record: dict) -> dict:
+    return {"name": name, "type": _optional(record), "default": None}
+
+
+AVRO_SCHEMA = {
+    "type": "record",
+    "name": "WebEvent",
+    "namespace": "com.example.tracking",
+    "fields": [
+        {"name": "event", "type": "string"},
+        {"name": "type", "type": "string"},
+        {
+            "name": "user",
+            "type": _optional(_record("User", ("id", ["long", "string"]), ("plan", "string"))),
+            "default": None,
+        },
+        {"name": "anonymous_id", "type": "string"},
+        {"name": "sent_at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {
+            "name": "properties",
+            "type": {
+                "type": "record",
+                "name": "Properties",
+                "fields": [
+                    {"name": "page", "type": _record("Page", ("path", "string"), ("referrer", ["null", "string"]))},
+                    {
+                        "name": "context",
+                        "type": _record(
+                            "Context",
+                            ("device", _record("Device", ("type", "string"), ("os", "string"), ("browser", "string"))),
+                            ("locale", "string"),
+                            ("library", "string"),
+                        ),
+                    },
+                    _nullable(
+                        "campaign", _record("Campaign", ("source", "string"), ("medium", "string"), ("name", "string"))
+                    ),
+                    _nullable(
+                        "product",
+                        _record(
+                            "Product",
+                            ("sku", "string"),
+                            ("name", "string"),
+                            ("category", "string"),
+                            ("price", "double"),
+                            ("quantity", "int"),
+                        ),  # fmt: skip
+                    ),
+                    _nullable(
+                        "order",
+                        _record(
+                            "Order",
+                            ("id", "string"),
+                            ("currency", "string"),
+                            ("total", "double"),
+                            ("skus", {"type": "array", "items": "string"}),
+                        ),  # fmt: skip
+                    ),
+                    _nullable("search", _record("Search", ("query", "string"), ("results", "int"))),
+                    _nullable("video", _record("Video", ("id", "string"), ("position_s", "int"))),
+                ],
+            },
+        },
+    ],
+}
+
+
+def avro_record(doc: dict, ms: int) -> dict:
+    """``doc`` as the Avro record of AVRO_SCHEMA: ``sent_at`` in epoch milliseconds, the
+    optional parts null where the JSON leaves them out."""
+    props = doc["properties"]
+    page = props["page"]
+    return {
+        **doc,
+        "user": doc.get("user"),
+        "sent_at": ms,
+        "properties": {
+            **{k: props.get(k) for k in ("campaign", "product", "order", "search", "video")},
+            "page": {"path": page["path"], "referrer": page.get("referrer")},
+            "context": props["context"],
+        },
+    }
+
+
+def avro_encoder(registry_url: str, topic: str):
+    """encode(doc, ms) -> the value confluent-kafka's AvroSerializer writes (registering the schema)."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    serializer = AvroSerializer(SchemaRegistryClient({"url": registry_url, "timeout": 10}), json.dumps(AVRO_SCHEMA))
+    context = SerializationContext(topic, MessageField.VALUE)
+    return lambda doc, ms: serializer(avro_record(doc, ms), context)

@@ -23,13 +23,15 @@ import yaml
 from tests.benchmark import capacity, procstat, report
 from tests.benchmark.baseline_process import baseline_python
 from tests.benchmark.errors import BenchError
-from tests.benchmark.events import preload
+from tests.benchmark.events import avro_encoder, preload
 from tests.benchmark.profile import format_summary, py_spy
 from tests.benchmark.run import API_KEY, Setup, as_dict, run_once
 from tests.benchmark.scenarios import SCENARIOS
 from tests.support.kafka_broker import REPO_ROOT, BrokerError, KafkaBroker, create_topic, ensure_jars
+from tests.support.schema_registry import RegistryError, SchemaRegistry, ensure_app
 
 BACKLOG_TOPIC = "bench-events"
+AVRO_TOPIC = "bench-events-avro"  # the same events, written by AvroSerializer, for (v)
 DEAD_LETTER_TOPIC = "bench-dead-letters"
 RESULTS_DIR = REPO_ROOT / ".cache" / "bench"
 
@@ -128,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     work = pathlib.Path(tempfile.mkdtemp(prefix="userflux-bench-"))
     broker: KafkaBroker | None = None
+    registry: SchemaRegistry | None = None
     try:
         step(f"starting a local Kafka broker (work directory {work})")
         broker = KafkaBroker(work / "broker", ensure_jars(), heap_mb=1024).start()
@@ -151,6 +154,22 @@ def main(argv: list[str] | None = None) -> int:
             f"in {took:.1f} s ({produced.count / took:,.0f}/s)"
         )
 
+        avro_topic = registry_url = None
+        if any(SCENARIOS[key].value_format == "avro" for key in args.scenario):
+            step("starting the schema registry, preloading the same events in Avro into " + AVRO_TOPIC)
+            registry = SchemaRegistry(work / "registry", ensure_app()).start()
+            registry_url = registry.url
+            avro_topic = AVRO_TOPIC
+            create_topic(broker.bootstrap_servers, AVRO_TOPIC, partitions=args.partitions)
+            began = time.monotonic()
+            in_avro = preload(
+                broker.bootstrap_servers, AVRO_TOPIC, args.events, encode=avro_encoder(registry_url, AVRO_TOPIC)
+            )
+            took = time.monotonic() - began
+            if in_avro.types != produced.types:
+                raise BenchError("the Avro backlog does not hold the same events as the JSON one")
+            print(f"   {in_avro.bytes / in_avro.count:.0f} bytes on average, in {took:.1f} s (AvroSerializer)")
+
         setup = Setup(
             bootstrap=broker.bootstrap_servers,
             backlog_topic=BACKLOG_TOPIC,
@@ -164,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             timeout_s=args.run_timeout or 120 + args.events / 1000,
             profile_dir=profile_dir,
             overrides=tuple(args.overrides),
+            avro_topic=avro_topic,
+            registry_url=registry_url,
         )
         results: dict[str, Any] = {
             "date": started_at.isoformat(timespec="seconds"),
@@ -206,13 +227,15 @@ def main(argv: list[str] | None = None) -> int:
         print(report.table(results))
         print(f"\nall figures: {output}")
         return 0
-    except (BenchError, BrokerError) as exc:
+    except (BenchError, BrokerError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
+        if registry is not None:
+            registry.stop()
         if broker is not None:
             broker.stop()
         if args.keep:

@@ -28,7 +28,7 @@ from typing import Any
 from tests.benchmark import procstat
 from tests.benchmark.baseline_process import BaselineProcess
 from tests.benchmark.errors import BenchError
-from tests.benchmark.events import Produced, produce_at_rate
+from tests.benchmark.events import Produced, avro_encoder, produce_at_rate
 from tests.benchmark.profile import Profiler, summary
 from tests.benchmark.scenarios import API_KEY_VARIABLE, Scenario
 from tests.benchmark.sink import SinkProcess
@@ -62,6 +62,15 @@ class Setup:
     timeout_s: float = 600.0
     profile_dir: pathlib.Path | None = None
     overrides: tuple[tuple[str, str, Any], ...] = ()  # (section, key, value) set over every scenario's config
+    avro_topic: str | None = None  # the same backlog in Avro, for (v)
+    registry_url: str | None = None
+
+    def backlog(self, scenario: Scenario) -> str:
+        if scenario.value_format == "avro":
+            if self.avro_topic is None:
+                raise BenchError("the Avro backlog was not preloaded")
+            return self.avro_topic
+        return self.backlog_topic
 
 
 @dataclass
@@ -90,9 +99,10 @@ def run_once(scenario: Scenario, setup: Setup, index: int) -> dict[str, Any]:
             bootstrap=setup.bootstrap,
             base_url=sink.base_url,
             group=group,
-            topics=[setup.backlog_topic, live_topic],
+            topics=[setup.backlog(scenario), live_topic],
             metrics_port=metrics_port,
             dead_letter_topic=setup.dead_letter_topic,
+            registry_url=setup.registry_url,
         )
         for section, key, value in setup.overrides:
             config.setdefault(section, {})[key] = value
@@ -101,7 +111,7 @@ def run_once(scenario: Scenario, setup: Setup, index: int) -> dict[str, Any]:
             process: ConnectorProcess | BaselineProcess = BaselineProcess(
                 bootstrap=setup.bootstrap,
                 group=group,
-                topics=[setup.backlog_topic, live_topic],
+                topics=[setup.backlog(scenario), live_topic],
                 base_url=sink.base_url,
                 api_key=API_KEY,
                 threads=scenario.baseline_threads,
@@ -139,7 +149,7 @@ def run_once(scenario: Scenario, setup: Setup, index: int) -> dict[str, Any]:
                 result["mean_request_ms"] = _mean_request_ms(f"http://127.0.0.1:{metrics_port}/metrics")
             if profile_path is not None:
                 result["profile"] = {"path": str(profile_path), **summary(profile_path, profiled_s)}
-            all_committed_in(setup.backlog_topic)
+            all_committed_in(setup.backlog(scenario))
             if setup.live_seconds > 0:
                 result["latency_ms"] = _latency(scenario, setup, sink, live_topic, expected, deadline, alive)
                 all_committed_in(live_topic)
@@ -269,7 +279,11 @@ def _latency(
     alive: Callable[[], None],
 ) -> dict[str, Any]:
     sink.record_latency()
-    produced = produce_at_rate(setup.bootstrap, live_topic, setup.live_rate, setup.live_seconds)
+    encode = None
+    if scenario.value_format == "avro":
+        assert setup.registry_url is not None
+        encode = avro_encoder(setup.registry_url, live_topic)
+    produced = produce_at_rate(setup.bootstrap, live_topic, setup.live_rate, setup.live_seconds, encode=encode)
     want = before + scenario.expected(produced)
     _wait(
         lambda: sink.stats()["events"] >= want,

@@ -4,7 +4,8 @@ The configuration is the production one: every setting docs/configuration.md giv
 it (read from the connector's own settings model), and only what a scenario is about
 differs: (b) ``max_in_flight: 16`` against a 50 ms round trip, (d) a richer mapping.
 (q) runs the baseline instead of the connector: a quixstreams application doing (a)'s job
-(baseline.py), measured the same way.
+(baseline.py), measured the same way. (v) is (a) with the same events written in Avro by
+confluent-kafka's AvroSerializer (events.AVRO_SCHEMA), read through a schema registry.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Scenario:
     sink_delay_ms: float = 0.0
     outage: bool = False  # the sink starts down and comes up once the connector has paused reading
     baseline_threads: int = 0  # not the connector: the quixstreams application (baseline.py), posting threads
+    value_format: str = "json"  # avro: the Avro backlog, through the schema registry
 
     def setting(self, name: str) -> Any:
         return self.userflux.get(name, _default(name))
@@ -75,13 +77,23 @@ class Scenario:
         return produced.passing() if self.where is not None else produced.count
 
     def config(
-        self, *, bootstrap: str, base_url: str, group: str, topics: list[str], metrics_port: int, dead_letter_topic: str
+        self,
+        *,
+        bootstrap: str,
+        base_url: str,
+        group: str,
+        topics: list[str],
+        metrics_port: int,
+        dead_letter_topic: str,
+        registry_url: str | None = None,
     ) -> dict[str, Any]:
         mapping: dict[str, Any] = {"topics": topics}
+        if self.value_format != "json":
+            mapping["value_format"] = self.value_format
         if self.where is not None:
             mapping["where"] = self.where
         mapping["event"] = self.event
-        return {
+        config = {
             # auto.offset.reset: earliest, or a new group would skip the backlog.
             "kafka": {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest"},
             "userflux": {"base_url": base_url, "api_key": "${" + API_KEY_VARIABLE + "}", **self.userflux},
@@ -89,6 +101,10 @@ class Scenario:
             "metrics": {"host": "127.0.0.1", "port": metrics_port},
             "mappings": [mapping],
         }
+        if self.value_format != "json":
+            assert registry_url is not None, "a registry format needs the benchmark's registry"
+            config["schema_registry"] = {"url": registry_url}
+        return config
 
 
 SCENARIOS = {
@@ -98,6 +114,7 @@ SCENARIOS = {
         Scenario("b", "50 ms round trip, max_in_flight 16", userflux={"max_in_flight": 16}, sink_delay_ms=50),
         Scenario("c", "backlog while UserFlux is down, then up", outage=True),
         Scenario("d", "template, where filter, properties.set", event=FEATURES_EVENT, where=FEATURES_WHERE),
+        Scenario("v", "Avro values through the schema registry, otherwise (a)", value_format="avro"),
         # What a user could write instead: (a)'s job and sink, a quixstreams application.
         Scenario("q", "quixstreams application (baseline)", baseline_threads=8),
     )

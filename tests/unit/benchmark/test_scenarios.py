@@ -25,6 +25,7 @@ def settings(scenario: Scenario):
         topics=TOPICS,
         metrics_port=3,
         dead_letter_topic="dead",
+        registry_url="http://127.0.0.1:4",
     )
     return parse_config(yaml.safe_dump(config), env={API_KEY_VARIABLE: "k"})
 
@@ -61,3 +62,42 @@ def test_every_generated_message_becomes_an_event_userflux_accepts_with_its_sent
         assert b'"timestamp"' not in json.dumps(event["properties"]).encode()  # the sink counts these keys
     assert SCENARIOS[key].expected(produced) == (produced.passing() if key == "d" else 2_000)
     assert produced.passing() < 2_000
+
+
+def test_the_avro_scenario_s_events_map_as_the_json_ones_do():
+    """(v) reads the same events written in Avro: through the connector's decoder they make
+    the events (a) makes, the optional parts of properties null where JSON leaves them out."""
+    import io
+    import struct
+
+    import fastavro
+    from confluent_kafka.schema_registry import Schema
+
+    from connector.config.model import LimitsSettings, SchemaRegistrySettings
+    from connector.formats import Decoders
+    from connector.formats.registry import Registry
+    from tests.benchmark.events import AVRO_SCHEMA, avro_record
+    from tests.unit.formats.fakes import FakeRegistryClient
+
+    client = FakeRegistryClient({7: Schema(json.dumps(AVRO_SCHEMA), "AVRO")})
+    decoders = Decoders(Registry(SchemaRegistrySettings(urls=("http://r",)), lambda _: client), LimitsSettings())
+    avro = MessageMapper(settings(SCENARIOS["v"]).mappings, decoders=decoders)
+    plain = MessageMapper(settings(SCENARIOS["a"]).mappings)
+    parsed = fastavro.parse_schema(AVRO_SCHEMA)
+    factory = EventFactory(seed=4)
+    for offset in range(500):
+        ms = 1_764_320_000_000 + offset
+        key, doc, _kind = factory.record(ms)
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, parsed, avro_record(doc, ms))
+        value = b"\x00" + struct.pack(">I", 7) + out.getvalue()
+        _, from_avro = avro.map(FakeMessage(topic=TOPICS[0], offset=offset, key=key, value=value))
+        _, from_json = plain.map(FakeMessage(topic=TOPICS[0], offset=offset, key=key, value=json.dumps(doc).encode()))
+        assert check_event(from_avro) is None
+        props = from_avro.pop("properties")
+        page = props.pop("page")
+        assert {k: v for k, v in props.items() if v is not None} == {
+            k: v for k, v in from_json.pop("properties").items() if k != "page"
+        }
+        assert {k: v for k, v in page.items() if v is not None} == doc["properties"]["page"]
+        assert from_avro == from_json
