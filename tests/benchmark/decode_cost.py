@@ -6,7 +6,9 @@ The record is the ten-field product-analytics event of tests/support/registry_sa
 in Avro (schemaless, the Confluent payload after its 5-byte header) and as the JSON text
 of the same event; for scale, also the Protobuf order of the same module (a reference, a
 Timestamp, a repeated nested message, a map), decoded through a class built at run time
-as connector/formats/protobuf.py does. Each figure is the best of ``--repeat`` passes
+as connector/formats/protobuf.py does; and the connector's own decoders (connector/formats/,
+the schema cached) on the benchmark's web event in Avro (tests/benchmark/events.py) and on
+the order, beside orjson and fastavro alone on the same event. Each figure is the best of ``--repeat`` passes
 over ``--records`` distinct records, in microseconds per record, on one core.
 
 ``--serde`` also starts the test schema registry (a few seconds) and times confluent-kafka's
@@ -112,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         ("protobuf: ParseFromString only", _best_us(lambda b: order_cls().ParseFromString(b), orders, args.repeat))
     )
 
+    rows.extend(_connector_rows(args.records, args.repeat, orders))
     if args.serde:
         rows.extend(_serde_rows(events, args.repeat))
 
@@ -128,6 +131,62 @@ def main(argv: list[str] | None = None) -> int:
     for label, us in rows:
         print(f"{us:8.2f} us  {label}")
     return 0
+
+
+def _connector_rows(records: int, repeat: int, orders: list[bytes]) -> list[tuple[str, float]]:
+    """The connector's own decoders (connector/formats/), with the schema already cached, on the
+    benchmark's web event (tests/benchmark/events.py: nine nested records, about 30 values)
+    and on the Protobuf order; beside what fastavro and orjson alone cost for the same event."""
+    import struct
+
+    from confluent_kafka.schema_registry import Schema
+
+    from connector.config.model import LimitsSettings, SchemaRegistrySettings
+    from connector.formats import Decoders
+    from connector.formats.registry import Registry
+    from tests.benchmark.events import AVRO_SCHEMA, EventFactory, avro_record
+    from tests.unit.formats.fakes import FakeRegistryClient
+
+    client = FakeRegistryClient({1: Schema(json.dumps(AVRO_SCHEMA), "AVRO")})
+    decoders = Decoders(Registry(SchemaRegistrySettings(urls=("http://r",)), lambda _: client), LimitsSettings())
+    factory, parsed = EventFactory(), fastavro.parse_schema(AVRO_SCHEMA)
+    web_avro, web_json = [], []
+    for i in range(records):
+        ms = 1_764_000_000_000 + i
+        _, doc, _ = factory.record(ms)
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, parsed, avro_record(doc, ms))
+        web_avro.append(b"\x00" + struct.pack(">I", 1) + out.getvalue())
+        web_json.append(orjson.dumps(doc))
+    plain = json.loads(json.dumps(AVRO_SCHEMA).replace('"logicalType": "timestamp-millis"', '"as": "written"'))
+    plain_parsed = fastavro.parse_schema(plain)
+    avro = decoders.decoder("avro")
+    rows = [
+        ("web event, json: orjson.loads", _best_us(orjson.loads, web_json, repeat)),
+        (
+            "web event, avro: fastavro.schemaless_reader alone",
+            _best_us(lambda b: fastavro.schemaless_reader(io.BytesIO(b[5:]), plain_parsed, None), web_avro, repeat),
+        ),
+        ("web event, avro: the connector's decoder (framing, cache, fastavro)", _best_us(avro, web_avro, repeat)),
+    ]
+    client.schemas[3] = Schema(ORDER_PROTO, "PROTOBUF", [_reference()])  # the .proto text, importing Money
+    client.versions[("money", 1)] = Schema(MONEY_PROTO, "PROTOBUF")
+    framed = [b"\x00" + struct.pack(">I", 3) + b"\x00" + o for o in orders]
+    protobuf = decoders.decoder("protobuf")
+    rows.append(
+        (
+            "protobuf: the connector's decoder (Order; ParseFromString + its converter)",
+            _best_us(protobuf, framed, repeat),
+        )
+    )
+    assert protobuf(framed[0])["total"] == {"currency": "EUR", "micros": 59_970_000}
+    return rows
+
+
+def _reference():
+    from confluent_kafka.schema_registry import SchemaReference
+
+    return SchemaReference(MONEY_NAME, "money", 1)
 
 
 def _serde_rows(events: list[dict], repeat: int) -> list[tuple[str, float]]:
