@@ -313,7 +313,7 @@ KAFKA = [
 ERRORS = [
     graph(
         "Invalid messages /s by stage",
-        "Messages that can never be delivered: deserialize (not JSON), map "
+        "Messages that can never be delivered: deserialize (not JSON, or not in its format), map "
         "(no name, no id, bad timestamp...), deliver (UserFlux refused the event).",
         [(rate_by("stage", "messages_invalid_total", topic=True), "{{stage}}")],
     ),
@@ -352,12 +352,37 @@ ERRORS = [
     ),
 ]
 
+REGISTRY = [
+    graph(
+        "Schema registry requests /s; reading waiting",
+        "Requests for writer schemas (Avro, Protobuf, JSON Schema topics), by outcome: each schema id is "
+        "fetched once. 'waiting' is 1 while reading waits for the registry to answer (unreachable, "
+        "timeout, 5xx): nothing is dead-lettered meanwhile, and the lag grows.",
+        [
+            (rate_by("outcome", "schema_registry_requests_total"), "{{outcome}}"),
+            (f"max by (pod) ({series('schema_registry_waiting')})", "{{pod}} waiting"),
+        ],
+    ),
+    graph(
+        "Decode failures /s by format and reason",
+        "Values or keys that did not decode in their format (each is an invalid message at stage "
+        "deserialize): not_wire_format, unknown_schema, wrong_schema_type, bad_schema, undecodable.",
+        [(rate_by("format, reason", "decode_failures_total"), "{{format}} {{reason}}")],
+    ),
+    graph(
+        "Schemas cached by pod",
+        "Writer schemas held compiled (at most schema_registry.cache_size).",
+        [(f"max by (pod) ({series('schemas_cached')})", "{{pod}}")],
+    ),
+]
+
 ROWS = [
     ("Overview", OVERVIEW),
     ("Throughput", THROUGHPUT),
     ("Delivery", DELIVERY),
     ("Kafka", KAFKA),
     ("Errors", ERRORS),
+    ("Schema registry", REGISTRY),
 ]
 
 

@@ -94,8 +94,8 @@ def test_panel_ids_are_unique_and_panels_do_not_overlap(dashboard):
                 cells[(x, y)] = panel["title"]
 
 
-def test_rows_are_overview_throughput_delivery_kafka_errors(dashboard):
-    assert list(rows(dashboard)) == ["Overview", "Throughput", "Delivery", "Kafka", "Errors"]
+def test_rows_are_overview_throughput_delivery_kafka_errors_schema_registry(dashboard):
+    assert list(rows(dashboard)) == ["Overview", "Throughput", "Delivery", "Kafka", "Errors", "Schema registry"]
 
 
 def used_in(panels: list[dict]) -> set[str]:
