@@ -82,7 +82,7 @@ class RegistryWait:
         held, self.held = self.held, []
         return held
 
-    def settle(self, still_paused: set[Key] | None = None) -> None:
+    def settle(self, still_paused: set[Key] | None = None, why: str = "the schema registry answered") -> None:
         """After a try: if nothing is held any more, the registry answered: read again.
         ``still_paused``: partitions backpressure holds paused, which stay so."""
         if self.since is None or self.held:
@@ -91,7 +91,7 @@ class RegistryWait:
         resume = (self.paused - (still_paused or set())) & set(self.source.assignment())
         if resume:
             self.source.resume(resume)
-        log.info("the schema registry answered after %.1fs: reading again", waited)
+        log.info("%s after %.1fs: reading again", why, waited)
         self.since, self.attempts, self.paused = None, 0, set()
         metrics.schema_registry_waiting.set(0)
         self.status.registry_unavailable(None)
@@ -111,4 +111,4 @@ class RegistryWait:
         if self.held:
             self.held = [m for m in self.held if (m.topic(), m.partition()) not in gone]
         if self.since is not None and not self.held:
-            self.settle()
+            self.settle(why="the partitions waiting for the schema registry went to another member")
