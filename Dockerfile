@@ -58,7 +58,9 @@ RUN groupadd --gid "${UID}" connector \
 COPY --from=builder /opt/userflux-connector /opt/userflux-connector
 
 # Nothing is written at run time: no bytecode (compiled at install), no temp files, so
-# a read-only root filesystem works without any writable mount.
+# a read-only root filesystem works without any writable mount; except for Protobuf
+# topics, whose schemas protoc compiles from files in $TMPDIR (default /tmp): give it a
+# small writable /tmp (the Helm chart mounts one in memory when a registry is set).
 ENV PATH=/opt/userflux-connector/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
