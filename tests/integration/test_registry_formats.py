@@ -242,3 +242,31 @@ def test_the_registry_stopped_mid_run_holds_reading_and_nothing_is_dead_lettered
         assert end_offsets(kafka_bootstrap, dead) == {0: 0}  # nothing dead-lettered
     finally:
         registry.stop()
+
+
+def test_a_dry_run_decodes_through_the_registry(kafka_bootstrap, schema_registry, standin, tmp_path):
+    topic = new_topic(kafka_bootstrap, "avro-dry")
+    avro = AvroSerializer(client(schema_registry), EVENT_AVRO_STR)
+    produce(kafka_bootstrap, topic, [avro(sample_event(i), ctx(topic)) for i in range(5)] + [b'{"plain": 1}'])
+    group = unique("dry")
+    config = write_config(
+        tmp_path / "c.yaml",
+        base_config(
+            kafka_bootstrap,
+            standin.base_url,
+            API_KEY,
+            group,
+            [{"topics": [topic], "value_format": "avro", "event": EVENT_MAPPING}],
+            schema_registry={"url": schema_registry.url},
+        ),
+    )
+    with ConnectorProcess(config, "--dry-run") as connector:
+        wait_until(lambda: '"invalid"' in connector.stdout, 30, "the dry run's output")
+        assert connector.stop() == 0
+    lines = [json.loads(line) for line in connector.stdout.splitlines()]
+    events = [e for line in lines if "events" in line for e in line["events"]]
+    assert [e["anonymousId"] for e in events] == [f"anon-{i:08x}" for i in range(5)]
+    assert events[1]["properties"]["platform"] == "IOS" and events[1]["timestamp"] == 1_764_000_000_001
+    (invalid,) = [line for line in lines if "invalid" in line]
+    assert invalid["stage"] == "deserialize" and "not in Confluent's wire format" in invalid["invalid"]
+    assert standin.requests() == []
