@@ -1,9 +1,10 @@
 """What every part of the connector that talks to Kafka shares: a partition's ``Key``,
-the logger librdkafka's clients log through, and librdkafka's configuration errors in
-the connector's words.
+the logger librdkafka's clients log through, the properties only a consumer takes, and
+librdkafka's configuration errors in the connector's words.
 
-The consumer (source.py), the dead-letter producer (dead_letter.py) and the lag monitor
-(lag.py) each own a librdkafka client; the offsets, the checkpoint and backpressure only
+The consumer (source.py), the dead-letter producer (dead_letter.py), the lag monitor
+(lag.py), the group's admin (group_offsets.py) and the replay's reader of source
+offsets (refetch.py) each own a librdkafka client; the offsets, the checkpoint and backpressure only
 speak of partitions. None of them needs another's module for these.
 """
 
@@ -22,6 +23,38 @@ rdkafka_log.addFilter(TransientNotices())
 rdkafka_log.addFilter(RepeatLimit())
 
 Key = tuple[str, int]  # (topic, partition)
+
+# librdkafka consumer-only properties: a producer or an admin client warns about each, so they are not passed.
+CONSUMER_ONLY = {
+    "group.id",
+    "group.instance.id",
+    "group.protocol",
+    "group.remote.assignor",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "group.protocol.type",
+    "coordinator.query.interval.ms",
+    "max.poll.interval.ms",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "fetch.wait.max.ms",
+    "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes",
+    "max.partition.fetch.bytes",
+    "fetch.max.bytes",
+    "fetch.min.bytes",
+    "fetch.error.backoff.ms",
+    "offset.store.method",
+    "isolation.level",
+    "enable.partition.eof",
+    "check.crcs",
+    "auto.offset.reset",
+    "consume.callback.max.messages",
+}
 
 
 def to_keys(partitions: Iterable[TopicPartition]) -> list[Key]:
