@@ -12,7 +12,9 @@ module that talks to that library; everything above only sees this tree::
         ├── DeliveryConfigError     UserFlux answered something no retry can fix (exit 3)
         ├── RegistryRefused         the schema registry refused the credentials: 401/403 (exit 3)
         ├── StoppedOnInvalid        on_invalid: stop met an invalid message (exit 4)
-        └── KafkaFatalError         the consumer or dead-letter producer failed for good (exit 5)
+        ├── KafkaFatalError         the consumer or dead-letter producer failed for good (exit 5)
+        └── GroupBusy               a consumer group has members that a command must not
+                                    disturb: offsets reset, a second replay (exit 7)
 
 Messages never contain secrets: the API key and Kafka passwords are redacted before a
 message is built, and config errors describe secret values without quoting them.
@@ -96,3 +98,10 @@ class StoppedOnInvalid(FatalError):
 
 class KafkaFatalError(FatalError):
     exit_code = 5
+
+
+class GroupBusy(FatalError):
+    """A consumer group has active members: moving its offsets, or a second replay in the
+    same group, would work against them. Nothing was changed; run again once they are gone."""
+
+    exit_code = 7

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from . import metrics
@@ -59,19 +59,37 @@ class InvalidRouter:
             self._log.log(logging.WARNING, "skipping %s (%s): %s", where, stage, reason)
             offsets.done(offset)
         else:
-            assert self.dead_letters is not None
             self._log.log(logging.WARNING, "dead-lettering %s (%s): %s", where, stage, reason)
+            self.dead_letter(message, offsets, offset, reason, stage)
 
-            def done(error: KafkaFatalError | None) -> None:
-                if error is None:
-                    offsets.done(offset)
-                    metrics.dead_letters.labels(topic, stage).inc()
-                    self.progress()
-                else:
-                    metrics.dead_letter_failures.labels(topic, stage).inc()
-                    self.fail(error)
+    def dead_letter(
+        self,
+        message: Any,
+        offsets: PartitionOffsets,
+        offset: int,
+        reason: str,
+        stage: str,
+        extra: Sequence[tuple[str, bytes]] = (),
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """Write ``message``'s dead letter; ``offset`` (of ``offsets``) is done, and
+        ``then`` called, once the broker acknowledged it. A replay's dead letter is the
+        original message, tracked at the dead letter's own offset."""
+        assert self.dead_letters is not None
+        topic = message.topic()
 
-            self.dead_letters.send(message, reason, stage, done)
+        def done(error: KafkaFatalError | None) -> None:
+            if error is None:
+                offsets.done(offset)
+                metrics.dead_letters.labels(topic, stage).inc()
+                self.progress()
+                if then is not None:
+                    then()
+            else:
+                metrics.dead_letter_failures.labels(topic, stage).inc()
+                self.fail(error)
+
+        self.dead_letters.send(message, reason, stage, done, extra)
 
     def warn(self, msg: str, *args: Any) -> None:
         """A rate-limited warning about odd messages (redeliveries, unknown partitions)."""

@@ -62,6 +62,9 @@ class KafkaSource:
         self._on_commit_cb = on_commit
         self._errors = RateLimitedLog(log, burst=5, period_s=30)
         self._unknown_topics: set[str] = set()
+        # Told (topic, partition, offset) when a partition is read to its end; only with
+        # enable.partition.eof (replay: a bound whose last offsets hold no message).
+        self.on_eof: Callable[[str, int, int], None] | None = None
         conf = consumer_config(props)
         conf.update(error_cb=self._on_error, on_commit=self._on_commit, logger=rdkafka_log)
         try:
@@ -100,7 +103,8 @@ class KafkaSource:
         if error.fatal():
             self.fatal = KafkaFatalError(f"Kafka consumer failed for good: {redact(error.str())}")
         elif error.code() == KafkaError._PARTITION_EOF:
-            return
+            if self.on_eof is not None:
+                self.on_eof(message.topic(), message.partition(), message.offset())
         elif error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
             topic = message.topic() or "?"
             if topic not in self._unknown_topics:

@@ -8,7 +8,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from connector.config.model import DeadLetterSettings
-from connector.dead_letter import HEADER_DROPPED, DeadLetterQueue
+from connector.dead_letter import HEADER_DROPPED, HEADER_REPLAYS, DeadLetterQueue, unwrap
 from connector.errors import KafkaFatalError
 from tests.support.fakes import FakeMessage
 
@@ -114,3 +114,43 @@ def test_a_long_reason_is_cut_in_the_header():
     producer = FakeProducer(local_max=10**9, broker_max=10**9)
     send(queue(producer), FakeMessage(value=b"v", **MESSAGE), reason="ü" * 10_000)
     assert producer.produced[0]["headers"]["userflux.error.reason"].decode("utf-8") == "ü" * 2000
+
+
+def test_a_replay_s_dead_letter_carries_its_count_and_reads_back_as_the_original():
+    producer = FakeProducer()
+    dlq = queue(producer)
+    outcomes: list = []
+    original = FakeMessage(value=b"{oops", **MESSAGE)
+    dlq.send(original, "not JSON", "deserialize", outcomes.append, extra=[(HEADER_REPLAYS, b"2")])
+    dlq.poll()
+    assert outcomes == [None]
+    [written] = producer.produced
+    assert written["headers"][HEADER_REPLAYS] == b"2"
+    letter = FakeMessage(
+        topic="dlq", value=written["value"], key=written["key"], headers=list(written["headers"].items())
+    )
+    back = unwrap(letter)
+    assert back is not None and (back.topic(), back.partition(), back.offset()) == ("events", 2, 41)
+    assert back.headers() == [("trace", b"t1")] and back.replays == 2 and back.stage == "deserialize"
+
+
+def test_a_kept_dead_letter_is_written_again_exactly_as_it_was():
+    producer = FakeProducer()
+    dlq = queue(producer)
+    outcomes: list = []
+    headers = [("trace", b"t1"), ("userflux.error.stage", b"map"), ("userflux.source.offset", b"3")]
+    kept = FakeMessage(topic="dlq", offset=9, value=b"{}", key=b"k", headers=headers, timestamp=(1, 1234))
+    dlq.resend(kept, outcomes.append)
+    dlq.poll()
+    assert outcomes == [None]
+    assert producer.produced == [
+        {"topic": "dlq", "key": b"k", "value": b"{}", "headers": dict(headers), "timestamp": 1234}
+    ]
+
+
+def test_a_kept_dead_letter_too_large_now_fails_rather_than_losing_its_value():
+    producer = FakeProducer(local_max=10, broker_max=10)
+    outcomes: list = []
+    queue(producer).resend(FakeMessage(topic="dlq", value=b"x" * 100, **{"headers": []}), outcomes.append)
+    [outcome] = outcomes
+    assert isinstance(outcome, KafkaFatalError) and producer.produced == []

@@ -417,7 +417,7 @@ class FailingDeadLetters:
     fatal = None
     in_flight = 0
 
-    def send(self, message, reason, stage, done):
+    def send(self, message, reason, stage, done, extra=()):
         done(KafkaFatalError("could not write to the dead-letter topic 'dlq'"))
 
     def poll(self, timeout_s=0.0):
