@@ -1,13 +1,16 @@
-"""``userflux-connector``: run, check and map.
+"""``userflux-connector``: run, check, map, replay and offsets.
 
-    userflux-connector run   --config F [--dry-run]
-    userflux-connector check --config F
-    userflux-connector map   --config F --topic T   < values.jsonl
+    userflux-connector run     --config F [--dry-run]
+    userflux-connector check   --config F
+    userflux-connector map     --config F --topic T   < values.jsonl
+    userflux-connector replay  --config F [--dry-run] [--stage S] [--source-topic T] [--since/--until ISO]
+    userflux-connector offsets --config F [reset --to earliest|latest|datetime ISO|offset N [--topic T[:P]] [--execute]]
 
 Exit codes: 0 done, 1 unexpected error (for map: a line is invalid), 2 bad
 configuration or usage, 3 UserFlux refused the key or the address (or the schema registry
-the credentials), 4 an invalid message
-met on_invalid: stop, 5 Kafka failed for good.
+the credentials), 4 an invalid message met on_invalid: stop, 5 Kafka failed for good, 6
+replay: dead letters were left, 7 a group is in use (offsets reset, a second replay) or
+a replay stopped before its end.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from .errors import ConfigError, ConnectorError, InvalidMessage
 from .startup import Startup, load_config
 
 log = logging.getLogger("connector")
+
+MAX_REPLAYS = 3  # replay --max-replays, by default
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,6 +83,68 @@ def _parser() -> argparse.ArgumentParser:
         "commit nothing (uses the consumer group <group.id>.dry-run)",
     )
     command("check", "Validate the configuration and print a summary of the mappings.", _check)
+    replay = command(
+        "replay",
+        "Deliver the dead letters again, through the mappings as they are now; stop at the end offsets "
+        "the dead-letter topic had at the start (consumer group <group.id>.replay).",
+        _replay,
+    )
+    replay.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read and map for real, print what would be delivered, still invalid or kept; send, write and "
+        "commit nothing",
+    )
+    replay.add_argument(
+        "--max-replays",
+        type=_count,
+        default=MAX_REPLAYS,
+        metavar="N",
+        help=f"a dead letter still invalid after N replays is reported, not written again (default {MAX_REPLAYS})",
+    )
+    replay.add_argument(
+        "--stage",
+        action="append",
+        default=[],
+        choices=["deserialize", "map", "deliver"],
+        help="only dead letters of this stage (userflux.error.stage); repeatable",
+    )
+    replay.add_argument(
+        "--source-topic",
+        action="append",
+        default=[],
+        metavar="TOPIC",
+        help="only dead letters read from this topic (userflux.source.topic); repeatable",
+    )
+    replay.add_argument("--since", metavar="ISO-8601", help="only dead letters with a timestamp at or after this")
+    replay.add_argument("--until", metavar="ISO-8601", help="only dead letters with a timestamp before this")
+    _output(replay)
+    offsets = command(
+        "offsets",
+        "Show the consumer group's committed offset, end offset and lag per partition of the mapped "
+        "topics, and its state and members; or plan and apply a reset of its offsets.",
+        _offsets,
+    )
+    offsets.add_argument("action", nargs="?", choices=["reset"], help="reset: move the group's committed offsets")
+    offsets.add_argument(
+        "--to",
+        nargs="+",
+        metavar="WHERE",
+        help="reset to: earliest, latest, datetime <ISO-8601> (the first message at or after it), or offset <n>",
+    )
+    offsets.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        metavar="T[:P]",
+        help="reset only topic T, or its partitions P (T:0,2); repeatable (default: every mapped topic)",
+    )
+    offsets.add_argument(
+        "--execute",
+        action="store_true",
+        help="apply the plan (refused while the group has active members); without it, only print it",
+    )
+    _output(offsets)
     mapper = command(
         "map",
         "Map message values read on stdin, one JSON value per line, and print each result. For "
@@ -105,6 +172,26 @@ def _parser() -> argparse.ArgumentParser:
         help="the Kafka timestamp, epoch milliseconds (for @timestamp; default: now)",
     )
     return parser
+
+
+def _output(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--output",
+        "-o",
+        default="text",
+        choices=["text", "json"],
+        help="the report on stdout as text or as one JSON object (default text)",
+    )
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, found {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, found {value}")
+    return value
 
 
 def _load(args: argparse.Namespace) -> Startup:
@@ -139,6 +226,10 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.stop()
+    return _leave(pipeline, code)
+
+
+def _leave(pipeline: Any, code: int) -> int:
     if not pipeline.closed_cleanly:
         # librdkafka is still waiting for brokers that do not answer, and would hold the
         # interpreter's exit as long: leave now (stdout and the logs are flushed first).
@@ -146,6 +237,93 @@ def _run(args: argparse.Namespace) -> int:
         logging.shutdown()
         os._exit(code)
     return code
+
+
+# -- replay ---------------------------------------------------------------------------------
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from .group_offsets import GroupAdmin, parse_instant, session_timeout_s
+    from .pipeline import Pipeline
+    from .replay import Replay, ReplayPlan, Selection
+
+    startup = _load(args)
+    settings = startup.settings
+    if settings.dead_letter is None:
+        raise ConfigError("dead_letter.topic: not set, so there is no dead-letter topic to replay")
+    selection = Selection(
+        frozenset(args.stage),
+        frozenset(args.source_topic),
+        parse_instant(args.since, "--since") if args.since else None,
+        parse_instant(args.until, "--until") if args.until else None,
+    )
+    group = settings.kafka["group.id"] + ".replay"
+    admin = GroupAdmin(settings.kafka)
+    # One replay at a time: a second would take half the partitions and end half-done.
+    state = admin.state_once_left(group, session_timeout_s(settings.kafka) + 5)
+    state.refuse_if_active("start a replay", "another replay is running; let it finish or stop it")
+    plan = ReplayPlan.from_cluster(admin, settings.dead_letter.topic, group)
+    replay = Replay(plan, selection, args.max_replays, dry_run=args.dry_run)
+    if not plan.work:
+        log.info("replay: no dead letters in %s past what group %r committed", plan.topic, group)
+        print(replay.render(args.output))
+        return replay.exit_code()
+    pipeline = Pipeline(startup, dry_run=args.dry_run, replay=replay)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda s, _frame: pipeline.request_stop(s))
+    code = pipeline.run() or replay.exit_code()
+    print(logs.redact(replay.render(args.output)), flush=True)
+    log.info("replay: exit code %d (%s)", code, _REPLAY_EXITS.get(code, "see the error above"))
+    return _leave(pipeline, code)
+
+
+_REPLAY_EXITS = {
+    0: "every dead letter up to the end was delivered",
+    6: "dead letters were left: still invalid, or not replayable; see the summary",
+    7: "stopped before the end: run it again to resume",
+}
+
+
+# -- offsets --------------------------------------------------------------------------------
+
+
+def _offsets(args: argparse.Namespace) -> int:
+    from .group_offsets import (
+        GroupAdmin,
+        Target,
+        execute,
+        mapped_partitions,
+        plan_reset,
+        render_plan,
+        render_report,
+        report,
+        select,
+    )
+    from .mapping.mapper import MessageMapper
+
+    startup = _load(args)
+    settings = startup.settings
+    if args.action is None and (args.to or args.execute or args.topic):
+        raise ConfigError("--to, --topic and --execute belong to `offsets reset`")
+    if args.action == "reset" and not args.to:
+        raise ConfigError("offsets reset: --to is required (earliest, latest, datetime <ISO-8601> or offset <n>)")
+    mapper = MessageMapper(startup.mappings, settings.limits)
+    group = settings.kafka["group.id"]
+    admin = GroupAdmin(settings.kafka)
+    keys, missing = mapped_partitions(admin, lambda t: mapper.mapping_for(t) is not None, mapper.subscription())
+    if args.action is None:
+        data = report(admin.state(group), admin.positions(group, keys), missing, settings.kafka)
+        print(render_report(data, args.output))
+        return 0
+    target = Target.parse(args.to)
+    plan = plan_reset(admin, group, select(keys, args.topic), target)
+    if not args.execute:
+        print(render_plan(plan, args.output, executed=False))
+        return 0
+    plan.state.refuse_if_active("reset its offsets")
+    moved = execute(admin, plan)
+    print(render_plan(plan, args.output, executed=True, moved=moved))
+    return 0
 
 
 def _tune_gc() -> None:

@@ -11,6 +11,11 @@ Rebalance callbacks run on this thread too, inside ``consume()``. On revocation 
 revoked partitions get ``rebalance_timeout_s`` to finish; what is done is committed
 while they are still ours, the rest is abandoned (the next owner reads it again).
 
+``replay`` (replay.py) is this same loop with three parts of its own: the source (the
+dead-letter topic, bounded by its end offsets at the start), the map step (each dead
+letter unwrapped into the original message first) and the invalid step; the loop stops
+once the replay read everything up to its bound and settled it.
+
 The Kafka source, the sender, the dead-letter queue and the clock can be injected, so
 the loop's rebalance and shutdown logic are unit-tested with fakes.
 """
@@ -41,6 +46,7 @@ from .lag import LagMonitor
 from .mapping.mapper import MessageMapper
 from .offsets import OffsetTracker, PartitionOffsets
 from .registry_wait import RegistryWait
+from .replay import Replay
 from .sink.client import UserFluxClient, make_route
 from .sink.direct import DirectSender
 from .sink.dryrun import PrintingSender
@@ -72,15 +78,19 @@ class Pipeline:
         sender: Sender | None = None,
         dead_letters: DeadLetterQueue | None = None,
         clock: Callable[[], float] = time.monotonic,
+        replay: Replay | None = None,
     ):
         settings = self.settings = startup.settings
         self.dry_run = dry_run
+        self.replay = replay
         self.out = out or sys.stdout
         self.clock = clock
         uf, pipe = settings.userflux, settings.pipeline
 
         self.decoders = Decoders.from_settings(settings.schema_registry, settings.limits)
         self.mapper = MessageMapper(startup.mappings, settings.limits, self.decoders)
+        # The map step: a replay's unwraps each dead letter into its original message first.
+        self.map_message = self.mapper.map if replay is None else replay.map_step(self.mapper)
         self.tracker = OffsetTracker()
         self.batcher = Batcher(uf.batch_size, uf.linger_ms / 1000, clock=clock)
         # A Queue, not a SimpleQueue: on Python 3.11, a signal handler that outlasts the
@@ -111,9 +121,13 @@ class Pipeline:
             self.direct = DirectSender(self.client.route, sender.gate, self.pool, self.completions, uf.max_in_flight)
 
         kafka = dict(settings.kafka)
-        if dry_run:
+        if replay is not None:
+            kafka = replay.consumer_props(kafka)  # the group <group.id>.replay, dry run or not
+        elif dry_run:
             # Never join the production group: it would take partitions from the real connector.
             kafka["group.id"] = kafka["group.id"] + ".dry-run"
+        self.group = kafka.get("group.id", "")
+        self.topics = [replay.plan.topic] if replay is not None else self.mapper.subscription()
         self.checkpoint = Checkpoint(
             None,
             self.tracker,
@@ -123,6 +137,8 @@ class Pipeline:
             on_committed=self._committed,
         )
         self.source = source_factory(kafka, self, on_commit=self.checkpoint.on_commit_result)
+        if replay is not None:
+            self.source = replay.bound(self.source)
         self.checkpoint.source = self.source
         self.backpressure = Backpressure(self.source, pipe.max_pending_messages, clock=clock)
         registry = settings.schema_registry
@@ -133,16 +149,22 @@ class Pipeline:
             (registry.max_backoff_ms if registry else 30_000) / 1000,
             clock=clock,
         )
-        if dead_letters is None and settings.on_invalid == "dead_letter" and not dry_run:
+        if dead_letters is None and (settings.on_invalid == "dead_letter" or replay is not None) and not dry_run:
             assert settings.dead_letter is not None
             dead_letters = DeadLetterQueue(settings.kafka, settings.dead_letter)
         self.dead_letters = dead_letters
-        self.invalid = InvalidRouter(
-            settings.on_invalid, dead_letters, self._fail, self.status.progress, out=self.out if dry_run else None
-        )
+        self.invalid: InvalidRouter
+        if replay is not None:
+            self.invalid = replay.router_for(
+                dead_letters, self._fail, self.status.progress, self.out if dry_run else None
+            )
+        else:
+            self.invalid = InvalidRouter(
+                settings.on_invalid, dead_letters, self._fail, self.status.progress, out=self.out if dry_run else None
+            )
         self.series = metrics.PartitionSeries()
         self.lag: LagMonitor | None = None
-        if settings.metrics.enabled and not dry_run:
+        if settings.metrics.enabled and not dry_run and replay is None:
             self.lag = LagMonitor(kafka, self.series, settings.metrics.lag_interval_s)
 
         self.in_flight: dict[int, Batch] = {}
@@ -159,13 +181,15 @@ class Pipeline:
     # -- running ---------------------------------------------------------------------
 
     def run(self) -> int:
-        """Run until stopped by a signal or a fatal error; return the exit code."""
-        topics = self.mapper.subscription()
+        """Run until stopped by a signal or a fatal error (a replay: or once it is done);
+        return the exit code."""
+        topics = self.topics
         uf = self.settings.userflux
         log.info(
-            "consumer group %r reading %s; %s in batches of up to %d, %d in flight",
+            "consumer group %r reading %s%s; %s in batches of up to %d, %d in flight",
             self.source_group,
             ", ".join(topics),
+            f" up to its end offsets at the start ({self.replay.plan.to_read} dead letters)" if self.replay else "",
             "printing (dry run, nothing committed)" if self.dry_run else f"delivering to {uf.base_url}",
             uf.batch_size,
             uf.max_in_flight,
@@ -186,7 +210,7 @@ class Pipeline:
 
     @property
     def source_group(self) -> str:
-        return self.settings.kafka.get("group.id", "") + (".dry-run" if self.dry_run else "")
+        return self.group
 
     def request_stop(self, signum: int | None = None) -> None:
         """Called from a signal handler: only flags are set here."""
@@ -225,6 +249,8 @@ class Pipeline:
         for batch in self.batcher.due():
             self._send(batch)
         self._poll_dead_letters()
+        if self.replay is not None:
+            self.replay.poll(self._admit, self._fail)
         self.checkpoint.maybe_commit()
         self._pending = self.tracker.pending  # nothing changes it until the next step
         if not self.registry_wait.waiting:  # the wait holds every partition paused itself
@@ -232,6 +258,9 @@ class Pipeline:
         self.status.beat()
         if self.clock() >= self._next_refresh:
             self._refresh()
+        if self.replay is not None and not self._stopping and self.replay.done(self.tracker):
+            log.info("replay: every dead letter up to the end offsets at the start is settled")
+            self._stopping = True
 
     def _wait_for_registry(self, timeout: float) -> None:
         """Reading waits for the schema registry (registry_wait.py): try the held messages
@@ -254,7 +283,7 @@ class Pipeline:
     def _ingest(self, messages: list[Any], read_at: float) -> None:
         """The per-message path: track, map, batch. Kept flat on purpose: it runs for
         every message, and every call and lookup saved here shows in CPU per event."""
-        get_offsets, map_message, add, send = self.tracker.get, self.mapper.map, self.batcher.add, self._send
+        get_offsets, map_message, add, send = self.tracker.get, self.map_message, self.batcher.add, self._send
         last_key: Key | None = None
         offsets = cast(PartitionOffsets, None)  # set by the first message: consume() returns runs of one partition
         for message in messages:
@@ -284,6 +313,29 @@ class Pipeline:
             full = add(Item(event, message, offsets, offset), mapping.location_enrichment)
             if full is not None:
                 send(full)
+
+    def _admit(self, message: Any, offsets: PartitionOffsets) -> None:
+        """_ingest's map and batch, for one message tracked already: a replayed dead letter
+        whose original had to be read again at its source offset first."""
+        offset = message.offset()
+        try:
+            mapping, event = self.map_message(message)
+        except InvalidMessage as exc:
+            self.invalid.route(message, offsets, exc.reason, exc.stage)
+            return
+        except RegistryUnavailable as exc:
+            # Tracked already, amid its partition: it stays pending (nothing is committed
+            # past it) and the replay tries it again after a backoff.
+            assert self.replay is not None
+            self.replay.later(message, offsets, exc.reason)
+            return
+        if event is None:
+            metrics.messages_filtered.labels(offsets.topic).inc()
+            offsets.done(offset)
+            return
+        full = self.batcher.add(Item(event, message, offsets, offset), mapping.location_enrichment)
+        if full is not None:
+            self._send(full)
 
     def _send(self, batch: Batch) -> None:
         self.in_flight[batch.id] = batch
@@ -336,6 +388,8 @@ class Pipeline:
                 metrics.events_delivered.labels(topic).inc(n)
             metrics.last_delivery.set(result.delivered_at)
             self.status.progress()
+            if self.replay is not None:
+                self.replay.delivered(len(result.delivered))
         for item, reason in result.refused:
             if item.offsets.owned:  # a revoked partition's next owner decides again
                 self.invalid.route(item.message, item.offsets, reason, "deliver")
@@ -416,6 +470,8 @@ class Pipeline:
         self.checkpoint.commit(owned, asynchronous=False)
         # 4. Forget them: late completions are ignored, and their senders give up.
         self._release(partitions)
+        if self.replay is not None and owned and not self._closing:
+            self._fail(self.replay.lost(owned))  # a replay reads its whole topic alone
 
     def on_lost(self, partitions: list[Key]) -> None:
         # Lost, not revoked: another member may own them already, so commit nothing.
@@ -425,6 +481,8 @@ class Pipeline:
             _names(partitions),
         )
         self._release(partitions)
+        if self.replay is not None and partitions and not self._closing:
+            self._fail(self.replay.lost(partitions))
 
     def _release(self, partitions: list[Key]) -> None:
         if partitions and log.isEnabledFor(logging.DEBUG):
@@ -509,6 +567,8 @@ class Pipeline:
                 CLOSE_TIMEOUT_S,
             )
         # 7. Release the rest.
+        if self.replay is not None:
+            self.replay.close()
         self.pool.close(timeout_s=1.0)
         if self.client is not None:
             self.client.close()
@@ -517,9 +577,12 @@ class Pipeline:
         code = self.fatal.exit_code if self.fatal else 0
         # 8. Refused by UserFlux: stay up a while (not ready) so the refusal is scraped and
         #    seen, and a restart loop does not hammer UserFlux; a signal ends the wait.
-        if isinstance(self.fatal, (AuthError, DeliveryConfigError, RegistryRefused)):
+        if isinstance(self.fatal, (AuthError, DeliveryConfigError, RegistryRefused)) and self.replay is None:
             self._linger(self.settings.pipeline.refused_exit_delay_s)
-        log.info("stopped (exit code %d)", code)
+        if self.replay is None:
+            log.info("stopped (exit code %d)", code)
+        else:  # the replay's own exit code is told with its summary
+            log.info("stopped" + (f" ({type(self.fatal).__name__}, exit code {code})" if self.fatal else ""))
         return code
 
     def _commit_and_leave(self) -> None:

@@ -334,3 +334,52 @@ def test_map_takes_the_decoded_form_of_avro_values_and_keys(tmp_path, monkeypatc
     assert code == 0
     assert results[0]["event"]["userId"] == "u-1"
     assert results[0]["event"]["properties"] == {"event": "order_placed", "total": 12}
+
+
+# -- replay and offsets (what is checked before any broker is asked) ------------------------
+
+
+def test_replay_without_a_dead_letter_topic_exits_2_saying_so(tmp_path, capsys):
+    config = write(
+        tmp_path, old="on_invalid: dead_letter\ndead_letter: {topic: userflux-connector-dlq}", new="on_invalid: skip"
+    )
+    assert main(["replay", "--config", config]) == 2
+    assert "dead_letter.topic: not set, so there is no dead-letter topic to replay" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--stage", "mapping"], "invalid choice: 'mapping'"),
+        (["--max-replays", "-1"], "expected 0 or more"),
+        (["--output", "yaml"], "invalid choice: 'yaml'"),
+    ],
+)
+def test_replay_refuses_a_wrong_flag(tmp_path, capsys, args, says):
+    with pytest.raises(SystemExit) as info:
+        main(["replay", "--config", write(tmp_path), *args])
+    assert info.value.code == 2 and says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--since", "last tuesday"], "--since: expected an ISO-8601 date and time"),
+        (["--since", "2026-03-02T00:00:00Z", "--until", "2026-03-01T00:00:00Z"], "--since must be before --until"),
+    ],
+)
+def test_replay_refuses_a_wrong_filter_before_it_asks_kafka(tmp_path, capsys, args, says):
+    assert main(["replay", "--config", write(tmp_path), *args]) == 2
+    assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["reset"], "offsets reset: --to is required"),
+        (["--execute"], "belong to `offsets reset`"),
+    ],
+)
+def test_offsets_refuses_a_wrong_command_line_before_it_asks_kafka(tmp_path, capsys, args, says):
+    assert main(["offsets", "--config", write(tmp_path), *args]) == 2
+    assert says in capsys.readouterr().err

@@ -20,11 +20,18 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "connector"
 LAYERS: list[set[str]] = [
     {"__init__", "errors", "logs", "threads", "validation"},  # the vocabulary: imports no other unit
     {"kafka", "metrics", "config"},  # what talking to Kafka shares; the metrics; the typed settings
-    {"offsets", "formats", "health", "source"},  # formats: values and keys in their formats (the registry's)
+    {
+        "offsets",
+        "formats",
+        "health",
+        "source",
+        "group_offsets",
+        "refetch",
+    },  # formats: values and keys in their formats (the registry's)
     {"mapping", "batcher", "dead_letter", "lag", "checkpoint", "backpressure"},
     {"registry_wait"},  # reading waits for the schema registry (pauses like backpressure)
     {"invalid", "sink"},
-    {"startup"},  # the settings, the compiled mappings and the TLS files, checked together
+    {"startup", "replay"},  # startup: the settings, mappings and TLS files, checked together; replay's parts
     {"pipeline"},  # the driver
     {"cli"},
     {"__main__"},
