@@ -100,18 +100,34 @@ def leaks(secrets: list[str], **places: str) -> list[str]:
 
 
 class ConnectorProcess:
-    """``userflux-connector run`` in the background, its output in files."""
+    """``userflux-connector run`` (or ``command``) in the background, its output in files."""
 
     def __init__(
-        self, config_path: pathlib.Path, *extra: str, env: dict[str, str] | None = None, log_level: str = "DEBUG"
+        self,
+        config_path: pathlib.Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        log_level: str = "DEBUG",
+        command: str = "run",
     ):
         self.dir = config_path.parent
-        self.stdout_path = self.dir / f"{config_path.stem}.stdout"
-        self.stderr_path = self.dir / f"{config_path.stem}.stderr"
+        name = config_path.stem if command == "run" else f"{config_path.stem}.{command}"
+        self.stdout_path = self.dir / f"{name}.stdout"
+        self.stderr_path = self.dir / f"{name}.stderr"
         self._out = open(self.stdout_path, "ab")
         self._err = open(self.stderr_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "connector", "run", "--config", str(config_path), "--log-level", log_level, *extra],
+            [
+                sys.executable,
+                "-m",
+                "connector",
+                command,
+                "--config",
+                str(config_path),
+                "--log-level",
+                log_level,
+                *extra,
+            ],
             stdout=self._out,
             stderr=self._err,
             cwd=REPO,
