@@ -199,3 +199,48 @@ def test_notes_say_how_to_watch_it_and_that_extra_replicas_sit_idle(tmp_path: pa
     assert f"rollout status deployment/{RELEASE}-userflux-connector" in notes
     assert "replicas beyond the partition count of the mapped topics get no partition and sit idle" in notes
     assert "Autoscaling (keda) keeps 2 to 12 replicas" in notes
+
+
+def test_the_replay_job_is_rendered_only_when_asked_for_and_reads_the_same_config_and_secrets():
+    assert find(render([SCENARIOS["default"]]), "Job") == []
+    manifests = render([SCENARIOS["replay"]], kube_version="1.29.0")
+    job = one(manifests, "Job", "-replay")
+    for version in ("1.29.0", kubernetes_validate.latest_version()):
+        kubernetes_validate.validate(job, version, strict=True)
+    deployment = one(manifests, "Deployment")
+    pod, deployed = job["spec"]["template"]["spec"], deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == [
+        "replay", "--config", "/etc/userflux-connector/config.yaml", "--log-level", "INFO", "--log-format", "json",
+        "--output", "json", "--max-replays", "5", "--stage", "map", "--stage", "deliver", "--source-topic", "events",
+        "--since", "2026-03-01T00:00:00Z", "--until", "2026-03-02T00:00:00Z",
+    ]  # fmt: skip
+    # The same ConfigMap, the same Secret-backed variables, the same mounts as the Deployment's.
+    assert pod["volumes"] == deployed["volumes"]
+    assert container["env"] == deployed["containers"][0]["env"] and container["volumeMounts"]
+    assert container["volumeMounts"] == deployed["containers"][0]["volumeMounts"]
+    assert pod["restartPolicy"] == "Never" and "ports" not in container and "livenessProbe" not in container
+    assert container["resources"]["limits"] == {"memory": "256Mi"}
+    # A retry after a crash resumes; a wrong config, a refused key or dead letters left do not retry.
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [2, 3, 6]
+    assert job["spec"]["backoffLimit"] == 3
+    # Where Kubernetes has no podFailurePolicy, no retry at all: one after exit 6 would spend
+    # the dead letters' replay counts.
+    older = one(render([SCENARIOS["replay"]], kube_version="1.28.0"), "Job")
+    assert older["spec"]["backoffLimit"] == 0 and "podFailurePolicy" not in older["spec"]
+    # Nothing that selects the connector's pods selects the replay's.
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    for selector in (one(manifests, "Service")["spec"]["selector"],
+                     one(manifests, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]):  # fmt: skip
+        assert not selector.items() <= labels.items()
+
+
+def test_the_replay_job_passes_no_filter_it_was_not_given():
+    job = one(render([SCENARIOS["default"]], {"replay.enabled": True}), "Job")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"][-2:] == ["--max-replays", "3"]
+    assert (
+        container["resources"]
+        == one(render([SCENARIOS["default"]]), "Deployment")["spec"]["template"]["spec"]["containers"][0]["resources"]
+    )

@@ -10,9 +10,9 @@ from tests.support.helm import SCENARIOS, one, render
 IMAGE_UID = 10001  # the Dockerfile's USER
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_the_pod_and_container_are_locked_down(scenario):
-    pod = one(render([SCENARIOS[scenario]]), "Deployment")["spec"]["template"]["spec"]
+@pytest.mark.parametrize("scenario, kind", [*((s, "Deployment") for s in SCENARIOS), ("replay", "Job")])
+def test_the_pod_and_container_are_locked_down(scenario, kind):
+    pod = one(render([SCENARIOS[scenario]]), kind)["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == IMAGE_UID
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}

@@ -53,9 +53,14 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def template_args(
-    values: Iterable[pathlib.Path | str] = (), sets: dict[str, Any] | None = None, api_versions: Iterable[str] = ()
+    values: Iterable[pathlib.Path | str] = (),
+    sets: dict[str, Any] | None = None,
+    api_versions: Iterable[str] = (),
+    kube_version: str | None = None,
 ) -> list[str]:
     args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
+    if kube_version is not None:
+        args += ["--kube-version", kube_version]
     for path in values:
         args += ["--values", str(path)]
     for key, value in (sets or {}).items():
@@ -67,16 +72,23 @@ def template_args(
 
 
 def render_text(
-    values: Iterable[pathlib.Path | str] = (), sets: dict[str, Any] | None = None, api_versions: Iterable[str] = ()
+    values: Iterable[pathlib.Path | str] = (),
+    sets: dict[str, Any] | None = None,
+    api_versions: Iterable[str] = (),
+    kube_version: str | None = None,
 ) -> str:
-    return helm(*template_args(values, sets, api_versions)).stdout
+    return helm(*template_args(values, sets, api_versions, kube_version)).stdout
 
 
 def render(
-    values: Iterable[pathlib.Path | str] = (), sets: dict[str, Any] | None = None, api_versions: Iterable[str] = ()
+    values: Iterable[pathlib.Path | str] = (),
+    sets: dict[str, Any] | None = None,
+    api_versions: Iterable[str] = (),
+    kube_version: str | None = None,
 ) -> list[dict]:
-    """Every manifest ``helm template`` renders, parsed."""
-    text = render_text(values, sets, api_versions)
+    """Every manifest ``helm template`` renders (for Kubernetes ``kube_version``: helm's
+    default is 1.20), parsed."""
+    text = render_text(values, sets, api_versions, kube_version)
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 

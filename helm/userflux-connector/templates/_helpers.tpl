@@ -180,3 +180,131 @@ configured, unless extraVolumes already has a volume named tmp. */}}
 {{- range .Values.extraVolumes }}{{ if eq .name "tmp" }}{{ $theirs = true }}{{ end }}{{ end }}
 {{- if and .Values.schemaRegistry.url (not $theirs) }}true{{- end }}
 {{- end }}
+
+{{/*
+The connector container's environment, mounts and the pod's volumes and scheduling:
+the Deployment's and the replay Job's alike, so both read the same ConfigMap and the
+same Secrets.
+*/}}
+{{- define "userflux-connector.env" -}}
+env:
+  - name: USERFLUX_API_KEY
+    valueFrom:
+      secretKeyRef:
+        name: {{ .Values.apiKey.existingSecret | default (include "userflux-connector.secretName" .) }}
+        key: {{ ternary .Values.apiKey.existingSecretKey "api-key" (ne .Values.apiKey.existingSecret "") }}
+  {{- if .Values.kafkaSasl.enabled }}
+  - name: KAFKA_SASL_USERNAME
+    valueFrom:
+      secretKeyRef:
+        name: {{ .Values.kafkaSasl.existingSecret | default (include "userflux-connector.secretName" .) }}
+        key: {{ ternary .Values.kafkaSasl.usernameKey "kafka-sasl-username" (ne .Values.kafkaSasl.existingSecret "") }}
+  - name: KAFKA_SASL_PASSWORD
+    valueFrom:
+      secretKeyRef:
+        name: {{ .Values.kafkaSasl.existingSecret | default (include "userflux-connector.secretName" .) }}
+        key: {{ ternary .Values.kafkaSasl.passwordKey "kafka-sasl-password" (ne .Values.kafkaSasl.existingSecret "") }}
+  {{- end }}
+  {{- $registry := .Values.schemaRegistry }}
+  {{- $registrySecret := $registry.existingSecret | default (include "userflux-connector.secretName" .) }}
+  {{- $own := eq $registry.existingSecret "" }}
+  {{- if and $registry.url (eq $registry.auth "basic") }}
+  - name: SCHEMA_REGISTRY_USERNAME
+    valueFrom:
+      secretKeyRef:
+        name: {{ $registrySecret }}
+        key: {{ ternary "schema-registry-username" $registry.usernameKey $own }}
+  - name: SCHEMA_REGISTRY_PASSWORD
+    valueFrom:
+      secretKeyRef:
+        name: {{ $registrySecret }}
+        key: {{ ternary "schema-registry-password" $registry.passwordKey $own }}
+  {{- else if and $registry.url (eq $registry.auth "bearer") }}
+  - name: SCHEMA_REGISTRY_TOKEN
+    valueFrom:
+      secretKeyRef:
+        name: {{ $registrySecret }}
+        key: {{ ternary "schema-registry-token" $registry.tokenKey $own }}
+  {{- end }}
+  - name: POD_NAME
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.name
+  {{- with .Values.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with .Values.extraEnvFrom }}
+envFrom:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "userflux-connector.volumeMounts" -}}
+volumeMounts:
+  - name: config
+    mountPath: /etc/userflux-connector
+    readOnly: true
+  {{- if .Values.kafkaTls.existingSecret }}
+  - name: kafka-tls
+    mountPath: {{ .Values.kafkaTls.mountPath }}
+    readOnly: true
+  {{- end }}
+  {{- if .Values.schemaRegistry.tlsSecret }}
+  - name: schema-registry-tls
+    mountPath: {{ .Values.schemaRegistry.tlsMountPath }}
+    readOnly: true
+  {{- end }}
+  {{- if include "userflux-connector.ownTmp" . }}
+  - name: tmp
+    mountPath: /tmp
+  {{- end }}
+  {{- with .Values.extraVolumeMounts }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+
+{{- define "userflux-connector.volumes" -}}
+volumes:
+  - name: config
+    configMap:
+      name: {{ include "userflux-connector.fullname" . }}
+  {{- if .Values.kafkaTls.existingSecret }}
+  - name: kafka-tls
+    secret:
+      secretName: {{ .Values.kafkaTls.existingSecret }}
+  {{- end }}
+  {{- if .Values.schemaRegistry.tlsSecret }}
+  - name: schema-registry-tls
+    secret:
+      secretName: {{ .Values.schemaRegistry.tlsSecret }}
+  {{- end }}
+  {{- if include "userflux-connector.ownTmp" . }}
+  # Protobuf schemas are compiled by protoc, which reads files: a small /tmp in memory.
+  - name: tmp
+    emptyDir:
+      medium: Memory
+      sizeLimit: 16Mi
+  {{- end }}
+  {{- with .Values.extraVolumes }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+
+{{- define "userflux-connector.scheduling" -}}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
