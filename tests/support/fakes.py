@@ -1,8 +1,12 @@
-"""Test doubles shared by the unit tests: a Kafka message, and events and Items built on it."""
+"""Test doubles shared by the unit tests: a clock, a Kafka message, and events and Items
+built on it."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
+from collections.abc import Callable
 from typing import Any
 
 from connector.batcher import Item
@@ -10,6 +14,63 @@ from connector.offsets import PartitionOffsets
 
 TS = 1690111645853  # the UserFlux docs' example timestamp, epoch milliseconds
 KAFKA_TS = 1_700_000_000_000  # the default Kafka timestamp of a FakeMessage
+
+
+class FakeClock:
+    """Stands in for ``time.monotonic`` (every ``clock=`` of the connector): time passes
+    only when the test says so, so timings are exact and nothing waits in real time.
+
+    Call it to read the time. ``now`` may be set, or moved on with ``advance``;
+    ``call_later`` schedules an action for a moment to come, run (in time order, with
+    ``now`` at its moment) when time gets there. ``advance_until`` lets time pass until a
+    condition holds, as a wait with a timeout does.
+    """
+
+    def __init__(self, now: float = 0.0) -> None:
+        self._now = float(now)
+        self._due: list[tuple[float, int, Callable[[], object]]] = []  # (when, order, action)
+        self._order = itertools.count()
+
+    def __call__(self) -> float:
+        return self._now
+
+    @property
+    def now(self) -> float:
+        return self._now
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self.advance(value - self._now)
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass, running what was scheduled meanwhile."""
+        assert seconds >= 0, f"time runs forward only (asked to go back {-seconds}s)"
+        until = self._now + seconds
+        while self._due and self._due[0][0] <= until:
+            when, _, action = heapq.heappop(self._due)
+            self._now = max(self._now, when)
+            action()
+        self._now = until
+
+    def advance_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Let time pass until ``condition()`` holds (checked after every scheduled action)
+        or ``timeout`` seconds went by; whether it holds."""
+        until = self._now + timeout
+        while not condition():
+            if not self._due or self._due[0][0] > until:
+                self._now = until
+                return condition()
+            when, _, action = heapq.heappop(self._due)
+            self._now = max(self._now, when)
+            action()
+        return True
+
+    def call_later(self, delay: float, action: Callable[[], object]) -> None:
+        heapq.heappush(self._due, (self._now + delay, next(self._order), action))
+
+    def sleep(self, seconds: float) -> None:
+        """``time.sleep`` on this clock."""
+        self.advance(seconds)
 
 
 class FakeMessage:

@@ -7,15 +7,7 @@ from hypothesis import strategies as st
 
 from connector.batcher import Batch, Batcher, Item
 from connector.offsets import PartitionOffsets
-from tests.support.fakes import tracked_item
-
-
-class Clock:
-    def __init__(self, now: float = 100.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.fakes import FakeClock, tracked_item
 
 
 def make_item(offset: int, part: PartitionOffsets | None = None, location: bool = False) -> Item:
@@ -24,7 +16,7 @@ def make_item(offset: int, part: PartitionOffsets | None = None, location: bool 
 
 
 def test_a_full_batch_is_returned_by_the_add_that_filled_it():
-    batcher = Batcher(batch_size=3, linger_s=10, clock=Clock())
+    batcher = Batcher(batch_size=3, linger_s=10, clock=FakeClock(100.0))
     items = [make_item(i) for i in range(4)]
     assert batcher.add(items[0], False) is None
     assert batcher.add(items[1], False) is None
@@ -39,7 +31,7 @@ def test_a_full_batch_is_returned_by_the_add_that_filled_it():
 
 
 def test_batch_size_one_sends_every_event_alone():
-    batcher = Batcher(batch_size=1, linger_s=10, clock=Clock())
+    batcher = Batcher(batch_size=1, linger_s=10, clock=FakeClock(100.0))
     for i in range(3):
         batch = batcher.add(make_item(i), True)
         assert batch is not None and len(batch) == 1 and batch.location_enrichment is True
@@ -47,7 +39,7 @@ def test_batch_size_one_sends_every_event_alone():
 
 
 def test_location_enrichment_values_never_share_a_batch():
-    batcher = Batcher(batch_size=2, linger_s=10, clock=Clock())
+    batcher = Batcher(batch_size=2, linger_s=10, clock=FakeClock(100.0))
     a, b, c, d = (make_item(i) for i in range(4))
     assert batcher.add(a, True) is None
     assert batcher.add(b, False) is None  # different flag: a second open batch
@@ -59,7 +51,7 @@ def test_location_enrichment_values_never_share_a_batch():
 
 
 def test_linger_with_an_injected_clock():
-    clock = Clock(100.0)
+    clock = FakeClock(100.0)
     batcher = Batcher(batch_size=50, linger_s=1.5, clock=clock)
     item = make_item(0)
     batcher.add(item, False)
@@ -76,7 +68,7 @@ def test_linger_with_an_injected_clock():
 
 
 def test_due_returns_only_the_batches_whose_linger_passed():
-    clock = Clock(0.0)
+    clock = FakeClock(0.0)
     batcher = Batcher(batch_size=50, linger_s=1.0, clock=clock)
     batcher.add(make_item(0), True)
     clock.now = 0.6
@@ -90,7 +82,7 @@ def test_due_returns_only_the_batches_whose_linger_passed():
 
 
 def test_next_due_in():
-    clock = Clock(10.0)
+    clock = FakeClock(10.0)
     batcher = Batcher(batch_size=50, linger_s=2.0, clock=clock)
     assert batcher.next_due_in() is None
     batcher.add(make_item(0), False)
@@ -106,7 +98,7 @@ def test_next_due_in():
 
 
 def test_flush_hands_out_every_open_batch_now():
-    clock = Clock(0.0)
+    clock = FakeClock(0.0)
     batcher = Batcher(batch_size=50, linger_s=100, clock=clock)
     batcher.add(make_item(0), False)
     batcher.add(make_item(1), True)
@@ -119,7 +111,7 @@ def test_flush_hands_out_every_open_batch_now():
 
 
 def test_batch_ids_are_unique_and_increasing():
-    batcher = Batcher(batch_size=1, linger_s=1, clock=Clock())
+    batcher = Batcher(batch_size=1, linger_s=1, clock=FakeClock(100.0))
     ids = [batcher.add(make_item(i), False).id for i in range(5)]
     assert ids == sorted(ids) and len(set(ids)) == 5
 
@@ -136,7 +128,7 @@ def test_an_item_knows_the_offsets_it_marks_done():
 @settings(max_examples=60, deadline=None)
 @given(size=st.integers(min_value=1, max_value=50), flags=st.lists(st.booleans(), max_size=120))
 def test_every_item_lands_in_exactly_one_batch_of_one_flag_and_at_most_size(size, flags):
-    batcher = Batcher(batch_size=size, linger_s=1, clock=Clock())
+    batcher = Batcher(batch_size=size, linger_s=1, clock=FakeClock(100.0))
     batches = []
     part = PartitionOffsets("events", 0)
     items = []

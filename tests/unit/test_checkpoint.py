@@ -6,6 +6,7 @@ from confluent_kafka import KafkaError, TopicPartition
 
 from connector.checkpoint import Checkpoint
 from connector.offsets import OffsetTracker
+from tests.support.fakes import FakeClock
 
 
 class FakeSource:
@@ -18,14 +19,6 @@ class FakeSource:
     def commit(self, positions, asynchronous):
         self.calls.append((sorted(positions), asynchronous))
         return self.ok
-
-
-class Clock:
-    def __init__(self, now: float = 0.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def tracker_with(**done_upto: int) -> OffsetTracker:
@@ -88,7 +81,7 @@ def test_synchronous_and_asynchronous_flag_is_passed_through():
 
 
 def test_maybe_commit_waits_for_the_interval_and_commits_asynchronously():
-    clock = Clock(0.0)
+    clock = FakeClock(0.0)
     tracker = tracker_with(p_0=2)
     source = FakeSource()
     checkpoint = Checkpoint(source, tracker, interval_s=5, clock=clock)
@@ -154,7 +147,7 @@ def test_forget_lets_a_later_owner_commit_the_same_position():
 def test_disabled_checkpoint_commits_nothing():
     tracker = tracker_with(p_0=3)
     source = FakeSource()
-    clock = Clock(0.0)
+    clock = FakeClock(0.0)
     checkpoint = Checkpoint(source, tracker, interval_s=1, enabled=False, clock=clock)
     assert checkpoint.commit() == 0
     clock.now = 100

@@ -9,19 +9,12 @@ import urllib.request
 import pytest
 
 from connector.health import ADDRESS_REFUSED, KEY_REFUSED, READY, SHUTTING_DOWN, HealthServer, Status
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.fakes import FakeClock
 
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return FakeClock(1000.0)
 
 
 @pytest.fixture

@@ -5,14 +5,7 @@ from __future__ import annotations
 import logging
 
 from connector.logs import RepeatLimit, TransientNotices
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.fakes import FakeClock
 
 
 def record(text: str, level: int = logging.ERROR, name: str = "connector.librdkafka") -> logging.LogRecord:
@@ -20,7 +13,7 @@ def record(text: str, level: int = logging.ERROR, name: str = "connector.librdka
 
 
 def test_the_same_text_is_shown_at_most_burst_times_a_period():
-    clock = Clock()
+    clock = FakeClock()
     limit = RepeatLimit(burst=3, period_s=60, clock=clock)
     texts = [f"SASL authentication error (after {300 + i}ms in state AUTH_REQ)" for i in range(10)]
     assert [limit.filter(record(t)) for t in texts] == [True] * 3 + [False] * 7
@@ -35,7 +28,7 @@ def test_the_same_text_is_shown_at_most_burst_times_a_period():
 
 
 def test_remembered_texts_are_bounded():
-    limit = RepeatLimit(burst=1, period_s=60, clock=Clock())
+    limit = RepeatLimit(burst=1, period_s=60, clock=FakeClock())
     for i in range(RepeatLimit.MAX_KEYS * 3):
         limit.filter(record(f"text {chr(65 + i % 26)} {i}" + "x" * (i % 7) + "y" * (i // 7)))
     assert len(limit._seen) <= RepeatLimit.MAX_KEYS

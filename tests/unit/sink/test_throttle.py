@@ -7,6 +7,7 @@ import time
 
 from connector.sink.retry import RetryPolicy
 from connector.sink.throttle import FAILING_AFTER, Gate, Ticket
+from tests.support.fakes import FakeClock
 
 NO_JITTER = RetryPolicy(initial_backoff_s=0.2, max_backoff_s=5, rng=lambda: 1.0)
 
@@ -33,14 +34,14 @@ def test_a_retry_after_holds_every_sender_not_only_the_one_told():
 
 
 def test_a_ticket_is_no_longer_admitted_once_a_hold_began():
-    now = [100.0]
-    gate, stop = Gate(NO_JITTER, clock=lambda: now[0]), threading.Event()
+    clock = FakeClock(100.0)
+    gate, stop = Gate(NO_JITTER, clock=clock), threading.Event()
     connecting, _, _ = gate.wait(stop)
     told, _, _ = gate.wait(stop)
     assert gate.admits(connecting)
     gate.report(told, retryable=True, retry_after_s=1.0)
     assert not gate.admits(connecting)  # its sender waits again instead of writing
-    now[0] += 1.2
+    clock.advance(1.2)
     assert gate.admits(connecting)
 
 
