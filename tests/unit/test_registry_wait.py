@@ -14,10 +14,10 @@ from connector import metrics
 from connector.pipeline import Pipeline
 from connector.startup import parse_config
 from tests.support.fakes import FakeMessage
+from tests.support.pipeline_fakes import T0, T1, FakeSender, FakeSource, fake_pipeline, stop, until
 from tests.support.registry_samples import EVENT_AVRO, sample_event
 from tests.unit.formats.fakes import FakeRegistryClient
 from tests.unit.formats.test_avro import framed
-from tests.unit.test_pipeline import T0, T1, FakeSender, FakeSource, stop, until
 
 
 def config(on_invalid: str = "stop") -> dict:
@@ -48,17 +48,9 @@ def avro_message(partition: int, offset: int) -> FakeMessage:
 
 
 def run_with(steps, client: FakeRegistryClient, on_invalid: str = "stop") -> tuple[Pipeline, FakeSource, FakeSender]:
-    sender, made = FakeSender(), []
-
-    def factory(props, listener, on_commit=None):
-        made.append(FakeSource(props, listener, on_commit))
-        return made[0]
-
-    pipe = Pipeline(parse_config(yaml.safe_dump(config(on_invalid))), source_factory=factory, sender=sender)
-    sender.stop = pipe.stop_sending
+    pipe, source, sender = fake_pipeline(parse_config(yaml.safe_dump(config(on_invalid))))
     assert pipe.decoders.registry is not None
     pipe.decoders.registry._client = client  # the real client would dial 127.0.0.1:9
-    source = made[0]
     source.script.extend(steps(source, pipe))
     return pipe, source, sender
 

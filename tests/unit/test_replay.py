@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from typing import Any
 
 import pytest
@@ -13,11 +12,10 @@ import pytest
 from connector.dead_letter import HEADER_REPLAYS, OriginalMessage, unwrap
 from connector.errors import ConfigError, RegistryUnavailable
 from connector.group_offsets import Position
-from connector.pipeline import Pipeline
 from connector.refetch import Fetched
 from connector.replay import BoundedSource, Replay, ReplayPlan, Selection
 from tests.support.fakes import FakeMessage
-from tests.unit.test_pipeline import FakeSender, FakeSource, settings, stop, until
+from tests.support.pipeline_fakes import FakeSender, FakeSource, fake_pipeline, settings, stop, until
 
 DLQ = "dlq"
 D0, D1 = (DLQ, 0), (DLQ, 1)
@@ -122,25 +120,15 @@ def replaying(
     replay = Replay(
         plan(end), selection or Selection(), max_replays, dry_run=dry_run, fetcher_factory=lambda props: fetcher
     )
-    sender = sender or FakeSender()
-    made: list[FakeSource] = []
-
-    def factory(props, listener, on_commit=None):
-        made.append(FakeSource(props, listener, on_commit))
-        return made[0]
-
     dead_letters = FakeDeadLetters() if dead_letters is None and not dry_run else dead_letters
-    pipe = Pipeline(
+    pipe, source, sender = fake_pipeline(
         settings(**{"shutdown_grace_s": 0.2, **pipeline_settings}),
+        sender,
         dry_run=dry_run,
         out=out,
-        source_factory=factory,
-        sender=sender,
         dead_letters=dead_letters,
         replay=replay,
     )
-    sender.stop = pipe.stop_sending
-    source = made[0]
     source.add(*letters)
     source.script.extend([source.assign(sorted(end))] + (steps or []))
     return pipe, replay, source, sender, dead_letters
@@ -259,7 +247,7 @@ def test_a_value_dropped_for_size_is_read_at_its_source_or_reported_when_gone():
 def test_losing_a_partition_to_another_member_stops_the_replay_with_exit_7():
     letters = [letter(o) for o in range(20)]
     sender = FakeSender()
-    sender.hold[0] = threading.Event()  # never released: the replay is mid-way when the partition goes
+    sender.hold(0)  # never released: the replay is mid-way when the partition goes
 
     pipe, replay, source, _, _ = replaying(letters, {D0: 20}, sender=sender, rebalance_timeout_s=0.2)
     source.script.extend([until(lambda: len(sender.sent) >= 1), source.revoke([D0])])
