@@ -15,8 +15,9 @@ from connector.sink import connection as connection_module
 from connector.sink.outcome import AUTH, DELIVERED, REJECT, RETRY, Outcome
 from connector.sink.retry import RetryPolicy
 from connector.sink.sender import BatchSender
+from connector.sink.throttle import Gate
 from tests.conftest import API_KEY
-from tests.support.fakes import make_items
+from tests.support.fakes import FakeClock, make_items
 
 FAST = RetryPolicy(initial_backoff_s=0.002, max_backoff_s=0.01)
 
@@ -339,6 +340,36 @@ def test_revoked_during_retries_is_abandoned(standin, client, stop):
     assert time.monotonic() - started < 1.0
     assert result.abandoned == items and result.delivered == [] and result.refused == []
     assert len(standin.requests()) >= 2
+
+
+class RevokedDuringTheHold(Gate):
+    """A gate on a fake clock: a sender that finds it held waits the hold out, and the
+    partition ``part`` is revoked meanwhile."""
+
+    def __init__(self, policy: RetryPolicy, part: PartitionOffsets):
+        super().__init__(policy, clock=FakeClock(100.0))
+        self.part = part
+        self.held_waits: list[str] = []  # the cause of each hold a sender waited out
+
+    def wait(self, stop):
+        if self.clock() < self.until:
+            self.held_waits.append(self.cause)
+            self.part.owned = False  # a rebalance, while the sender waits
+            self.clock.advance(self.until - self.clock())
+        return super().wait(stop)
+
+
+def test_a_batch_revoked_while_it_waits_at_the_gate_is_abandoned_not_sent(stop):
+    # Checked after the wait, not only before it: a Retry-After can hold a batch for
+    # minutes, and its partition's next owner is sending the same events by then.
+    part = PartitionOffsets("events", 0)
+    items = make_items(3, part)
+    gate = RevokedDuringTheHold(FAST, part)
+    client = ScriptedClient(Outcome(RETRY, "429", "HTTP 429", retry_after_s=30.0), Outcome(DELIVERED, "204", ""))
+    result = BatchSender(client, FAST, stop, gate=gate).send(make_batch(items))
+    assert gate.held_waits == ["retry_after"]
+    assert client.bodies == [names(items)]  # the first request only
+    assert result.abandoned == items and result.delivered == [] and result.refused == []
 
 
 def test_a_batch_with_one_partition_still_owned_is_sent(standin, client, stop):
