@@ -20,7 +20,7 @@ PROMETHEUS := $(TOOLS)/prometheus
 export HELM PROMTOOL PROMETHEUS
 
 .PHONY: install test lint format unit soak chart-test monitoring dashboard promtool prometheus image image-test image-tools \
-	demo check-config bench bench-floor bench-senders bench-answers clean
+	demo check-config bench bench-floor bench-senders bench-answers mutation clean
 
 install: $(VENV)/.installed
 
@@ -129,6 +129,28 @@ bench-senders: $(VENV)/.bench-installed
 # (tests/benchmark/answers.py; docs/delivery.md, "How answers are read").
 bench-answers: install
 	$(BIN)/python -m tests.benchmark.answers $(ARGS)
+
+# Mutation testing (by hand: not part of `make test` or CI; docs/development.md, "Mutation testing").
+# mutmut ([tool.mutmut] in pyproject.toml) mutates the delivery modules one small bug at a
+# time and runs the unit tests that cover each mutated function; what survives is a
+# behaviour no unit test pins down. It runs in a fresh copy of the tree under
+# $(MUTATION_DIR) and keeps its results there: `cd $(MUTATION_DIR) && ../../$(BIN)/mutmut
+# show NAME` shows a mutant's diff. ARGS go to `mutmut run`: mutant names or globs to run
+# a subset (ARGS="'connector.backpressure*'"), --max-children N (default: every core).
+MUTATION_DIR := .cache/mutation
+MUTMUT := $(abspath $(BIN))/mutmut
+mutation: $(VENV)/.mutation-installed
+	rm -rf $(MUTATION_DIR)
+	mkdir -p $(MUTATION_DIR)
+	cp -r connector tests pyproject.toml $(MUTATION_DIR)/
+	find $(MUTATION_DIR) -name __pycache__ -prune -exec rm -rf {} +
+	cd $(MUTATION_DIR) && $(MUTMUT) run $(ARGS) > run.log 2>&1 || { tail -c 4000 run.log; exit 1; }
+	cd $(MUTATION_DIR) && $(MUTMUT) export-cicd-stats >/dev/null && cat mutants/mutmut-cicd-stats.json && echo
+	cd $(MUTATION_DIR) && $(MUTMUT) results
+
+$(VENV)/.mutation-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,mutation]'
+	touch $@
 
 # The benchmark's extra tools (py-spy, for --profile).
 $(VENV)/.bench-installed: $(VENV)/.installed

@@ -13,11 +13,13 @@ import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from tests.support.connector_process import free_port
-from tests.support.faults import EventSource, Scenario, elapsed, report, scale
+from tests.support.faults import SOAK, EventSource, Scenario, elapsed, report, scale
 from tests.support.kafka_broker import BrokerError, KafkaBroker, create_topic, ensure_jars
 from tests.support.kafka_tools import committed, wait_until
 
-pytestmark = pytest.mark.kafka
+# A soak scenario runs for minutes (the last one took 10.5 minutes in all): bound each at
+# 30 minutes instead of pyproject's per-test timeout, which is sized for `make test`.
+pytestmark = [pytest.mark.kafka] + ([pytest.mark.timeout(1800)] if SOAK else [])
 
 
 @pytest.fixture
