@@ -1,7 +1,9 @@
 """The batch stage: mapped events into batches of at most ``batch_size``.
 
-A batch never mixes ``locationEnrichment`` values, because that is a query parameter of
-the whole request. A partial batch is sent once its first event has waited ``linger``.
+A batch never mixes destinations (each is a UserFlux project with a key of its own) nor
+``locationEnrichment`` values (a query parameter of the whole request): events are
+batched by their mapping's ``batch_key``, ``(destination, location_enrichment)``, built
+once per mapping. A partial batch is sent once its first event has waited ``linger``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .config.model import DEFAULT_DESTINATION
 from .offsets import PartitionOffsets
+
+BatchKey = tuple[str, bool]  # (destination, location_enrichment); a bare bool means the default destination
 
 
 class Item:
@@ -27,21 +32,32 @@ class Item:
 
 
 class Batch:
-    __slots__ = ("id", "items", "location_enrichment", "opened")
+    __slots__ = ("id", "items", "location_enrichment", "opened", "destination", "key")
 
     _ids = itertools.count(1)
 
-    def __init__(self, location_enrichment: bool, opened: float, items: list[Item] | None = None):
+    def __init__(
+        self,
+        location_enrichment: bool,
+        opened: float,
+        items: list[Item] | None = None,
+        destination: str = DEFAULT_DESTINATION,
+    ):
         self.id = next(Batch._ids)
         self.items: list[Item] = items if items is not None else []
         self.location_enrichment = location_enrichment
         self.opened = opened
+        self.destination = destination  # the UserFlux project it goes to (sink/destination.py)
+        self.key: BatchKey | bool = (destination, location_enrichment)  # the batcher's
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __repr__(self) -> str:
-        return f"<Batch #{self.id} events={len(self.items)} locationEnrichment={self.location_enrichment}>"
+        return (
+            f"<Batch #{self.id} events={len(self.items)} destination={self.destination} "
+            f"locationEnrichment={self.location_enrichment}>"
+        )
 
 
 class Batcher:
@@ -49,18 +65,25 @@ class Batcher:
         self.batch_size = batch_size
         self.linger_s = linger_s
         self.clock = clock
-        self._open: dict[bool, Batch] = {}
+        self._open: dict[BatchKey | bool, Batch] = {}
 
-    def add(self, item: Item, location_enrichment: bool) -> Batch | None:
-        """Add an event; return the batch it filled, if it did."""
-        batch = self._open.get(location_enrichment)
+    def add(self, item: Item, key: BatchKey | bool) -> Batch | None:
+        """Add an event under its mapping's ``batch_key`` (or a bare locationEnrichment
+        flag, for the default destination); return the batch it filled, if it did."""
+        batch = self._open.get(key)
         if batch is None:
-            batch = self._open[location_enrichment] = Batch(location_enrichment, self.clock())
+            batch = self._open[key] = self._open_batch(key)
         batch.items.append(item)
         if len(batch.items) >= self.batch_size:
-            del self._open[location_enrichment]
+            del self._open[key]
             return batch
         return None
+
+    def _open_batch(self, key: BatchKey | bool) -> Batch:
+        destination, location_enrichment = key if type(key) is tuple else (DEFAULT_DESTINATION, bool(key))
+        batch = Batch(location_enrichment, self.clock(), destination=destination)
+        batch.key = key
+        return batch
 
     def due(self) -> list[Batch]:
         """Partial batches whose linger has passed."""
@@ -69,7 +92,7 @@ class Batcher:
         cutoff = self.clock() - self.linger_s
         ready = [b for b in self._open.values() if b.opened <= cutoff]
         for batch in ready:
-            del self._open[batch.location_enrichment]
+            del self._open[batch.key]
         return ready
 
     def flush(self) -> list[Batch]:

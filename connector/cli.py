@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from . import __version__, logs
+from .config.model import DEFAULT_DESTINATION, DestinationSettings
 from .errors import ConfigError, ConnectorError, InvalidMessage
 from .startup import Startup, load_config
 
@@ -365,9 +366,22 @@ def summary(startup: Startup) -> str:
     )
     lines.append(
         f"userflux: {uf.base_url}, batches of up to {uf.batch_size}, linger {uf.linger_ms} ms, "
-        f"{uf.max_in_flight} in flight, timeout {uf.request_timeout_s:g}s, retries "
+        f"{uf.max_in_flight} in flight{' per destination' if uf.destinations else ''}, "
+        f"timeout {uf.request_timeout_s:g}s, retries "
         + (f"up to {uf.retry.max_attempts} attempts" if uf.retry.max_attempts else "forever")
     )
+    for destination in uf.all_destinations:
+        used = [str(m.index) for m in startup.mappings if m.destination == destination.name]
+        if (
+            not uf.destinations
+            and destination.max_events_per_second is None
+            and not destination.max_requests_per_second
+        ):
+            break  # one destination, no cap: the line above says it all
+        lines.append(
+            f"destination {destination.name}: {destination.base_url}, {_caps(destination)}, "
+            + (f"mappings {', '.join(used)}" if used else "no mapping uses it")
+        )
     if settings.dead_letter is not None and settings.on_invalid == "dead_letter":
         lines.append(f"invalid messages: dead-lettered to {settings.dead_letter.topic}")
     else:
@@ -394,12 +408,23 @@ def summary(startup: Startup) -> str:
         if mapping.key_format != "string":
             extra += f", {mapping.key_format} keys"
         extra += f", locationEnrichment={'true' if mapping.location_enrichment else 'false'}"
+        if mapping.destination != DEFAULT_DESTINATION:
+            extra += f", to destination {mapping.destination}"
         if mapping.where is not None:
             extra += f", only where {mapping.where.describe()}"
         lines.append(f"  [{mapping.index}] {what}{extra}")
         for field, text in mapping.builder.summary():
             lines.append(f"      {field:<12} {text}")
     return "\n".join(lines)
+
+
+def _caps(destination: DestinationSettings) -> str:
+    caps = []
+    if destination.max_events_per_second is not None:
+        caps.append(f"at most {destination.max_events_per_second:g} events/s")
+    if destination.max_requests_per_second is not None:
+        caps.append(f"at most {destination.max_requests_per_second:g} requests/s")
+    return " and ".join(caps) or "no rate cap"
 
 
 # -- map ------------------------------------------------------------------------------------
@@ -481,6 +506,8 @@ def _map(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO |
                 assert used.where is not None  # only a filter skips
                 result["skipped"] = used.where.skip_reason(mapper.decode(message.value()), message)
             else:
+                if used.destination != DEFAULT_DESTINATION:
+                    result["destination"] = used.destination
                 result.update(locationEnrichment=used.location_enrichment, event=event)
         stdout.write(logs.redact(json.dumps(result, ensure_ascii=False)) + "\n")
     stdout.flush()

@@ -2,7 +2,8 @@
 
 Names follow Prometheus conventions: ``userflux_connector_`` prefix, ``_total`` for
 counters, base units (seconds). Labels are bounded (topic, partition, status code, stage,
-reason class) and never carry secrets or message contents. docs/operations.md, "Metrics",
+reason class, destination: one of the configured names) and never carry secrets or
+message contents. docs/operations.md, "Metrics",
 documents each one; the dashboard and the alert rules use only these names.
 """
 
@@ -21,7 +22,11 @@ PREFIX = "userflux_connector"
 # -- throughput ---------------------------------------------------------------------------
 
 messages_consumed = Counter(f"{PREFIX}_messages_consumed", "Kafka messages read, by topic.", ["topic"])
-events_delivered = Counter(f"{PREFIX}_events_delivered", "Events UserFlux accepted (answered 2xx).", ["topic"])
+events_delivered = Counter(
+    f"{PREFIX}_events_delivered",
+    "Events UserFlux accepted (answered 2xx), by topic and destination.",
+    ["topic", "destination"],
+)
 messages_filtered = Counter(
     f"{PREFIX}_messages_filtered", "Messages a mapping's where: filter left out (committed, not sent).", ["topic"]
 )
@@ -63,21 +68,39 @@ decode_failures = Counter(
 
 requests = Counter(
     f"{PREFIX}_requests",
-    "Requests to UserFlux by outcome (delivered, retry, rejected, auth, fatal) and status code "
-    "(or timeout/connection).",
-    ["outcome", "code"],
+    "Requests to UserFlux by outcome (delivered, retry, rejected, auth, fatal), status code "
+    "(or timeout/connection) and destination.",
+    ["outcome", "code", "destination"],
 )
 retries = Counter(
-    f"{PREFIX}_retries", "Requests retried, by reason (the status code, timeout or connection).", ["reason"]
+    f"{PREFIX}_retries",
+    "Requests retried, by reason (the status code, timeout or connection) and destination.",
+    ["reason", "destination"],
 )
 retry_wait = Counter(
     f"{PREFIX}_retry_wait_seconds",
-    "Seconds senders waited before retrying, by cause (backoff, retry_after).",
-    ["cause"],
+    "Seconds senders waited before retrying, by cause (backoff, retry_after) and destination.",
+    ["cause", "destination"],
+)
+rate_cap_wait = Counter(
+    f"{PREFIX}_rate_cap_wait_seconds",
+    "Seconds senders waited for the destination's send-rate cap (max_events_per_second, max_requests_per_second).",
+    ["destination"],
+)
+rate_cap_events = Gauge(
+    f"{PREFIX}_rate_cap_events_per_second",
+    "The destination's max_events_per_second (no series: no cap).",
+    ["destination"],
+)
+rate_cap_requests = Gauge(
+    f"{PREFIX}_rate_cap_requests_per_second",
+    "The destination's max_requests_per_second (no series: no cap).",
+    ["destination"],
 )
 request_duration = Histogram(
     f"{PREFIX}_request_duration_seconds",
-    "Time for one request to UserFlux, answer or error.",
+    "Time for one request to UserFlux, answer or error, by destination.",
+    ["destination"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 batch_events = Histogram(f"{PREFIX}_batch_events", "Events per batch sent.", buckets=(1, 5, 10, 20, 30, 40, 50))

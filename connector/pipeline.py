@@ -36,6 +36,7 @@ from . import metrics
 from .backpressure import Backpressure
 from .batcher import Batch, Batcher, Item
 from .checkpoint import Checkpoint
+from .config.model import DEFAULT_DESTINATION
 from .dead_letter import DeadLetterQueue
 from .errors import AuthError, DeliveryConfigError, FatalError, InvalidMessage, RegistryRefused, RegistryUnavailable
 from .formats import Decoders
@@ -47,12 +48,11 @@ from .mapping.mapper import MessageMapper
 from .offsets import OffsetTracker, PartitionOffsets
 from .registry_wait import RegistryWait
 from .replay import Replay
-from .sink.client import UserFluxClient, make_route
+from .sink.destination import Destination, open_destinations, thread_name
 from .sink.direct import DirectSender
 from .sink.dryrun import PrintingSender
-from .sink.pool import Sender, SenderPool
-from .sink.retry import RetryPolicy
-from .sink.sender import BatchResult, BatchSender
+from .sink.pool import Sender, SenderPool, SenderPools
+from .sink.sender import BatchResult
 from .source import KafkaSource
 from .startup import Startup
 from .threads import daemon_thread
@@ -103,22 +103,23 @@ class Pipeline:
             stall_timeout_s=pipe.stall_timeout_s,
             clock=clock,
         )
-        self.client: UserFluxClient | None = None
-        if sender is None:
-            if dry_run:
-                sender = PrintingSender(self.out)
-            else:
-                self.client = UserFluxClient(make_route(uf.base_url, uf.api_key, uf.request_timeout_s, uf.tls))
-                policy = RetryPolicy(
-                    uf.retry.initial_backoff_ms / 1000, uf.retry.max_backoff_ms / 1000, uf.retry.max_attempts
-                )
-                sender = BatchSender(self.client, policy, self.stop_sending, health=self.status)
-        self.pool = SenderPool(sender, 1 if dry_run else uf.max_in_flight, self.completions)
+        # One destination per UserFlux project (sink/destination.py): its client, its gate
+        # and its sender threads, none of them shared with another destination.
+        self.destinations: dict[str, Destination] = {}
+        names = [d.name for d in uf.all_destinations]
+        if sender is None and not dry_run:
+            self.destinations = open_destinations(uf, self.stop_sending, self.completions, health=self.status)
+            pools = {name: destination.pool for name, destination in self.destinations.items()}
+        else:
+            sender = sender or PrintingSender(self.out)
+            workers = 1 if dry_run else uf.max_in_flight
+            pools = {name: SenderPool(sender, workers, self.completions, thread_name(name)) for name in names}
+        self.pool = SenderPools(pools)
         # The first request of each batch goes out from this thread (sink/direct.py); the
-        # pool's threads take the rest: retries, splits, and everything through a proxy.
+        # pools' threads take the rest: retries, splits, and everything through a proxy.
         self.direct: DirectSender | None = None
-        if self.client is not None and self.client.proxy is None and isinstance(sender, BatchSender):
-            self.direct = DirectSender(self.client.route, sender.gate, self.pool, self.completions, uf.max_in_flight)
+        if any(destination.direct for destination in self.destinations.values()):
+            self.direct = DirectSender(self.destinations.values(), self.completions, uf.max_in_flight)
 
         kafka = dict(settings.kafka)
         if replay is not None:
@@ -186,13 +187,14 @@ class Pipeline:
         topics = self.topics
         uf = self.settings.userflux
         log.info(
-            "consumer group %r reading %s%s; %s in batches of up to %d, %d in flight",
+            "consumer group %r reading %s%s; %s in batches of up to %d, %d in flight%s",
             self.source_group,
             ", ".join(topics),
             f" up to its end offsets at the start ({self.replay.plan.to_read} dead letters)" if self.replay else "",
-            "printing (dry run, nothing committed)" if self.dry_run else f"delivering to {uf.base_url}",
+            "printing (dry run, nothing committed)" if self.dry_run else f"delivering to {self._where()}",
             uf.batch_size,
             uf.max_in_flight,
+            " per destination" if len(uf.all_destinations) > 1 else "",
         )
         self._check_dead_letter_topic()
         self.source.subscribe(topics)
@@ -207,6 +209,13 @@ class Pipeline:
             log.exception("internal error in the pipeline loop")
             self._fail(FatalError(f"internal error: {exc!r}"))
         return self._shutdown()
+
+    def _where(self) -> str:
+        """The destinations, in words: ``https://...`` alone, or ``web (https://...), mobile (...)``."""
+        found = self.settings.userflux.all_destinations
+        if len(found) == 1 and found[0].name == DEFAULT_DESTINATION:
+            return found[0].base_url
+        return ", ".join(f"{d.name} ({d.base_url})" for d in found)
 
     @property
     def source_group(self) -> str:
@@ -310,7 +319,7 @@ class Pipeline:
                 metrics.messages_filtered.labels(key[0]).inc()
                 offsets.done(offset)
                 continue
-            full = add(Item(event, message, offsets, offset), mapping.location_enrichment)
+            full = add(Item(event, message, offsets, offset), mapping.batch_key)
             if full is not None:
                 send(full)
 
@@ -333,7 +342,7 @@ class Pipeline:
             metrics.messages_filtered.labels(offsets.topic).inc()
             offsets.done(offset)
             return
-        full = self.batcher.add(Item(event, message, offsets, offset), mapping.location_enrichment)
+        full = self.batcher.add(Item(event, message, offsets, offset), mapping.batch_key)
         if full is not None:
             self._send(full)
 
@@ -384,8 +393,9 @@ class Pipeline:
                 topic = item.offsets.topic
                 topics[topic] = topics.get(topic, 0) + 1
             metrics.observe_many(metrics.end_to_end_latency, latencies)
+            destination = result.batch.destination
             for topic, n in topics.items():
-                metrics.events_delivered.labels(topic).inc(n)
+                metrics.events_delivered.labels(topic, destination).inc(n)
             metrics.last_delivery.set(result.delivered_at)
             self.status.progress()
             if self.replay is not None:
@@ -570,8 +580,8 @@ class Pipeline:
         if self.replay is not None:
             self.replay.close()
         self.pool.close(timeout_s=1.0)
-        if self.client is not None:
-            self.client.close()
+        for destination in self.destinations.values():
+            destination.client.close()
         if self.dead_letters is not None:
             self.dead_letters.flush(DEAD_LETTER_FLUSH_S)
         code = self.fatal.exit_code if self.fatal else 0

@@ -8,13 +8,14 @@ never looks at YAML again.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping as EnvMapping
 from dataclasses import dataclass
 from typing import Any
 
 from .config import load
-from .config.model import REGISTRY_FORMATS, Settings, TlsSettings
+from .config.model import DEFAULT_DESTINATION, REGISTRY_FORMATS, Settings, TlsSettings, UserFluxSettings
 from .formats.registry import make_client
 from .mapping.event import Mapping, compile_mapping
 from .sink.tls import TlsFileError, ssl_context
@@ -38,11 +39,16 @@ def parse_config(text: str, source: str = "<config>", env: EnvMapping[str, str] 
     settings = load.build(tree, source, problems)
     if settings is not None:
         _check_tls_files(settings.userflux.tls, problems)
+        for destination in settings.userflux.destinations:
+            if destination.tls is not settings.userflux.tls:  # its own, not the top-level one
+                _check_tls_files(destination.tls, problems, destination.key("tls"))
     default_location_enrichment = settings.userflux.location_enrichment if settings is not None else False
     formats = (settings.value_format, settings.key_format) if settings is not None else ("json", "string")
-    mappings = _compile_mappings(load.mapping_specs(tree), default_location_enrichment, formats, problems)
+    specs = load.mapping_specs(tree)
+    mappings = _compile_mappings(specs, default_location_enrichment, formats, problems)
     if settings is not None:
         _check_registry(settings, mappings, problems)
+        _check_destinations(specs, settings.userflux, problems)
     if settings is not None and settings.dead_letter is not None:
         topic = settings.dead_letter.topic
         for mapping in mappings:
@@ -93,10 +99,39 @@ def _check_registry(settings: Settings, mappings: list[Mapping], problems: Probl
         problems.add("schema_registry.client", str(exc))
 
 
-def _check_tls_files(tls: TlsSettings, problems: Problems) -> None:
+def _check_destinations(specs: list[Any], userflux: UserFluxSettings, problems: Problems) -> None:
+    """Each mapping's ``destination`` is one that is declared (checked on the mappings as
+    written, so a typo is reported with the mapping's other problems), and a mapping
+    without one has the top-level key to use."""
+    declared = [d.name for d in userflux.destinations]
+    known = ", ".join(declared) or "none"
+    for index, spec in enumerate(specs):
+        if not isinstance(spec, dict):
+            continue
+        name = spec.get("destination", DEFAULT_DESTINATION)
+        if not isinstance(name, str):
+            continue  # compile_mapping reports it
+        where = f"mappings[{index}].destination"
+        if name == DEFAULT_DESTINATION:
+            if userflux.default_destination is None:
+                problems.add(
+                    f"mappings[{index}]",
+                    f"names no destination, and userflux.api_key is not set: set it, or give the mapping "
+                    f"a destination (declared under userflux.destinations: {known})",
+                )
+        elif name not in declared:
+            close = difflib.get_close_matches(name, declared, n=1)
+            problems.add(
+                where,
+                f"no destination {name!r} under userflux.destinations"
+                + (f" (did you mean {close[0]!r}?)" if close else f" (declared: {known})"),
+            )
+
+
+def _check_tls_files(tls: TlsSettings, problems: Problems, where: str = "userflux.tls") -> None:
     """Read the files now: a mistake stops the start, not the first request."""
     if tls.ca_file or tls.client_cert_file:
         try:
             ssl_context(tls)
         except TlsFileError as exc:
-            problems.add(f"userflux.tls.{exc.key}", str(exc))
+            problems.add(f"{where}.{exc.key}", str(exc))

@@ -20,16 +20,18 @@ from urllib.parse import urlsplit
 import yaml
 
 from ..errors import ConfigError
-from ..validation import Problems, Section, describe, join
+from ..validation import REQUIRED, Problems, Section, describe, join
 from .envexpand import expand
 from .model import (
     DEFAULT_BASE_URL,
+    DEFAULT_DESTINATION,
     DEFAULT_KEY_FORMAT,
     DEFAULT_VALUE_FORMAT,
     KEY_FORMATS,
     ON_INVALID,
     VALUE_FORMATS,
     DeadLetterSettings,
+    DestinationSettings,
     LimitsSettings,
     MetricsSettings,
     PipelineSettings,
@@ -114,6 +116,9 @@ def _secret_values(tree: Any) -> list[str]:
     userflux = tree.get("userflux")
     if isinstance(userflux, dict):
         found.append(userflux.get("api_key"))
+        destinations = userflux.get("destinations")
+        if isinstance(destinations, dict):
+            found += [d.get("api_key") for d in destinations.values() if isinstance(d, dict)]
     dead_letter = tree.get("dead_letter")
     producer = dead_letter.get("producer") if isinstance(dead_letter, dict) else None
     registry = tree.get("schema_registry")
@@ -192,7 +197,7 @@ def build(tree: Any, source: str, problems: Problems) -> Settings | None:
     top.finish()
     if problems or userflux is None:
         return None
-    secrets = [userflux.api_key.reveal()]
+    secrets = [d.api_key.reveal() for d in userflux.all_destinations]
     for props in (kafka, dead_letter.producer if dead_letter else {}):
         secrets += [v for k, v in props.items() if is_secret_property(k) and v]
     if registry is not None:
@@ -291,31 +296,11 @@ def _userflux(section: Section, problems: Problems) -> UserFluxSettings | None:
     d = _defaults(UserFluxSettings)
     base_url = section.get_str("base_url", d["base_url"])
     allow_insecure_http = section.get_bool("allow_insecure_http", d["allow_insecure_http"])
-    if base_url is not None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            problems.add(
-                "userflux.base_url",
-                f"expected an http(s) URL like {DEFAULT_BASE_URL}, found {_without_credentials(base_url)!r}",
-            )
-        elif parts.query or parts.fragment:
-            problems.add(
-                "userflux.base_url",
-                "expected a URL without query or fragment; the connector adds the path and locationEnrichment",
-            )
-        elif parts.username is not None or parts.password is not None:
-            problems.add(
-                "userflux.base_url", "expected a URL without user:password@; the write key is userflux.api_key"
-            )
-        elif parts.scheme == "http" and not is_loopback(parts.hostname) and allow_insecure_http is False:
-            problems.add(
-                "userflux.base_url",
-                f"plain http to {parts.hostname} would send the write key and the events "
-                "unencrypted; use https, or set userflux.allow_insecure_http: true",
-            )
-    api_key = section.get_str("api_key", secret=True)
-    if api_key is not None and any(ch.isspace() for ch in api_key.strip()):
-        problems.add("userflux.api_key", "contains white space; expected the write key alone (without 'Bearer ')")
+    _check_base_url(base_url, "userflux.base_url", allow_insecure_http, problems)
+    # With destinations declared, every mapping may name one: the top-level key is then
+    # optional (startup.py checks that no mapping needs it).
+    declared = section.has("destinations") and isinstance(section.data["destinations"], dict)
+    api_key = _api_key(section, "userflux.api_key", problems, required=not declared)
     retry_section, r = section.section("retry"), _defaults(RetrySettings)
     retry = RetrySettings(
         initial_backoff_ms=retry_section.get_int("initial_backoff_ms", r["initial_backoff_ms"], lo=1, hi=3_600_000),
@@ -329,9 +314,12 @@ def _userflux(section: Section, problems: Problems) -> UserFluxSettings | None:
             f"initial_backoff_ms ({retry.initial_backoff_ms}) is above max_backoff_ms ({retry.max_backoff_ms})",
         )
     tls = _tls(section.section("tls"), problems)
+    base_url = (base_url or "").rstrip("/")
+    caps = _rate_caps(section)
+    destinations = _destinations(section.section("destinations"), api_key, base_url, tls, allow_insecure_http, problems)
     settings = UserFluxSettings(
-        base_url=(base_url or "").rstrip("/"),
-        api_key=Secret((api_key or "").strip()),
+        base_url=base_url,
+        api_key=Secret(api_key or ""),
         location_enrichment=section.get_bool("location_enrichment", d["location_enrichment"]),
         batch_size=section.get_int("batch_size", d["batch_size"], lo=1, hi=50),
         linger_ms=section.get_int("linger_ms", d["linger_ms"], lo=0, hi=600_000),
@@ -340,9 +328,110 @@ def _userflux(section: Section, problems: Problems) -> UserFluxSettings | None:
         retry=retry,
         tls=tls,
         allow_insecure_http=bool(allow_insecure_http),
+        max_events_per_second=caps[0],
+        max_requests_per_second=caps[1],
+        destinations=destinations,
     )
     section.finish()
     return settings
+
+
+# A destination's name becomes a metric label and, under Kubernetes, part of an
+# environment variable's name (USERFLUX_API_KEY_<NAME>): kept to what both take as it is.
+DESTINATION_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+# A cap of one event a minute is already odd; below, it is surely a unit mistake.
+MIN_RATE, MAX_RATE = 0.01, 1_000_000
+
+
+def _rate_caps(section: Section) -> tuple[float | None, float | None]:
+    """``max_events_per_second`` and ``max_requests_per_second``: None when not set."""
+    return (
+        section.get_float("max_events_per_second", None, lo=MIN_RATE, hi=MAX_RATE),
+        section.get_float("max_requests_per_second", None, lo=MIN_RATE, hi=MAX_RATE),
+    )
+
+
+def _destinations(
+    section: Section,
+    default_key: str | None,
+    base_url: str,
+    tls: TlsSettings,
+    allow_insecure_http: bool | None,
+    problems: Problems,
+) -> tuple[DestinationSettings, ...]:
+    """``userflux.destinations``: name -> its own key, and optionally its own base_url,
+    tls and rate caps. What is about the server (base_url, tls) defaults to the top-level
+    setting; what is about the project (the key, the caps) is the destination's own."""
+    if not section.ok:
+        return ()
+    found = []
+    for name, raw in section.data.items():
+        where = join(section.path, name)
+        section.known.append(name)
+        if not isinstance(name, str) or not DESTINATION_NAME.fullmatch(name):
+            problems.add(
+                where,
+                "a destination's name is lowercase letters, digits and '_', starting with a letter, "
+                f"at most 32 characters; found {describe(name)}",
+            )
+            continue
+        if name == DEFAULT_DESTINATION:
+            problems.add(
+                where,
+                f"{DEFAULT_DESTINATION!r} is the top-level userflux.api_key's destination; "
+                "choose another name (a mapping may say destination: default)",
+            )
+            continue
+        entry = Section(raw, where, problems)
+        if not entry.ok:
+            continue
+        own_url = entry.get_str("base_url", None)
+        _check_base_url(own_url, join(where, "base_url"), allow_insecure_http, problems)
+        key = _api_key(entry, join(where, "api_key"), problems, required=True)
+        tls_section = entry.section("tls")  # when given, it replaces the top-level tls as a whole
+        own_tls = _tls(tls_section, problems, where) if entry.has("tls") else tls
+        caps = _rate_caps(entry)
+        entry.finish()
+        found.append(
+            DestinationSettings(
+                name=name,
+                api_key=Secret(key or ""),
+                base_url=own_url.rstrip("/") if own_url else base_url,
+                tls=own_tls,
+                max_events_per_second=caps[0],
+                max_requests_per_second=caps[1],
+            )
+        )
+    return tuple(found)
+
+
+def _api_key(section: Section, where: str, problems: Problems, required: bool) -> str | None:
+    api_key = section.get_str("api_key", REQUIRED if required else None, secret=True)
+    if api_key is not None and any(ch.isspace() for ch in api_key.strip()):
+        problems.add(where, "contains white space; expected the write key alone (without 'Bearer ')")
+    return api_key.strip() if api_key is not None else None
+
+
+def _check_base_url(base_url: str | None, where: str, allow_insecure_http: bool | None, problems: Problems) -> None:
+    if base_url is None:
+        return
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.add(
+            where, f"expected an http(s) URL like {DEFAULT_BASE_URL}, found {_without_credentials(base_url)!r}"
+        )
+    elif parts.query or parts.fragment:
+        problems.add(
+            where, "expected a URL without query or fragment; the connector adds the path and locationEnrichment"
+        )
+    elif parts.username is not None or parts.password is not None:
+        problems.add(where, "expected a URL without user:password@; the write key is the api_key setting")
+    elif parts.scheme == "http" and not is_loopback(parts.hostname) and allow_insecure_http is False:
+        problems.add(
+            where,
+            f"plain http to {parts.hostname} would send the write key and the events "
+            "unencrypted; use https, or set userflux.allow_insecure_http: true",
+        )
 
 
 def _tls(section: Section, problems: Problems, where: str = "userflux") -> TlsSettings:

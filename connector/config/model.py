@@ -14,6 +14,8 @@ VALUE_FORMATS = ("json", *REGISTRY_FORMATS)
 KEY_FORMATS = ("string", "json", *REGISTRY_FORMATS)
 DEFAULT_VALUE_FORMAT = "json"
 DEFAULT_KEY_FORMAT = "string"
+# The destination of the top-level userflux.api_key: what a mapping without one uses.
+DEFAULT_DESTINATION = "default"
 
 
 class Secret:
@@ -54,8 +56,30 @@ class TlsSettings:
 
 
 @dataclass(frozen=True)
-class UserFluxSettings:
+class DestinationSettings:
+    """One UserFlux project events are delivered to (``userflux.destinations``, or the
+    top-level key's): its write key, where its API is, and how fast it may be sent to."""
+
+    name: str
     api_key: Secret
+    base_url: str = DEFAULT_BASE_URL
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    max_events_per_second: float | None = None  # None: no cap
+    max_requests_per_second: float | None = None
+
+    def key(self, setting: str) -> str:
+        """Where one of this destination's settings is written, for errors: ``userflux.api_key``
+        or ``userflux.destinations.<name>.api_key``."""
+        return destination_key(self.name, setting)
+
+
+def destination_key(name: str, setting: str) -> str:
+    return f"userflux.{setting}" if name == DEFAULT_DESTINATION else f"userflux.destinations.{name}.{setting}"
+
+
+@dataclass(frozen=True)
+class UserFluxSettings:
+    api_key: Secret  # empty when every mapping names a declared destination
     base_url: str = DEFAULT_BASE_URL
     location_enrichment: bool = False
     batch_size: int = 50
@@ -65,6 +89,29 @@ class UserFluxSettings:
     retry: RetrySettings = field(default_factory=RetrySettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
     allow_insecure_http: bool = False  # plain http to a host other than this machine
+    max_events_per_second: float | None = None  # the top-level key's destination; None: no cap
+    max_requests_per_second: float | None = None
+    destinations: tuple[DestinationSettings, ...] = ()  # declared under userflux.destinations
+
+    @property
+    def default_destination(self) -> DestinationSettings | None:
+        """The top-level key's destination; None when there is no top-level key."""
+        if not self.api_key.reveal():
+            return None
+        return DestinationSettings(
+            DEFAULT_DESTINATION,
+            self.api_key,
+            self.base_url,
+            self.tls,
+            self.max_events_per_second,
+            self.max_requests_per_second,
+        )
+
+    @property
+    def all_destinations(self) -> tuple[DestinationSettings, ...]:
+        """Every destination: the top-level key's (if any), then the declared ones."""
+        default = self.default_destination
+        return ((default,) if default is not None else ()) + self.destinations
 
 
 @dataclass(frozen=True)

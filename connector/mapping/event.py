@@ -13,7 +13,7 @@ import re
 import time
 from typing import Any
 
-from ..config.model import DEFAULT_KEY_FORMAT, DEFAULT_VALUE_FORMAT, KEY_FORMATS, VALUE_FORMATS
+from ..config.model import DEFAULT_DESTINATION, DEFAULT_KEY_FORMAT, DEFAULT_VALUE_FORMAT, KEY_FORMATS, VALUE_FORMATS
 from ..errors import InvalidMessage
 from ..validation import Problems, Section, describe, join, short_repr
 from .fields import Extractor, blank_id, blank_value, compile_field
@@ -36,6 +36,7 @@ class Mapping:
         spec: dict,
         value_format: str = DEFAULT_VALUE_FORMAT,
         key_format: str = DEFAULT_KEY_FORMAT,
+        destination: str = DEFAULT_DESTINATION,
     ):
         self.index = index
         self.value_format = value_format  # config.model.VALUE_FORMATS: how mapper.py decodes the value
@@ -46,6 +47,10 @@ class Mapping:
         self.where = where
         self.builder = builder
         self.spec = spec  # the raw YAML, for `check` summaries
+        self.destination = destination  # the UserFlux project its events go to (startup.py checks the name)
+        # What the batcher keys this mapping's events by: a batch never mixes destinations or
+        # locationEnrichment values. Built once here, so the per-message path only reads it.
+        self.batch_key = (destination, location_enrichment)
 
     @property
     def label(self) -> str:
@@ -369,12 +374,15 @@ def compile_mapping(
     location_enrichment = section.get_bool("location_enrichment", default_location_enrichment)
     value_format = section.get_choice("value_format", VALUE_FORMATS, default=default_value_format)
     key_format = section.get_choice("key_format", KEY_FORMATS, default=default_key_format)
+    destination = section.get_str("destination", DEFAULT_DESTINATION)
     condition = _compile_where(section.raw("where", None), join(where, "where"), problems)
     builder = _compile_event(section.section("event", required=True), problems)
     section.finish()
     if len(problems.lines) != before or builder is None:
         return None
-    return Mapping(index, topics, pattern, location_enrichment, condition, builder, raw, value_format, key_format)
+    return Mapping(
+        index, topics, pattern, location_enrichment, condition, builder, raw, value_format, key_format, destination
+    )
 
 
 def _compile_where(raw: Any, where: str, problems: Problems) -> Filter | None:

@@ -24,6 +24,13 @@ splitting, giving up, exactly as for a request it sent itself. While the gate ho
 no connection can be opened, batches go straight to the pool, which waits at the gate.
 The pool's busy threads count against ``max_in_flight`` too.
 
+Each destination (destination.py) has a lane of its own: its idle connections, its
+batches waiting for one, its gate, its pool, and its ``max_in_flight`` (its open requests
+and its pool's busy threads count against it). A batch takes its destination's lane, so a
+destination whose gate holds (a ``Retry-After``, the shared backoff, its rate cap) or
+whose address cannot be reached sends its batches to its own senders and holds back no
+other. A destination behind a proxy sends every batch through its senders.
+
 The connection rules are connection.py's: an idle connection is checked for unread bytes
 before each reuse, a request is bounded by ``request_timeout_s`` in all, and a server that
 answers before it has read the whole request (then closes) is heard: the socket is read
@@ -39,14 +46,13 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import metrics
 from ..batcher import Batch
 from ..threads import daemon_thread
 from . import outcome
-from .client import Route
 from .connection import Connection
 from .errors import ReadError, ReadTimeout, TransportError, WriteError, WriteTimeout
 from .http11 import AnswerReader, Response
@@ -62,10 +68,29 @@ _RECV = 65_536
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
-class _Request:
-    __slots__ = ("batch", "ticket", "unsent", "reader", "write_error", "started", "deadline")
+class _Lane:
+    """One destination's share of the direct path."""
 
-    def __init__(self, batch: Batch, ticket: Ticket, data: bytes, started: float, deadline: float):
+    __slots__ = ("name", "route", "gate", "pool", "direct", "idle", "waiting", "open", "dialing", "redial_at")
+
+    def __init__(self, destination: Any):
+        self.name: str = destination.name
+        self.route = destination.route
+        self.gate: Gate = destination.gate
+        self.pool = destination.pool  # SenderPool: submit(batch, tried), busy
+        self.direct: bool = destination.direct  # False behind a proxy: every batch goes to the pool
+        self.idle: list[Connection] = []
+        self.waiting: deque[Batch] = deque()
+        self.open = 0  # requests open on a connection
+        self.dialing = 0  # connections being opened
+        self.redial_at = 0.0  # after a connection could not be opened: the pool's, until then
+
+
+class _Request:
+    __slots__ = ("lane", "batch", "ticket", "unsent", "reader", "write_error", "started", "deadline")
+
+    def __init__(self, lane: _Lane, batch: Batch, ticket: Ticket, data: bytes, started: float, deadline: float):
+        self.lane = lane
         self.batch = batch
         self.ticket = ticket
         self.unsent = memoryview(data)
@@ -78,33 +103,34 @@ class _Request:
 class DirectSender:
     def __init__(
         self,
-        route: Route,
-        gate: Gate,
-        pool: Any,
+        destinations: Iterable[Any],
         completions: queue.Queue[BatchResult],
         slots: int,
         encode: Callable[[list[dict]], bytes] = encode_batch,
     ):
-        self.route = route
-        self.gate = gate
-        self.pool = pool  # SenderPool: submit(batch, tried), busy
+        """``destinations``: destination.py's (name, route, gate, pool, direct), one lane each;
+        ``slots``: each destination's max_in_flight."""
+        self._lanes = {destination.name: _Lane(destination) for destination in destinations}
+        self._lane_list = list(self._lanes.values())
         self.completions = completions
         self.slots = slots
         self.encode = encode
-        self._idle: list[Connection] = []
         self._busy: dict[socket.socket, tuple[Connection, _Request]] = {}
-        self._waiting: deque[Batch] = deque()
         self._dialing = 0
-        self._dialed: queue.SimpleQueue[Connection | BaseException] = queue.SimpleQueue()
-        self._dial_work: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self._dialed: queue.SimpleQueue[tuple[_Lane, Connection | BaseException]] = queue.SimpleQueue()
+        self._dial_work: queue.SimpleQueue[_Lane | None] = queue.SimpleQueue()
         self._dialer: Any = None
-        self._redial_at = 0.0
         self._closed = False
 
     @property
     def active(self) -> bool:
         """Whether ``pump`` has work: requests open, batches waiting, connections opening."""
-        return bool(self._busy or self._waiting or self._dialing)
+        if self._busy or self._dialing:
+            return True
+        for lane in self._lane_list:
+            if lane.waiting:
+                return True
+        return False
 
     @property
     def open(self) -> int:
@@ -114,22 +140,23 @@ class DirectSender:
     # -- in ----------------------------------------------------------------------------------
 
     def submit(self, batch: Batch) -> None:
-        self._waiting.append(batch)
-        if not self._idle and self._busy:
+        lane = self._lanes[batch.destination]
+        lane.waiting.append(batch)
+        if not lane.idle and lane.open:
             self.pump(0.0)  # answers that came in free their connections
-        self._start()
+        self._start(lane)
 
-    def _start(self) -> None:
-        waiting, idle = self._waiting, self._idle
+    def _start(self, lane: _Lane) -> None:
+        waiting, idle = lane.waiting, lane.idle
         while waiting:
-            if self._closed or time.monotonic() < self._redial_at:
-                self._to_pool()
+            if self._closed or not lane.direct or time.monotonic() < lane.redial_at:
+                self._to_pool(lane)
                 return
-            room = self.slots - len(self._busy) - self.pool.busy
+            room = self.slots - lane.open - lane.pool.busy
             if room <= 0:
                 return  # a request finishing makes room
             if not idle:
-                self._dial(min(room, len(waiting)) - self._dialing)
+                self._dial(lane, min(room, len(waiting)) - lane.dialing)
                 return
             connection = idle.pop()
             if not connection.usable():  # the reuse check: expired, closed, or bytes nobody asked for
@@ -140,74 +167,79 @@ class DirectSender:
                 idle.append(connection)
                 self.completions.put(BatchResult(batch, abandoned=list(batch.items)))
                 continue
-            ticket = self.gate.try_pass()
-            if ticket is None:  # the gate holds: the pool's senders wait at it
+            ticket = lane.gate.try_pass(len(batch.items))
+            if ticket is None:  # the gate holds, or the rate cap says wait: the pool's senders wait at it
                 idle.append(connection)
                 waiting.appendleft(batch)
-                self._to_pool()
+                self._to_pool(lane)
                 return
-            self._begin(connection, batch, ticket)
+            self._begin(lane, connection, batch, ticket)
 
-    def _to_pool(self) -> None:
-        while self._waiting:
-            self.pool.submit(self._waiting.popleft())
+    def _to_pool(self, lane: _Lane) -> None:
+        while lane.waiting:
+            lane.pool.submit(lane.waiting.popleft())
 
-    def _begin(self, connection: Connection, batch: Batch, ticket: Ticket) -> None:
+    def _begin(self, lane: _Lane, connection: Connection, batch: Batch, ticket: Ticket) -> None:
         try:
             body = self.encode([item.event for item in batch.items])
         except (ValueError, TypeError, RecursionError):
-            self.gate.cancel(ticket)
-            self._idle.append(connection)
-            self.pool.submit(batch)  # sender.py finds the event JSON cannot carry
+            lane.gate.cancel(ticket)
+            lane.idle.append(connection)
+            lane.pool.submit(batch)  # sender.py finds the event JSON cannot carry
             return
-        data = self.route.request(body, batch.location_enrichment)
+        route = lane.route
+        data = route.request(body, batch.location_enrichment)
         metrics.batch_events.observe(len(batch.items))
         started = time.monotonic()
-        request = _Request(batch, ticket, data, started, started + self.route.timeout_s)
+        request = _Request(lane, batch, ticket, data, started, started + route.timeout_s)
         connection.reusable = False  # until its answer says otherwise
+        lane.open += 1
         self._busy[connection.sock] = (connection, request)
         self._write(connection, request)
 
     # -- connections -------------------------------------------------------------------------
 
-    def _dial(self, count: int) -> None:
+    def _dial(self, lane: _Lane, count: int) -> None:
         if self._dialer is None:
             self._dialer = daemon_thread(self._dial_loop, "dialer")
             self._dialer.start()
         for _ in range(max(0, count)):
             self._dialing += 1
-            self._dial_work.put(True)
+            lane.dialing += 1
+            self._dial_work.put(lane)
 
     def _dial_loop(self) -> None:
-        route = self.route
-        while self._dial_work.get():
+        while (lane := self._dial_work.get()) is not None:
+            route = lane.route
             try:
                 connection = Connection.open(route.origin, route.ssl_context, route.timeout_s)
                 connection.sock.setblocking(False)
-                self._dialed.put(connection)
+                self._dialed.put((lane, connection))
             except BaseException as exc:  # told to the pipeline's thread, which decides
-                self._dialed.put(exc)
+                self._dialed.put((lane, exc))
 
     def _collect_dialed(self) -> None:
         while self._dialing:
             try:
-                dialed = self._dialed.get_nowait()
+                lane, dialed = self._dialed.get_nowait()
             except queue.Empty:
                 return
             self._dialing -= 1
+            lane.dialing -= 1
             if isinstance(dialed, Connection):
                 if self._closed:
                     dialed.close()
                 else:
-                    self._idle.append(dialed)
+                    lane.idle.append(dialed)
             else:
                 # The pool's senders connect, retry and back off on their own; these
                 # batches go to them until a connection can be opened again.
                 log.debug(
-                    "could not open a connection to UserFlux (%s); sending from the sender threads",
+                    "could not open a connection to UserFlux (destination %s: %s); sending from the sender threads",
+                    lane.name,
                     type(dialed).__name__,
                 )
-                self._redial_at = time.monotonic() + REDIAL_AFTER_S
+                lane.redial_at = time.monotonic() + REDIAL_AFTER_S
 
     # -- progress ----------------------------------------------------------------------------
 
@@ -239,8 +271,9 @@ class DirectSender:
                 now = time.monotonic()
                 for connection, request in [entry for entry in busy.values() if entry[1].deadline <= now]:
                     self._expire(connection, request)
-        if self._waiting:
-            self._start()
+        for lane in self._lane_list:
+            if lane.waiting:
+                self._start(lane)
 
     def _write(self, connection: Connection, request: _Request) -> None:
         try:
@@ -281,7 +314,8 @@ class DirectSender:
 
     def _expire(self, connection: Connection, request: _Request) -> None:
         """``request_timeout_s`` is up: the answer as far as it came, if its head did."""
-        why = f"no complete answer within {self.route.timeout_s:g} s"
+        timeout_s = request.lane.route.timeout_s
+        why = f"no complete answer within {timeout_s:g} s"
         answer = request.reader.cut_short(why)
         if answer is not None:
             self._end(connection, request, answer)
@@ -289,7 +323,7 @@ class DirectSender:
             self._end(
                 connection,
                 request,
-                error=WriteTimeout(f"sending the request took longer than {self.route.timeout_s:g} s"),
+                error=WriteTimeout(f"sending the request took longer than {timeout_s:g} s"),
             )
         else:
             self._end(connection, request, error=ReadTimeout(why))
@@ -303,6 +337,8 @@ class DirectSender:
     ) -> None:
         """The request is over: with an answer, or with ``error``."""
         del self._busy[connection.sock]
+        lane = request.lane
+        lane.open -= 1
         if answer is not None and request.unsent and 200 <= answer.status < 300:
             # Answered 2xx before it had the whole request: UserFlux cannot have stored it.
             error, answer = (
@@ -316,21 +352,21 @@ class DirectSender:
             error = request.write_error  # nothing was heard after the write failed: that is what happened
         if answer is not None and answer.reusable and not request.unsent:
             connection.used(answer)
-            self._idle.append(connection)
+            lane.idle.append(connection)
         else:
             connection.close()
         duration = time.monotonic() - request.started
         if answer is not None:
-            result = outcome.of_response(answer, duration, self.route.key)
+            result = outcome.of_response(answer, duration, lane.route.key)
         else:
             assert error is not None
             result = outcome.of_error(error, duration)
-        held = outcome.record(self.gate, request.ticket, result)
+        held = outcome.record(lane.gate, request.ticket, result)
         batch = request.batch
         if result.kind == DELIVERED:
             self.completions.put(BatchResult(batch, delivered=list(batch.items), delivered_at=time.time()))
         else:
-            self.pool.submit(batch, (result, held))
+            lane.pool.submit(batch, (result, held))
 
     # -- out ---------------------------------------------------------------------------------
 
@@ -338,11 +374,13 @@ class DirectSender:
         """Stop: open requests are abandoned (their batches stay uncommitted)."""
         self._closed = True
         for connection, request in self._busy.values():
-            self.gate.cancel(request.ticket)
+            request.lane.gate.cancel(request.ticket, sent=True)
+            request.lane.open -= 1
             connection.close()
         self._busy.clear()
-        for connection in self._idle:
-            connection.close()
-        self._idle.clear()
+        for lane in self._lane_list:
+            for connection in lane.idle:
+                connection.close()
+            lane.idle.clear()
         if self._dialer is not None:
-            self._dial_work.put(False)
+            self._dial_work.put(None)

@@ -21,6 +21,7 @@ class PrintingSender:
         line = json.dumps(
             {
                 "batch": batch.id,
+                "destination": batch.destination,
                 "locationEnrichment": batch.location_enrichment,
                 "events": [item.event for item in batch.items],
             },

@@ -93,18 +93,24 @@ def of_error(error: TransportError, duration_s: float) -> Outcome:
 
 
 def record(gate: Gate, ticket: Ticket, outcome: Outcome) -> float:
-    """Count a request's outcome: the gate (Retry-After, UserFlux failing) and the metrics.
-    Returns how long the gate now holds every sender (0: open)."""
+    """Count a request's outcome: the gate (Retry-After, UserFlux failing) and the metrics,
+    under the gate's destination. Returns how long the gate now holds every sender of that
+    destination (0: open)."""
     held = gate.report(ticket, outcome.kind == RETRY, outcome.retry_after_s)
-    counter = _requests.get((outcome.kind, outcome.code))
-    if counter is None:
-        counter = _requests[(outcome.kind, outcome.code)] = metrics.requests.labels(outcome.kind, outcome.code)
-    counter.inc()
-    metrics.request_duration.observe(outcome.duration_s)
+    key = (outcome.kind, outcome.code, gate.destination)
+    counters = _requests.get(key)
+    if counters is None:
+        counters = _requests[key] = (
+            metrics.requests.labels(*key),
+            metrics.request_duration.labels(gate.destination),
+        )
+    counters[0].inc()
+    counters[1].observe(outcome.duration_s)
     return held
 
 
-_requests: dict[tuple[str, str], Any] = {}  # the label lookup, once per kind of outcome
+# The label lookups, once per kind of outcome and destination.
+_requests: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
 
 def _text(response: Response) -> str:

@@ -1,4 +1,6 @@
-"""Run up to ``max_in_flight`` batch senders at once, on threads.
+"""Run up to ``max_in_flight`` batch senders at once, on threads: a pool per destination,
+so that batches waiting out one project's Retry-After or rate cap never take the threads
+another project's batches need (``SenderPools`` hands each batch to its destination's).
 
 They take the batches whose first request (direct.py) did not end in a 2xx, with its
 answer, and every batch when requests cannot go out from the pipeline's thread (a
@@ -16,6 +18,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ..batcher import Batch
@@ -31,7 +34,7 @@ class Sender(Protocol):
 
 
 class SenderPool:
-    def __init__(self, sender: Sender, workers: int, completions: queue.Queue[BatchResult]):
+    def __init__(self, sender: Sender, workers: int, completions: queue.Queue[BatchResult], name: str = "sender"):
         self.sender = sender
         self.completions = completions
         self._work: queue.SimpleQueue[tuple[Batch, Any] | None] = queue.SimpleQueue()
@@ -40,7 +43,7 @@ class SenderPool:
         self._count_lock = threading.Lock()
         # Daemon threads: a request stuck past the shutdown grace must not keep the
         # process alive; its batch is simply not committed.
-        self._threads = [daemon_thread(self._run, f"sender-{i}") for i in range(workers)]
+        self._threads = [daemon_thread(self._run, f"{name}-{i}") for i in range(workers)]
         for thread in self._threads:
             thread.start()
 
@@ -74,8 +77,36 @@ class SenderPool:
             self.completions.put(result)
 
     def close(self, timeout_s: float = 0.0) -> None:
+        self.stop()
+        self.join(time.monotonic() + timeout_s)
+
+    def stop(self) -> None:
+        """Each thread ends once it is done with what it is sending."""
         for _ in self._threads:
             self._work.put(None)
-        deadline = time.monotonic() + timeout_s
+
+    def join(self, deadline: float) -> None:
+        """Wait for the threads, until ``deadline`` (monotonic) at most."""
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+
+class SenderPools:
+    """The pools of every destination, as one: a batch goes to its destination's pool."""
+
+    def __init__(self, pools: Mapping[str, SenderPool]):
+        self.pools = dict(pools)
+
+    def submit(self, batch: Batch, tried: Any = None) -> None:
+        self.pools[batch.destination].submit(batch, tried)
+
+    @property
+    def busy(self) -> int:
+        return sum(pool.busy for pool in self.pools.values())
+
+    def close(self, timeout_s: float = 0.0) -> None:
+        for pool in self.pools.values():
+            pool.stop()
+        deadline = time.monotonic() + timeout_s
+        for pool in self.pools.values():
+            pool.join(deadline)

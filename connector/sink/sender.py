@@ -21,6 +21,7 @@ from typing import Protocol
 
 from .. import metrics
 from ..batcher import Batch, Item
+from ..config.model import DEFAULT_DESTINATION, destination_key
 from ..errors import AuthError, DeliveryConfigError, FatalError
 from . import outcome
 from .client import UserFluxClient
@@ -120,12 +121,11 @@ class BatchSender:
     def _attempt(self, batch: Batch, items: list[Item], body: bytes, result: BatchResult) -> Tried | None:
         """One request: its outcome, counted; None when it is not ours to send any more."""
         while True:
-            # 1. Wait at the gate: another sender's Retry-After, or UserFlux failing, holds all.
+            # 1. Wait at the gate: another sender's Retry-After, or UserFlux failing, holds all;
+            #    the rate cap spaces the requests.
             if result.failure is not None or not any(i.offsets.owned for i in items):
                 return None
-            ticket, waited, cause = self.gate.wait(self.stop)
-            if waited > 0:
-                metrics.retry_wait.labels(cause).inc(waited)
+            ticket, _, _ = self.gate.wait(self.stop, len(items))  # counts the time waited, by cause
             # 2. Still ours to send? (stopped, failed, or revoked while waiting)
             if ticket is None:
                 return None
@@ -161,13 +161,13 @@ class BatchSender:
             delay,
             " (Retry-After)" if answer.retry_after_s is not None else "",
         )
-        metrics.retries.labels(answer.code).inc()
+        metrics.retries.labels(answer.code, self.gate.destination).inc()
         if self.health is not None and answer.code.isdigit():  # an answer, not a timeout
             self.health.error_answered(delay)
         if own > 0:
             started = time.monotonic()
             stopped = self.stop.wait(own)
-            metrics.retry_wait.labels("backoff").inc(time.monotonic() - started)
+            metrics.retry_wait.labels("backoff", self.gate.destination).inc(time.monotonic() - started)
             if stopped:
                 return False
         return True
@@ -184,18 +184,23 @@ class BatchSender:
     def _fatal(self, answer: Outcome, items: list[Item]) -> FatalError:
         names = sorted({str(item.event.get("name")) for item in items})
         shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        destination = self.gate.destination
+        # Which project, in words, and the settings to look at.
+        whose = "" if destination == DEFAULT_DESTINATION else f" of destination {destination!r}"
+        key, base_url = destination_key(destination, "api_key"), destination_key(destination, "base_url")
         if answer.kind == AUTH:
             return AuthError(
-                f"UserFlux refused the write key: {answer.detail}. The key in userflux.api_key is wrong, "
+                f"UserFlux refused the write key{whose}: {answer.detail}. The key in {key} is wrong, "
                 f"revoked, not allowed from this IP, or not allowed to send these events ({shown}). "
                 "Nothing was dropped or dead-lettered; offsets stay at the last delivered message."
             )
         if answer.code == "tls":
             return DeliveryConfigError(
-                f"{answer.detail} (POST {self.client.url}): set userflux.tls.ca_file to the CA that signed it, "
-                "or check userflux.base_url. Nothing was dropped; offsets stay at the last delivered message."
+                f"{answer.detail} (POST {self.client.url}{whose}): set {destination_key(destination, 'tls.ca_file')} "
+                f"to the CA that signed it, or check {base_url}. Nothing was dropped; offsets stay at the last "
+                "delivered message."
             )
         return DeliveryConfigError(
-            f"UserFlux answered {answer.detail} to POST {self.client.url}: no retry can fix this; "
-            "check userflux.base_url. Nothing was dropped; offsets stay at the last delivered message."
+            f"UserFlux answered {answer.detail} to POST {self.client.url}{whose}: no retry can fix this; "
+            f"check {base_url}. Nothing was dropped; offsets stay at the last delivered message."
         )

@@ -1,4 +1,6 @@
-"""One gate in front of every sender: UserFlux throttles the key, not one request.
+"""One gate in front of every sender of a destination: UserFlux throttles the key, not one
+request, and each destination (each key) has a gate of its own, so one project being
+throttled never holds back another.
 
 * A ``Retry-After`` on any answer holds every sender until that time, including batches
   that were not refused themselves: no request goes out before the server asked.
@@ -7,9 +9,14 @@
   together, on one exponential schedule (retry.py's), and only one request at a time
   probes whether it is back; the first success opens the gate for all.
 * An isolated failure does not close the gate: only its own batch waits (sender.py).
+* A send-rate cap (``max_events_per_second``, ``max_requests_per_second``; ratecap.py)
+  spaces the requests: a sender waits its turn here, and the pipeline's thread, which
+  never waits, hands the batch to the sender threads instead (direct.py).
 
 Every sender calls ``wait`` (or, on the pipeline's thread, ``try_pass``) before each
-request, ``admits`` once its connection is open, and ``report`` with the answer.
+request, ``admits`` once its connection is open, and ``report`` with the answer; a
+ticket that was not used goes back with ``cancel``. The time waited here is counted by
+cause: ``retry_wait_seconds_total`` (backoff, retry_after) and ``rate_cap_wait_seconds_total``.
 """
 
 from __future__ import annotations
@@ -18,25 +25,43 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from .. import metrics
+from ..config.model import DEFAULT_DESTINATION
+from .ratecap import RateCap
 from .retry import RetryPolicy
 
+RATE_CAP = "rate_cap"  # the cause of a wait for the rate cap
 FAILING_AFTER = 3  # failures in a row that mean UserFlux is failing, not flaking
 _SLICE_S = 0.1  # waits are sliced so a stop is noticed promptly
 
 
 @dataclass(frozen=True)
 class Ticket:
-    """Leave to send one request: when, and whether it is the probe."""
+    """Leave to send one request: when, whether it is the probe, and its events (what it
+    took of the rate cap)."""
 
     sent_at: float
     probe: bool
+    events: int = 0
 
 
 class Gate:
-    def __init__(self, policy: RetryPolicy, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        clock: Callable[[], float] = time.monotonic,
+        cap: RateCap | None = None,
+        destination: str = DEFAULT_DESTINATION,
+    ):
         self.policy = policy
         self.clock = clock
+        self.cap = cap
+        self.destination = destination  # the metrics' label
+        self._waited: dict[str, Any] = {}  # the counters of the time waited, by cause
+        if cap is not None:  # from 0, so that the first wait shows in increase()
+            self._counter(RATE_CAP)
         self._cond = threading.Condition()
         self.until = 0.0  # nobody sends before this
         self.cause = "backoff"  # why the gate is held: backoff or retry_after
@@ -49,32 +74,59 @@ class Gate:
     def failing(self) -> bool:
         return self.streak >= FAILING_AFTER
 
-    def wait(self, stop: threading.Event) -> tuple[Ticket | None, float, str]:
-        """Block until this sender may send. Returns (ticket, seconds waited, why); the
-        ticket is None when ``stop`` was set meanwhile."""
+    def wait(self, stop: threading.Event, events: int = 0) -> tuple[Ticket | None, float, str]:
+        """Block until this sender may send a request of ``events`` events. Returns
+        (ticket, seconds waited, why: the cause of the last wait); the ticket is None when
+        ``stop`` was set meanwhile. The time waited is counted, by cause."""
         started = self.clock()
         cause = self.cause
-        with self._cond:
-            while not stop.is_set():
-                now = self.clock()
-                if now < self.until:
-                    cause = self.cause
-                    self._cond.wait(min(_SLICE_S, self.until - now))
-                elif self.failing and self._probing:
-                    self._cond.wait(_SLICE_S)  # one probe at a time while UserFlux fails
-                else:
-                    self._probing = self._probing or self.failing
-                    return Ticket(now, self.failing), now - started, cause
-        return None, self.clock() - started, cause
+        waits: dict[str, float] = {}
+        try:
+            with self._cond:
+                while not stop.is_set():
+                    now = self.clock()
+                    if now < self.until:
+                        cause = self.cause
+                        pause = min(_SLICE_S, self.until - now)
+                    elif self.failing and self._probing:
+                        pause = _SLICE_S  # one probe at a time while UserFlux fails
+                    elif self.cap is not None and (due := self.cap.wait_s(now)) > 0:
+                        cause, pause = RATE_CAP, min(_SLICE_S, due)
+                    else:
+                        return self._ticket(now, events), now - started, cause
+                    self._cond.wait(pause)
+                    waits[cause] = waits.get(cause, 0.0) + self.clock() - now
+            return None, self.clock() - started, cause
+        finally:
+            for why, seconds in waits.items():
+                self._counter(why).inc(seconds)
 
-    def try_pass(self) -> Ticket | None:
+    def _counter(self, cause: str) -> Any:
+        counter = self._waited.get(cause)
+        if counter is None:
+            counter = self._waited[cause] = (
+                metrics.rate_cap_wait.labels(self.destination)
+                if cause == RATE_CAP
+                else metrics.retry_wait.labels(cause, self.destination)
+            )
+        return counter
+
+    def try_pass(self, events: int = 0) -> Ticket | None:
         """A ticket if ``wait`` would give one now, else None (without waiting)."""
         with self._cond:
             now = self.clock()
             if now < self.until or (self.failing and self._probing):
                 return None
-            self._probing = self._probing or self.failing
-            return Ticket(now, self.failing)
+            if self.cap is not None and self.cap.wait_s(now) > 0:
+                return None
+            return self._ticket(now, events)
+
+    def _ticket(self, now: float, events: int) -> Ticket:
+        """Leave to send, now (under the lock)."""
+        self._probing = self._probing or self.failing
+        if self.cap is not None:
+            self.cap.take(now, events)
+        return Ticket(now, self.failing, events)
 
     def admits(self, ticket: Ticket) -> bool:
         """Whether a ticket's request may still go out: no hold is on. Asked once its
@@ -103,11 +155,18 @@ class Gate:
             self._cond.notify_all()
             return max(0.0, self.until - now)
 
-    def cancel(self, ticket: Ticket) -> None:
-        """The ticket was not used (the sender stopped): free the probe."""
-        if ticket.probe:
+    def cancel(self, ticket: Ticket, sent: bool = False) -> None:
+        """The ticket's request will have no answer: free the probe. Unless it was ``sent``
+        (abandoned at a stop), nothing went out (the sender stopped, or a hold began while it
+        connected), so what it took of the rate cap is given back."""
+        refund = self.cap is not None and not sent
+        if ticket.probe or refund:
             with self._cond:
-                self._probing = False
+                if ticket.probe:
+                    self._probing = False
+                if refund:
+                    assert self.cap is not None
+                    self.cap.refund(ticket.events)
                 self._cond.notify_all()
 
     def _hold(self, until: float, cause: str) -> None:

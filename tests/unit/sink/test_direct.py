@@ -12,7 +12,8 @@ from connector.batcher import Batch
 from connector.config.model import Secret, TlsSettings
 from connector.sink import connection as connection_module
 from connector.sink import direct as direct_module
-from connector.sink.client import make_route
+from connector.sink.client import UserFluxClient, make_route
+from connector.sink.destination import Destination
 from connector.sink.direct import DirectSender
 from connector.sink.outcome import REJECT, RETRY
 from connector.sink.retry import RetryPolicy
@@ -50,8 +51,8 @@ def make_direct(pool):
     def make(
         base_url: str, slots: int = 4, timeout_s: float = 2.0, gate: Gate | None = None, tls: TlsSettings | None = None
     ) -> DirectSender:
-        route = make_route(base_url, Secret(API_KEY), timeout_s, tls)
-        direct = DirectSender(route, gate or Gate(FAST), pool, queue.SimpleQueue(), slots)
+        client = UserFluxClient(make_route(base_url, Secret(API_KEY), timeout_s, tls))
+        direct = DirectSender([Destination("default", client, gate or Gate(FAST), pool)], queue.SimpleQueue(), slots)
         made.append(direct)
         return direct
 

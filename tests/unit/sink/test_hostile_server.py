@@ -24,6 +24,7 @@ from connector.batcher import Batch
 from connector.config.model import Secret, TlsSettings
 from connector.sink import http11
 from connector.sink.client import UserFluxClient, make_route
+from connector.sink.destination import Destination
 from connector.sink.direct import DirectSender
 from connector.sink.outcome import DELIVERED, REJECT, RETRY
 from connector.sink.request import encode_batch
@@ -75,9 +76,8 @@ class DirectPath:
         self.pool = FakePool()
         self.completions: queue.Queue = queue.Queue()
         self.gate = Gate(FAST)
-        self.direct = DirectSender(
-            make_route(base_url, Secret(API_KEY), timeout_s, tls), self.gate, self.pool, self.completions, slots=1
-        )
+        client = UserFluxClient(make_route(base_url, Secret(API_KEY), timeout_s, tls))
+        self.direct = DirectSender([Destination("default", client, self.gate, self.pool)], self.completions, slots=1)
         self.longest_pump = 0.0
 
     def post(self, batch: Batch) -> tuple[str, str]:
