@@ -9,14 +9,18 @@ outage: every owned partition is then paused in Kafka too, which drops librdkafk
 prefetched messages and lets the loop serve rebalances again while nothing is read
 (a partition assigned meanwhile is paused at once). During an outage the connector holds
 at most that many messages, and Kafka keeps the rest.
+
+With mappings to several destinations, ``DestinationBackpressure`` bounds each
+destination's pending messages on its own instead, pausing only the partitions of the
+destination that cannot keep up.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 from . import metrics
 from .kafka import Key
@@ -101,3 +105,102 @@ class Backpressure:
         if self.paused is not None:
             self.paused -= set(keys)
             metrics.paused_partitions.set(len(self.paused))
+
+
+class DestinationBackpressure:
+    """Backpressure with several destinations: each destination's pending messages are
+    bounded on their own, so one that cannot send (a long ``Retry-After``, an outage of its
+    project, a rate cap below what its topics bring) holds back no other.
+
+    When a destination's messages read and not yet committable reach ``limit``, the
+    partitions its mappings read are paused in Kafka at once, while the others go on
+    being read; they are resumed when half are done. The whole process so holds at most
+    ``limit`` messages per destination (plus one ``consume()`` call's worth).
+    """
+
+    def __init__(
+        self,
+        source: Pausable,
+        limit: int,
+        partitions: Mapping[Key, Any],
+        destination_of: Callable[[Key], str],
+    ):
+        self.source = source
+        self.limit = limit
+        self.partitions = partitions  # Key -> PartitionOffsets (its ``pending``): the tracker's
+        self.destination_of = destination_of
+        self.held: dict[str, set[Key]] = {}  # the destinations held, and their partitions paused
+        self._room = limit
+
+    @property
+    def consuming(self) -> bool:
+        return True  # the partitions of a destination that holds are paused in Kafka
+
+    @property
+    def paused(self) -> set[Key]:
+        """Every partition paused here (as Backpressure.paused, for the registry wait)."""
+        return set().union(*self.held.values())
+
+    def room(self, pending: int) -> int:
+        """How many more messages may be read now: what the fullest destination still
+        reading has room for (as of the last ``apply``)."""
+        return self._room
+
+    def apply(self, pending: int) -> None:
+        counts: dict[str, int] = {}
+        for key, offsets in self.partitions.items():
+            destination = self.destination_of(key)
+            counts[destination] = counts.get(destination, 0) + offsets.pending
+        for destination, count in counts.items():
+            if destination not in self.held:
+                if count >= self.limit:
+                    self._hold(destination, count)
+            elif count <= self.limit // 2:
+                self._release(destination, count)
+        for destination in [d for d in self.held if d not in counts]:  # none of its partitions left
+            self._release(destination, 0)
+        reading = [self.limit - count for destination, count in counts.items() if destination not in self.held]
+        self._room = min(reading) if reading else 0
+
+    def _hold(self, destination: str, count: int) -> None:
+        keys = {key for key in self.source.assignment() if self.destination_of(key) == destination}
+        self.source.pause(keys)
+        self.held[destination] = keys
+        self._count()
+        log.info(
+            "%d messages of destination %s pending (limit %d): pausing its %d partitions until half are done",
+            count,
+            destination,
+            self.limit,
+            len(keys),
+        )
+
+    def _release(self, destination: str, count: int) -> None:
+        keys = self.held.pop(destination)
+        self.source.resume(keys & self.source.assignment())
+        self._count()
+        log.info("%d messages of destination %s pending: resuming its partitions", count, destination)
+
+    def _count(self) -> None:
+        metrics.paused.set(1 if self.held else 0)
+        metrics.paused_partitions.set(sum(len(keys) for keys in self.held.values()))
+
+    def assigned(self, keys: list[Key]) -> None:
+        """Partitions just assigned: paused if their destination holds, else resumed (a
+        partition lost while paused would otherwise come back paused for good)."""
+        held = [key for key in keys if self.destination_of(key) in self.held]
+        free = [key for key in keys if self.destination_of(key) not in self.held]
+        if held:
+            self.source.pause(held)
+            for key in held:
+                self.held[self.destination_of(key)].add(key)
+            self._count()
+        if free:
+            self.source.resume(free)
+
+    def release(self, keys: Iterable[Key]) -> None:
+        """Partitions revoked or lost: no longer ours to resume."""
+        gone = set(keys)
+        for keys in self.held.values():
+            keys -= gone
+        self._count()

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any, TextIO, cast
 
 from . import metrics
-from .backpressure import Backpressure
+from .backpressure import Backpressure, DestinationBackpressure
 from .batcher import Batch, Batcher, Item
 from .checkpoint import Checkpoint
 from .config.model import DEFAULT_DESTINATION
@@ -141,7 +141,14 @@ class Pipeline:
         if replay is not None:
             self.source = replay.bound(self.source)
         self.checkpoint.source = self.source
-        self.backpressure = Backpressure(self.source, pipe.max_pending_messages, clock=clock)
+        self.backpressure: Backpressure | DestinationBackpressure
+        if len({mapping.destination for mapping in startup.mappings}) > 1:
+            # Each destination's pending messages are bounded on its own (backpressure.py).
+            self.backpressure = DestinationBackpressure(
+                self.source, pipe.max_pending_messages, self.tracker.partitions, self._destination_of
+            )
+        else:
+            self.backpressure = Backpressure(self.source, pipe.max_pending_messages, clock=clock)
         registry = settings.schema_registry
         self.registry_wait = RegistryWait(
             self.source,
@@ -216,6 +223,10 @@ class Pipeline:
         if len(found) == 1 and found[0].name == DEFAULT_DESTINATION:
             return found[0].base_url
         return ", ".join(f"{d.name} ({d.base_url})" for d in found)
+
+    def _destination_of(self, key: Key) -> str:
+        mapping = self.mapper.mapping_for(key[0])
+        return mapping.destination if mapping is not None else DEFAULT_DESTINATION
 
     @property
     def source_group(self) -> str:

@@ -431,6 +431,34 @@ def test_fail_for_loses_to_fail_next_and_heal_ends_it(standin, client):
     assert post_batch(client, [ev(0)]).status_code == 204
 
 
+# -- several projects: one stand-in, several keys --------------------------------------
+
+
+def test_added_keys_are_accepted_and_each_request_records_its_key(standin, client):
+    other = "another-project-key"
+    assert post_batch(client, [ev(0)], headers={"Authorization": f"Bearer {other}"}).status_code == 401
+    standin.add_key(other)
+    assert post_batch(client, [ev(1)], headers={"Authorization": f"Bearer {other}"}).status_code == 204
+    assert post_batch(client, [ev(2)]).status_code == 204
+    assert [(r.status, r.key) for r in standin.requests()] == [(401, other), (204, other), (204, KEY)]
+    assert [(b.key, b.events[0]["userId"]) for b in standin.batches()] == [(other, "u1"), (KEY, "u2")]
+    standin.reset()  # forgets the added key
+    assert post_batch(client, [ev(3)], headers={"Authorization": f"Bearer {other}"}).status_code == 401
+
+
+def test_a_keys_own_faults_leave_the_other_keys_alone(standin, client):
+    other = "another-project-key"
+    standin.add_key(other)
+    standin.fail_for(60, status=429, retry_after=3, key=other)
+    standin.fail_next(1, status=500, key=KEY)
+    theirs = post_batch(client, [ev(0)], headers={"Authorization": f"Bearer {other}"})
+    assert theirs.status_code == 429 and theirs.headers["Retry-After"] == "3"
+    assert post_batch(client, [ev(1)]).status_code == 500  # its own fail_next
+    assert post_batch(client, [ev(2)]).status_code == 204  # then nothing: the other key's storm is not its
+    standin.heal()
+    assert post_batch(client, [ev(3)], headers={"Authorization": f"Bearer {other}"}).status_code == 204
+
+
 def test_many_connections_at_once_are_queued_not_dropped(standin):
     # While the accept loop is busy (held here), new connections wait in the listen
     # backlog. Python's default backlog of 5 would drop the rest: their connect is then

@@ -13,10 +13,16 @@ the contract in ``userflux-api.md``:
 * success is ``204 No Content``, and the accepted batch is recorded.
 
 Tests can inspect what was accepted (``events()``, ``batches()``, ``requests()``,
-``wait_for_events()``; every request is logged with when it was received and answered)
-and inject faults (``fail_next``, ``fail_always``, ``fail_for``, ``reject_events``,
-``set_delay``, ``hang``, ``drop_next``, ``reset_next``; ``heal``/``reset`` to clear
-them).
+``wait_for_events()``; every request is logged with when it was received and answered,
+and the bearer key it came with) and inject faults (``fail_next``, ``fail_always``,
+``fail_for``, ``reject_events``, ``set_delay``, ``hang``, ``drop_next``, ``reset_next``;
+``heal``/``reset`` to clear them).
+
+Several UserFlux projects, each with its own write key, are one stand-in accepting
+several keys: ``add_key`` accepts another (until ``reset``), each request and accepted
+batch records the ``key`` it came with, and ``fail_next``, ``fail_always`` and
+``fail_for`` take ``key=`` to fault only the requests of that key (one project
+throttled while the others are not).
 
 When run as its own process (``python -m tests.support.userflux_standin --port 8080
 --api-key KEY``), the same data is available without authentication on
@@ -79,6 +85,7 @@ class AcceptedBatch:
     events: list[dict]
     location_enrichment: bool | None
     path: str
+    key: str | None = field(default=None, compare=False)  # the bearer key it was accepted with
 
 
 @dataclass
@@ -107,6 +114,7 @@ class RequestLog:
     received_at: float = field(default=0.0, compare=False)
     received_wall: float = field(default=0.0, compare=False)
     answered_at: float | None = field(default=None, compare=False)
+    key: str | None = field(default=None, compare=False)  # the bearer key presented, if any
 
 
 @dataclass
@@ -372,7 +380,10 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in pairs:
             query.setdefault(key, value)
         auth_values = self.headers.get_all("Authorization") or []
-        auth_ok = auth_values == [f"Bearer {standin.api_key}"]
+        key = (
+            auth_values[0][len("Bearer ") :] if len(auth_values) == 1 and auth_values[0].startswith("Bearer ") else None
+        )
+        auth_ok = key is not None and standin.accepts(key)
         doc, event_count = _count_events(path, body)
 
         def log(status: int, error: str | None, answered: bool = True) -> RequestLog:
@@ -387,9 +398,10 @@ class _Handler(BaseHTTPRequestHandler):
                 received_at=received_at,
                 received_wall=received_wall,
                 answered_at=time.monotonic() if answered else None,
+                key=key,
             )
 
-        fault, delay_s, gen = standin._take_fault()
+        fault, delay_s, gen = standin._take_fault(key)
         if delay_s > 0:
             standin._stopping.wait(delay_s)
 
@@ -424,7 +436,7 @@ class _Handler(BaseHTTPRequestHandler):
         if answer is None:
             answer = standin._apply_reject_rules(events)
         if answer is None:
-            standin._record(gen, log(204, None), AcceptedBatch(events, location, path))
+            standin._record(gen, log(204, None), AcceptedBatch(events, location, path, key))
             self._send(_Answer(204))
             return
         standin._record(gen, log(answer.status, answer.error))
@@ -560,6 +572,7 @@ class UserFluxStandIn:
         client_ca: str | None = None,
     ) -> None:
         self.api_key = api_key
+        self._more_keys: set[str] = set()  # add_key(): the other projects' keys
         self.host = host
         self.port = port
         self._tls = _server_tls(tls, client_ca) if tls is not None else None
@@ -572,6 +585,7 @@ class UserFluxStandIn:
         self._events: list[dict] = []
         self._requests: list[RequestLog] = []
         self._faults = _Faults()
+        self._key_faults: dict[str, _Faults] = {}  # fail_*(key=): only that key's requests
         self._reject_rules: list[Callable[[dict], bool]] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -688,12 +702,23 @@ class UserFluxStandIn:
                 self._changed.wait(remaining)
             return copy.deepcopy(self._events)
 
+    def add_key(self, key: str) -> None:
+        """Accept ``key`` too (another project's write key), until reset()."""
+        with self._lock:
+            self._more_keys.add(key)
+
+    def accepts(self, key: str) -> bool:
+        with self._lock:
+            return key == self.api_key or key in self._more_keys
+
     def reset(self) -> None:
-        """Forget recorded data, faults and reject rules."""
+        """Forget recorded data, faults, reject rules and the keys add_key() added."""
         with self._lock:
             self._batches.clear()
             self._events.clear()
             self._requests.clear()
+            self._more_keys.clear()
+            self._key_faults.clear()
             self._faults = _Faults()
             self._reject_rules.clear()
             self._generation += 1
@@ -702,36 +727,50 @@ class UserFluxStandIn:
 
     # -- faults -----------------------------------------------------------------------------
 
-    def fail_next(self, count: int, status: int = 500, retry_after: str | None = None) -> None:
-        """Answer the next ``count`` requests with ``status`` before any validation.
+    def fail_next(self, count: int, status: int = 500, retry_after: str | None = None, key: str | None = None) -> None:
+        """Answer the next ``count`` requests (of ``key`` only, if given) with ``status``
+        before any validation.
 
         Replaces any earlier fail_next that has not fired yet. Takes precedence over
-        fail_always; drop_next takes precedence over both.
+        fail_always; drop_next takes precedence over both. A key's own faults come before
+        the ones of every request.
         """
         _check_fault_status(status)
         if count < 0:
             raise ValueError("count must be >= 0")
         with self._lock:
-            self._faults.fail_next = count
-            self._faults.fail_next_status = status
-            self._faults.fail_next_retry_after = None if retry_after is None else str(retry_after)
+            faults = self._faults_of(key)
+            faults.fail_next = count
+            faults.fail_next_status = status
+            faults.fail_next_retry_after = None if retry_after is None else str(retry_after)
 
-    def fail_always(self, status: int = 500, retry_after: str | None = None) -> None:
-        """Answer every request with ``status`` (before any validation) until heal()."""
+    def fail_always(self, status: int = 500, retry_after: str | None = None, key: str | None = None) -> None:
+        """Answer every request (of ``key`` only, if given) with ``status`` (before any
+        validation) until heal()."""
         _check_fault_status(status)
         with self._lock:
-            self._faults.fail_always = (status, None if retry_after is None else str(retry_after))
+            self._faults_of(key).fail_always = (status, None if retry_after is None else str(retry_after))
 
-    def fail_for(self, seconds: float, status: int = 503, retry_after: str | int | None = None) -> None:
-        """Answer every request with ``status`` (and ``Retry-After``, if given) for the
-        next ``seconds``, then heal by itself: a 429/503 storm. Like fail_always, it
-        comes before any validation; fail_next and the drop/reset/hang faults win over it."""
+    def fail_for(
+        self, seconds: float, status: int = 503, retry_after: str | int | None = None, key: str | None = None
+    ) -> None:
+        """Answer every request (of ``key`` only, if given) with ``status`` (and
+        ``Retry-After``, if given) for the next ``seconds``, then heal by itself: a 429/503
+        storm. Like fail_always, it comes before any validation; fail_next and the
+        drop/reset/hang faults win over it."""
         _check_fault_status(status)
         if seconds < 0:
             raise ValueError("seconds must be >= 0")
         with self._lock:
-            self._faults.fail_for = (status, None if retry_after is None else str(retry_after))
-            self._faults.fail_until = time.monotonic() + seconds
+            faults = self._faults_of(key)
+            faults.fail_for = (status, None if retry_after is None else str(retry_after))
+            faults.fail_until = time.monotonic() + seconds
+
+    def _faults_of(self, key: str | None) -> _Faults:
+        """The faults every request meets, or those of ``key``'s requests (under the lock)."""
+        if key is None:
+            return self._faults
+        return self._key_faults.setdefault(key, _Faults())
 
     def hang(self) -> None:
         """Read every request and never answer it, until heal(), reset() or stop(); the
@@ -748,9 +787,10 @@ class UserFluxStandIn:
             self._faults.reset_next = count
 
     def heal(self) -> None:
-        """Clear every fault (fail_*, delay, hang, drop, reset); reject rules stay."""
+        """Clear every fault (fail_*, delay, hang, drop, reset), a key's own too; reject rules stay."""
         with self._lock:
             self._faults = _Faults()
+            self._key_faults.clear()
             self._hang_released.set()
 
     def reject_events(self, predicate: Callable[[dict], bool]) -> None:
@@ -777,28 +817,39 @@ class UserFluxStandIn:
 
     # -- used by the handler -------------------------------------------------------------
 
-    def _take_fault(self) -> tuple[Any, float, int]:
-        """Decide (and consume) the fault for one arriving request.
+    def _take_fault(self, key: str | None = None) -> tuple[Any, float, int]:
+        """Decide (and consume) the fault for one arriving request, presenting ``key``:
+        that key's own faults first, then those of every request.
 
         Returns (fault, delay_s, generation); fault is "hang", "drop", "reset",
         (status, retry_after) or None.
         """
         with self._lock:
-            f, gen = self._faults, self._generation
-            if f.hang:
-                return "hang", 0.0, gen
-            if f.drop_next > 0:
-                f.drop_next -= 1
-                return "drop", f.delay_s, gen
-            if f.reset_next > 0:
-                f.reset_next -= 1
-                return "reset", f.delay_s, gen
-            if f.fail_next > 0:
-                f.fail_next -= 1
-                return (f.fail_next_status, f.fail_next_retry_after), f.delay_s, gen
-            if f.fail_for is not None and time.monotonic() < f.fail_until:
-                return f.fail_for, f.delay_s, gen
-            return f.fail_always, f.delay_s, gen
+            gen = self._generation
+            own = self._key_faults.get(key) if key is not None else None
+            if own is not None:
+                fault = self._consume(own)
+                if fault is not None:
+                    return fault, own.delay_s, gen
+            fault = self._consume(self._faults)
+            return fault, 0.0 if fault == "hang" else self._faults.delay_s, gen
+
+    @staticmethod
+    def _consume(f: _Faults) -> Any:
+        if f.hang:
+            return "hang"
+        if f.drop_next > 0:
+            f.drop_next -= 1
+            return "drop"
+        if f.reset_next > 0:
+            f.reset_next -= 1
+            return "reset"
+        if f.fail_next > 0:
+            f.fail_next -= 1
+            return (f.fail_next_status, f.fail_next_retry_after)
+        if f.fail_for is not None and time.monotonic() < f.fail_until:
+            return f.fail_for
+        return f.fail_always
 
     def _apply_reject_rules(self, events: list[dict]) -> _Answer | None:
         with self._lock:

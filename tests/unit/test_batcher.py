@@ -148,3 +148,32 @@ def test_every_item_lands_in_exactly_one_batch_of_one_flag_and_at_most_size(size
         assert all(item.event["loc"] is batch.location_enrichment for item in batch.items)
         offsets = [item.message.offset() for item in batch.items]
         assert offsets == sorted(offsets)  # arrival order kept within a batch
+
+
+def test_destinations_never_share_a_batch_and_each_batch_names_its_own():
+    clock = Clock()
+    batcher = Batcher(batch_size=2, linger_s=1.0, clock=clock)
+    web, mobile, mobile_enriched = ("default", False), ("mobile", False), ("mobile", True)
+    a, b, c, d = (make_item(i) for i in range(4))
+    assert batcher.add(a, web) is None
+    assert batcher.add(b, mobile) is None
+    assert batcher.add(c, mobile_enriched) is None
+    full = batcher.add(d, mobile)
+    assert full is not None and full.items == [b, d]
+    assert (full.destination, full.location_enrichment) == ("mobile", False)
+    clock.now += 1.0
+    due = sorted(batcher.due(), key=lambda batch: batch.destination)
+    assert [(x.destination, x.location_enrichment, x.items) for x in due] == [
+        ("default", False, [a]),
+        ("mobile", True, [c]),
+    ]
+    assert batcher.buffered == 0
+
+
+def test_a_bare_location_flag_is_the_default_destination_and_batches_with_its_key():
+    batcher = Batcher(batch_size=2, linger_s=10, clock=Clock())
+    assert batcher.add(make_item(0), True) is None
+    full = batcher.add(make_item(1), True)
+    assert full is not None and (full.destination, full.location_enrichment) == ("default", True)
+    assert batcher.add(make_item(2), ("default", True)) is None
+    assert [b.key for b in batcher.flush()] == [("default", True)]

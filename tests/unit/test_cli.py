@@ -133,6 +133,35 @@ def test_check_summary_for_on_invalid_skip(tmp_path, capsys):
     assert "invalid messages: skip" in capsys.readouterr().out.splitlines()
 
 
+def test_check_lists_each_destination_with_its_caps_and_mappings(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("USERFLUX_MOBILE_API_KEY", "mobile-key-0123456789")
+    text = EXAMPLE.replace(
+        "  api_key: ${USERFLUX_API_KEY}\n",
+        "  api_key: ${USERFLUX_API_KEY}\n  max_events_per_second: 200\n"
+        "  destinations:\n    mobile: {api_key: '${USERFLUX_MOBILE_API_KEY}', max_requests_per_second: 5}\n",
+    ).replace('  - pattern: "^app\\\\..+"\n', '  - pattern: "^app\\\\..+"\n    destination: mobile\n')
+    config = write(tmp_path, text)
+    assert main(["check", "--config", config]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "destination default: https://integration-api.userflux.co, at most 200 events/s, mappings 0" in lines
+    assert "destination mobile: https://integration-api.userflux.co, at most 5 requests/s, mappings 1" in lines
+    assert any(
+        line.startswith("  [1] pattern ^app\\..+, locationEnrichment=true, to destination mobile") for line in lines
+    )
+    assert any("8 in flight per destination" in line for line in lines)
+    assert "mobile-key-0123456789" not in "\n".join(lines)
+
+
+def test_map_says_the_destination_of_a_mapping_that_names_one(tmp_path, monkeypatch, capsys):
+    text = EXAMPLE.replace(
+        "  api_key: ${USERFLUX_API_KEY}\n",
+        "  api_key: ${USERFLUX_API_KEY}\n  destinations: {mobile: {api_key: mobile-key-0123456789}}\n",
+    ).replace('  - pattern: "^app\\\\..+"\n', '  - pattern: "^app\\\\..+"\n    destination: mobile\n')
+    line = json.dumps({"type": "track", "action": "tap", "user": {"id": "u"}})
+    code, results, _ = run_map(monkeypatch, capsys, write(tmp_path, text), "app.ios", [line])
+    assert code == 0 and results[0]["destination"] == "mobile"
+
+
 def test_config_option_is_required(capsys):
     with pytest.raises(SystemExit) as info:
         main(["check"])

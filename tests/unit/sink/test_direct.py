@@ -264,3 +264,62 @@ def test_a_refused_certificate_sends_the_batches_to_the_pool_unsent(https, make_
     run_until(direct, lambda: not direct.active)
     assert [tried for _batch, tried in pool.submitted] == [None]  # the pool's request finds it fatal
     assert https.requests() == []
+
+
+# -- several destinations ---------------------------------------------------------------------------
+
+OTHER_KEY = "mobile-write-key-0123456789"
+
+
+@pytest.fixture
+def two_lanes(standin):
+    """A DirectSender for two destinations on the stand-in, each with its key, gate and pool."""
+    standin.add_key(OTHER_KEY)
+    lanes = {}
+    for name, key in (("default", API_KEY), ("mobile", OTHER_KEY)):
+        client = UserFluxClient(make_route(standin.base_url, Secret(key), 2.0))
+        lanes[name] = Destination(name, client, Gate(FAST, destination=name), FakePool())
+    direct = DirectSender(lanes.values(), queue.SimpleQueue(), slots=2)
+    yield direct, lanes
+    direct.close()
+
+
+def batch_for(destination: str, n: int = 3) -> Batch:
+    return Batch(False, time.monotonic(), make_items(n), destination=destination)
+
+
+def test_each_batch_goes_with_its_destinations_key(standin, two_lanes):
+    direct, _lanes = two_lanes
+    web, mobile = batch_for("default"), batch_for("mobile", 2)
+    direct.submit(web)
+    direct.submit(mobile)
+    run_until(direct, lambda: not direct.active)
+    assert sorted(len(r.delivered) for r in results(direct)) == [2, 3]
+    assert sorted((b.key, len(b.events)) for b in standin.batches()) == sorted([(API_KEY, 3), (OTHER_KEY, 2)])
+
+
+def test_a_held_destination_sends_to_its_own_pool_and_the_other_goes_on_directly(standin, two_lanes):
+    direct, lanes = two_lanes
+    lanes["mobile"].gate.until = time.monotonic() + 60  # mobile's Retry-After
+    held, free = batch_for("mobile"), batch_for("default")
+    direct.submit(held)
+    direct.submit(free)
+    run_until(direct, lambda: not direct.active)
+    assert [r.batch for r in results(direct)] == [free]
+    assert [b.key for b in standin.batches()] == [API_KEY]
+    assert lanes["mobile"].pool.submitted == [(held, None)]  # unsent: its senders wait out the hold
+    assert lanes["default"].pool.submitted == []
+
+
+def test_the_slots_are_each_destinations_own(standin, two_lanes):
+    standin.set_delay(0.05)
+    direct, lanes = two_lanes
+    lanes["default"].pool.busy = 2  # every slot of the default destination taken
+    direct.submit(batch_for("default"))
+    direct.submit(batch_for("mobile"))
+    direct.submit(batch_for("mobile"))
+    run_until(direct, lambda: direct.open == 2)  # mobile's two: the default destination waits for room of its own
+    assert {request.batch.destination for _connection, request in direct._busy.values()} == {"mobile"}
+    lanes["default"].pool.busy = 0
+    run_until(direct, lambda: not direct.active)
+    assert len(results(direct)) == 3

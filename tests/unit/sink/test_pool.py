@@ -14,7 +14,7 @@ from connector.batcher import Batch
 from connector.errors import FatalError
 from connector.offsets import PartitionOffsets
 from connector.sink.dryrun import PrintingSender
-from connector.sink.pool import SenderPool
+from connector.sink.pool import SenderPool, SenderPools
 from connector.sink.retry import RetryPolicy
 from connector.sink.sender import BatchResult, BatchSender
 from tests.support.fakes import make_items
@@ -142,3 +142,35 @@ def test_dry_run_sender_in_the_pool_prints_one_line_per_batch(make_pool):
         (batches[1].id, False, 1),
     ]
     assert lines[0]["events"] == [item.event for item in batches[0].items]
+
+
+class Recording:
+    """A sender that answers at once and remembers the thread that sent each batch."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+
+    def send(self, batch: Batch, tried=None) -> BatchResult:
+        self.threads.append(threading.current_thread().name)
+        return BatchResult(batch, delivered=list(batch.items))
+
+
+def test_each_batch_goes_to_its_destinations_pool():
+    completions: queue.SimpleQueue = queue.SimpleQueue()
+    web, mobile = Recording(), Recording()
+    pools = SenderPools(
+        {
+            "default": SenderPool(web, 1, completions),
+            "mobile": SenderPool(mobile, 2, completions, name="sender-mobile"),
+        }
+    )
+    try:
+        batch = make_batch()
+        batch.destination = "mobile"
+        pools.submit(batch)
+        pools.submit(make_batch())
+        drain(completions, 2)
+        assert web.threads == ["sender-0"] and mobile.threads[0].startswith("sender-mobile-")
+        assert pools.busy == 0
+    finally:
+        pools.close(timeout_s=1.0)

@@ -226,6 +226,27 @@ def test_403_is_an_auth_error(standin, client, stop):
     assert "evt_0" in str(result.failure)  # names the events, to diagnose a restricted key
 
 
+def test_a_refused_key_names_its_destination_and_the_key_to_fix(standin, make_client, stop):
+    wrong = make_client(standin.base_url, key="not-the-mobile-key")
+    gate = Gate(FAST, destination="mobile")
+    result = BatchSender(wrong, FAST, stop, gate=gate).send(make_batch(make_items(1)))
+    assert isinstance(result.failure, AuthError)
+    assert str(result.failure).startswith("UserFlux refused the write key of destination 'mobile': HTTP 401")
+    assert "The key in userflux.destinations.mobile.api_key is wrong" in str(result.failure)
+    default = BatchSender(wrong, FAST, stop).send(make_batch(make_items(1))).failure
+    assert str(default).startswith("UserFlux refused the write key: HTTP 401")
+    assert "The key in userflux.api_key is wrong" in str(default)
+
+
+def test_a_wrong_address_names_its_destination(standin, make_client, stop):
+    wrong = make_client(standin.base_url + "/api")
+    result = BatchSender(wrong, FAST, stop, gate=Gate(FAST, destination="mobile")).send(make_batch(make_items(1)))
+    assert isinstance(result.failure, DeliveryConfigError)
+    assert "of destination 'mobile': no retry can fix this; check userflux.destinations.mobile.base_url" in str(
+        result.failure
+    )
+
+
 def test_wrong_base_url_is_a_delivery_config_error(standin, make_client, stop):
     wrong = make_client(standin.base_url + "/api")
     items = make_items(2)
