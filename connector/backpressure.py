@@ -115,7 +115,9 @@ class DestinationBackpressure:
     When a destination's messages read and not yet committable reach ``limit``, the
     partitions its mappings read are paused in Kafka at once, while the others go on
     being read; they are resumed when half are done. The whole process so holds at most
-    ``limit`` messages per destination (plus one ``consume()`` call's worth).
+    ``limit`` messages per destination (plus one ``consume()`` call's worth). As with one
+    destination, a hold is only told at INFO once it has lasted ``PAUSE_AFTER_S``: a
+    destination whose rate cap is below what its topics bring holds every few seconds.
     """
 
     def __init__(
@@ -124,12 +126,16 @@ class DestinationBackpressure:
         limit: int,
         partitions: Mapping[Key, Any],
         destination_of: Callable[[Key], str],
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.source = source
         self.limit = limit
         self.partitions = partitions  # Key -> PartitionOffsets (its ``pending``): the tracker's
         self.destination_of = destination_of
+        self.clock = clock
         self.held: dict[str, set[Key]] = {}  # the destinations held, and their partitions paused
+        self._since: dict[str, float] = {}  # when each hold began
+        self._told: set[str] = set()  # the holds logged at INFO
         self._room = limit
 
     @property
@@ -151,23 +157,36 @@ class DestinationBackpressure:
         for key, offsets in self.partitions.items():
             destination = self.destination_of(key)
             counts[destination] = counts.get(destination, 0) + offsets.pending
+        now = self.clock()
         for destination, count in counts.items():
             if destination not in self.held:
                 if count >= self.limit:
-                    self._hold(destination, count)
+                    self._hold(destination, count, now)
             elif count <= self.limit // 2:
                 self._release(destination, count)
+            elif destination not in self._told and now - self._since[destination] >= PAUSE_AFTER_S:
+                self._told.add(destination)
+                log.info(
+                    "%d messages of destination %s pending (limit %d) for %.0fs: its %d partitions stay paused "
+                    "until half are done",
+                    count,
+                    destination,
+                    self.limit,
+                    PAUSE_AFTER_S,
+                    len(self.held[destination]),
+                )
         for destination in [d for d in self.held if d not in counts]:  # none of its partitions left
             self._release(destination, 0)
         reading = [self.limit - count for destination, count in counts.items() if destination not in self.held]
         self._room = min(reading) if reading else 0
 
-    def _hold(self, destination: str, count: int) -> None:
+    def _hold(self, destination: str, count: int, now: float) -> None:
         keys = {key for key in self.source.assignment() if self.destination_of(key) == destination}
         self.source.pause(keys)
         self.held[destination] = keys
+        self._since[destination] = now
         self._count()
-        log.info(
+        log.debug(
             "%d messages of destination %s pending (limit %d): pausing its %d partitions until half are done",
             count,
             destination,
@@ -179,7 +198,14 @@ class DestinationBackpressure:
         keys = self.held.pop(destination)
         self.source.resume(keys & self.source.assignment())
         self._count()
-        log.info("%d messages of destination %s pending: resuming its partitions", count, destination)
+        told = destination in self._told
+        self._told.discard(destination)
+        log.log(
+            logging.INFO if told else logging.DEBUG,
+            "%d messages of destination %s pending: resuming its partitions",
+            count,
+            destination,
+        )
 
     def _count(self) -> None:
         metrics.paused.set(1 if self.held else 0)

@@ -145,7 +145,7 @@ class Pipeline:
         if len({mapping.destination for mapping in startup.mappings}) > 1:
             # Each destination's pending messages are bounded on its own (backpressure.py).
             self.backpressure = DestinationBackpressure(
-                self.source, pipe.max_pending_messages, self.tracker.partitions, self._destination_of
+                self.source, pipe.max_pending_messages, self.tracker.partitions, self._destination_of, clock=clock
             )
         else:
             self.backpressure = Backpressure(self.source, pipe.max_pending_messages, clock=clock)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +70,7 @@ class Gate:
         self.level = 0  # rounds of shared backoff since the last success
         self._round_at = float("-inf")  # when the current backoff round began
         self._probing = False
+        self._turns: deque[object] = deque()  # the senders waiting for the rate cap, in order
 
     @property
     def failing(self) -> bool:
@@ -81,6 +83,7 @@ class Gate:
         started = self.clock()
         cause = self.cause
         waits: dict[str, float] = {}
+        turn: object | None = None  # our place in the queue for the rate cap, once we wait for it
         try:
             with self._cond:
                 while not stop.is_set():
@@ -90,16 +93,50 @@ class Gate:
                         pause = min(_SLICE_S, self.until - now)
                     elif self.failing and self._probing:
                         pause = _SLICE_S  # one probe at a time while UserFlux fails
-                    elif self.cap is not None and (due := self.cap.wait_s(now)) > 0:
-                        cause, pause = RATE_CAP, min(_SLICE_S, due)
+                    elif self.cap is not None and (
+                        (self._turns and self._turns[0] is not turn) or self.cap.wait_s(now) > 0
+                    ):
+                        # The cap's turns are taken in order: batches are sent in the order
+                        # they came, so offsets complete in order and none waits behind luckier ones.
+                        if turn is None:
+                            turn = object()
+                            self._turns.append(turn)
+                        cause = RATE_CAP
+                        pause = min(_SLICE_S, self.cap.wait_s(now)) if self._turns[0] is turn else _SLICE_S
                     else:
+                        if turn is not None:
+                            self._turns.popleft()  # ours: the next in line may go next
+                            turn = None
+                            self._cond.notify_all()
                         return self._ticket(now, events), now - started, cause
                     self._cond.wait(pause)
                     waits[cause] = waits.get(cause, 0.0) + self.clock() - now
             return None, self.clock() - started, cause
         finally:
+            if turn is not None:  # stopped while in line
+                with self._cond:
+                    self._turns.remove(turn)
+                    self._cond.notify_all()
             for why, seconds in waits.items():
                 self._counter(why).inc(seconds)
+
+    def try_pass(self, events: int = 0) -> Ticket | None:
+        """A ticket if ``wait`` would give one now, else None (without waiting, and without
+        jumping the queue of the senders waiting for the rate cap)."""
+        with self._cond:
+            now = self.clock()
+            if now < self.until or (self.failing and self._probing):
+                return None
+            if self.cap is not None and (self._turns or self.cap.wait_s(now) > 0):
+                return None
+            return self._ticket(now, events)
+
+    def _ticket(self, now: float, events: int) -> Ticket:
+        """Leave to send, now (under the lock)."""
+        self._probing = self._probing or self.failing
+        if self.cap is not None:
+            self.cap.take(now, events)
+        return Ticket(now, self.failing, events)
 
     def _counter(self, cause: str) -> Any:
         counter = self._waited.get(cause)
@@ -110,23 +147,6 @@ class Gate:
                 else metrics.retry_wait.labels(cause, self.destination)
             )
         return counter
-
-    def try_pass(self, events: int = 0) -> Ticket | None:
-        """A ticket if ``wait`` would give one now, else None (without waiting)."""
-        with self._cond:
-            now = self.clock()
-            if now < self.until or (self.failing and self._probing):
-                return None
-            if self.cap is not None and self.cap.wait_s(now) > 0:
-                return None
-            return self._ticket(now, events)
-
-    def _ticket(self, now: float, events: int) -> Ticket:
-        """Leave to send, now (under the lock)."""
-        self._probing = self._probing or self.failing
-        if self.cap is not None:
-            self.cap.take(now, events)
-        return Ticket(now, self.failing, events)
 
     def admits(self, ticket: Ticket) -> bool:
         """Whether a ticket's request may still go out: no hold is on. Asked once its

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -174,3 +175,43 @@ def test_two_gates_do_not_share_a_cap():
     web, mobile = WaitingGate(RateCap(events_per_s=10)), WaitingGate(RateCap(events_per_s=10))
     assert web.try_pass(50) is not None
     assert mobile.try_pass(50) is not None  # its own cap: the other's spending is not its
+
+
+def test_senders_waiting_for_the_cap_take_their_turns_in_the_order_they_came():
+    # Real threads and time: 10-event requests at 100 events/s, one every 0.1 s.
+    gate, stop = Gate(NO_JITTER, cap=RateCap(events_per_s=100), destination="fifo"), threading.Event()
+    assert gate.try_pass(10) is not None  # the cap is now spent for 0.1 s
+    order: list[int] = []
+
+    def sender(i: int) -> None:
+        ticket, _, _ = gate.wait(stop, 10)
+        assert ticket is not None
+        order.append(i)
+
+    threads = []
+    for i in range(4):
+        threads.append(threading.Thread(target=sender, args=(i,)))
+        threads[-1].start()
+        deadline = time.monotonic() + 2
+        while len(gate._turns) < i + 1 and len(order) < i + 1:  # in line before the next one comes
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+    assert gate.try_pass(10) is None  # the pipeline's thread does not jump the line
+    for thread in threads:
+        thread.join(5)
+    assert order == [0, 1, 2, 3] and not gate._turns
+
+
+def test_a_sender_stopped_while_in_line_leaves_it():
+    gate, stop = Gate(NO_JITTER, cap=RateCap(events_per_s=1), destination="left"), threading.Event()
+    assert gate.try_pass(10) is not None  # 10 s of the cap spent
+    found: list = []
+    waiter = threading.Thread(target=lambda: found.append(gate.wait(stop, 10)))
+    waiter.start()
+    deadline = time.monotonic() + 2
+    while not gate._turns:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    stop.set()
+    waiter.join(2)
+    assert found[0][0] is None and not gate._turns
