@@ -167,7 +167,7 @@ $(BASELINE_VENV)/.installed:
 # Validate every example configuration.
 check-config: install
 	@for f in config/*.yaml; do \
-	  USERFLUX_API_KEY=example KAFKA_BOOTSTRAP_SERVERS=localhost:9092 KAFKA_USERNAME=user KAFKA_PASSWORD=example \
+	  USERFLUX_API_KEY=example USERFLUX_MOBILE_API_KEY=example KAFKA_BOOTSTRAP_SERVERS=localhost:9092 KAFKA_USERNAME=user KAFKA_PASSWORD=example \
 	  SCHEMA_REGISTRY_USERNAME=user SCHEMA_REGISTRY_PASSWORD=example \
 	  $(BIN)/userflux-connector check --config $$f >/dev/null && echo "$$f: OK" || exit 1; \
 	done

@@ -4,9 +4,11 @@ The committed JSON is what ships (the Helm chart copies it byte for byte); this 
 where it is written. After changing it run ``make dashboard`` (``python -m
 dashboards.build_dashboard``); a test fails while the JSON differs from what this produces.
 
-Every query filters by the ``$namespace`` and ``$pod`` variables, and by ``$topic`` when
-the metric has a ``topic`` label. Counters are read with ``rate()`` over Grafana's
-``$__rate_interval``; histograms with ``histogram_quantile()`` over ``sum by (le)``.
+Every query filters by the ``$namespace`` and ``$pod`` variables, by ``$topic`` when the
+metric has a ``topic`` label, and by ``$destination`` when it has a ``destination`` label
+(the UserFlux project: ``default``, or a name under ``userflux.destinations``). Counters
+are read with ``rate()`` over Grafana's ``$__rate_interval``; histograms with
+``histogram_quantile()`` over ``sum by (le)``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,22 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 JOB_MATCHER = 'job=~".*userflux-connector.*"'
 PODS = 'namespace=~"$namespace", pod=~"$pod"'
 TOPICS = PODS + ', topic=~"$topic"'
+DESTINATIONS = 'destination=~"$destination"'
+# The metrics with a destination label (docs/operations.md): their queries filter by it.
+BY_DESTINATION = frozenset(
+    {
+        "events_delivered_total",
+        "requests_total",
+        "retries_total",
+        "retry_wait_seconds_total",
+        "rate_cap_wait_seconds_total",
+        "rate_cap_events_per_second",
+        "rate_cap_requests_per_second",
+        "request_duration_seconds_bucket",
+        "request_duration_seconds_sum",
+        "request_duration_seconds_count",
+    }
+)
 RATE_INTERVAL = "[$__rate_interval]"
 NOT_DELIVERED = 'outcome!="delivered"'
 REFUSED = 'outcome=~"rejected|auth|fatal"'
@@ -43,6 +61,8 @@ GRAPH_HEIGHT, GRAPH_WIDTH = 8, 12
 def series(metric: str, topic: bool = False, extra: str = "") -> str:
     """A selector for one of the connector's metrics, filtered by the dashboard's variables."""
     matchers = TOPICS if topic else PODS
+    if metric in BY_DESTINATION:
+        matchers += ", " + DESTINATIONS
     return f"{PREFIX}{metric}{{{matchers}{', ' + extra if extra else ''}}}"
 
 
@@ -204,6 +224,15 @@ THROUGHPUT = [
         "How the work is shared between the replicas.",
         [(rate_by("pod", "events_delivered_total", topic=True), "{{pod}}")],
     ),
+    graph(
+        "Events delivered /s by destination",
+        "Events each UserFlux project accepted, and its rate cap where it has one: "
+        "max_events_per_second of every pod together (each pod caps its own sending).",
+        [
+            (rate_by("destination", "events_delivered_total", topic=True), "{{destination}}"),
+            (f"sum by (destination) ({series('rate_cap_events_per_second')})", "{{destination}} cap"),
+        ],
+    ),
 ]
 
 DELIVERY = [
@@ -239,9 +268,17 @@ DELIVERY = [
     ),
     graph(
         "Senders waiting to retry",
-        "Seconds per second spent waiting before a retry: the average number of "
-        "senders waiting. backoff is the connector's own backoff; retry_after is what UserFlux asked for.",
-        [(rate_by("cause", "retry_wait_seconds_total"), "{{cause}}")],
+        "Seconds per second spent waiting before a retry: the average number of senders "
+        "waiting, by destination. backoff is the connector's own backoff; retry_after is what "
+        "UserFlux asked for (it holds every sender of that destination, and no other).",
+        [(rate_by("destination, cause", "retry_wait_seconds_total"), "{{destination}} {{cause}}")],
+    ),
+    graph(
+        "Senders waiting for the rate cap",
+        "Seconds per second spent waiting for a destination's max_events_per_second or "
+        "max_requests_per_second: the average number of senders waiting. Steadily above 0, the "
+        "cap is what limits the delivery, and backpressure slows the reading to match.",
+        [(rate_by("destination", "rate_cap_wait_seconds_total"), "{{destination}}")],
     ),
     graph(
         "Batches in flight",
@@ -482,6 +519,11 @@ def dashboard() -> dict[str, Any]:
                 variable("namespace", "Namespace", f"label_values({PREFIX}build_info, namespace)"),
                 variable("pod", "Pod", f'label_values({PREFIX}build_info{{namespace=~"$namespace"}}, pod)'),
                 variable("topic", "Topic", f"label_values({series('messages_consumed_total')}, topic)"),
+                variable(
+                    "destination",
+                    "Destination",
+                    f"label_values({PREFIX}requests_total{{{PODS}}}, destination)",
+                ),
             ]
         },
         "panels": layout(ROWS),

@@ -58,11 +58,11 @@ def test_identity_and_a_schema_grafana_10_reads(dashboard):
     assert 36 <= dashboard["schemaVersion"] <= 39
 
 
-def test_the_variables_are_a_prometheus_data_source_then_namespace_pod_and_topic(dashboard):
+def test_the_variables_are_a_prometheus_data_source_then_namespace_pod_topic_and_destination(dashboard):
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert list(variables) == ["datasource", "namespace", "pod", "topic"]
+    assert list(variables) == ["datasource", "namespace", "pod", "topic", "destination"]
     assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
-    for name in ("namespace", "pod", "topic"):
+    for name in ("namespace", "pod", "topic", "destination"):
         variable = variables[name]
         assert variable["type"] == "query" and variable["datasource"] == DATASOURCE
         assert variable["multi"] and variable["includeAll"] and variable["allValue"] == ".*"
@@ -70,6 +70,7 @@ def test_the_variables_are_a_prometheus_data_source_then_namespace_pod_and_topic
     # Each narrows the next: pods of the chosen namespaces, topics of the chosen pods.
     assert 'namespace=~"$namespace"' in variables["pod"]["definition"]
     assert 'pod=~"$pod"' in variables["topic"]["definition"]
+    assert 'pod=~"$pod"' in variables["destination"]["definition"]
 
 
 def test_every_panel_and_query_uses_the_data_source_variable(dashboard):
@@ -136,6 +137,7 @@ def test_the_overview_is_six_stats_for_what_matters_most(dashboard):
                 "end_to_end_latency_seconds",
                 "retries_total",
                 "retry_wait_seconds_total",
+                "rate_cap_wait_seconds_total",
                 "in_flight_batches",
                 "in_flight_events",
                 "batch_events",
@@ -157,7 +159,7 @@ def test_latency_panels_show_p50_p95_p99(dashboard):
         assert panel["fieldConfig"]["defaults"]["unit"] == "s"
 
 
-def test_every_selector_filters_by_namespace_pod_and_topic_where_it_has_one(dashboard):
+def test_every_selector_filters_by_namespace_pod_topic_and_destination_where_it_has_one(dashboard):
     documented = documented_metrics()
     histograms = [m.name for m in documented.values() if m.type == "histogram"]
     for where, expr in dashboard_expressions(dashboard):
@@ -172,6 +174,10 @@ def test_every_selector_filters_by_namespace_pod_and_topic_where_it_has_one(dash
             metric = documented[documented_name(selector.name, histograms)]
             if "topic" in metric.labels:
                 assert selector.matcher("topic") == ("=~", "$topic"), f"{where}: {selector}"
+            if "destination" in metric.labels:
+                assert selector.matcher("destination") == ("=~", "$destination"), f"{where}: {selector}"
+            else:
+                assert selector.matcher("destination") is None, f"{where}: {selector} has no destination label"
 
 
 def test_counters_are_read_with_rate_and_histograms_with_quantiles_over_le(dashboard):

@@ -128,4 +128,4 @@ def test_the_metric_table_is_well_formed():
         assert metric.type in ("counter", "gauge", "histogram"), metric
         assert metric.name.endswith("_total") == (metric.type == "counter"), metric
     assert documented["userflux_connector_consumer_lag_messages"].labels == ("topic", "partition")
-    assert documented["userflux_connector_requests_total"].labels == ("outcome", "code")
+    assert documented["userflux_connector_requests_total"].labels == ("outcome", "code", "destination")

@@ -101,7 +101,7 @@ def test_the_figures_match_what_was_consumed_delivered_filtered_and_dead_lettere
         )
         m = scrape(port)
         assert value(m, "messages_consumed_total", topic=topic) == good + debug + broken
-        assert value(m, "events_delivered_total", topic=topic) == good
+        assert value(m, "events_delivered_total", topic=topic, destination="default") == good
         assert value(m, "messages_filtered_total", topic=topic) == debug
         assert value(m, "messages_invalid_total", topic=topic, stage="deserialize", action="dead_letter") == broken
         assert value(m, "dead_letters_total", topic=topic, stage="deserialize") == broken
@@ -110,7 +110,9 @@ def test_the_figures_match_what_was_consumed_delivered_filtered_and_dead_lettere
         assert partitions_of(m, "oldest_pending_age_seconds", topic) == {0: 0, 1: 0}
         assert value(m, "assigned_partitions") == 2
         assert value(m, "rebalances_total", kind="assign") >= 1
-        assert value(m, "requests_total", outcome="delivered", code="204") == value(m, "batch_events_count")
+        assert value(m, "requests_total", outcome="delivered", code="204", destination="default") == value(
+            m, "batch_events_count"
+        )
         assert value(m, "batch_events_sum") == good
         assert value(m, "end_to_end_latency_seconds_count") == good
         assert value(m, "pending_messages") == 0 and value(m, "in_flight_events") == 0
@@ -160,10 +162,12 @@ def test_lag_is_the_backlog_while_userflux_is_down_and_drains_after(kafka_bootst
         wait_until(lambda: total_lag() == 700, 15, "lag following new messages while paused")
         m = scrape(port)
         assert value(m, "consumption_paused") == 1 and value(m, "paused_partitions") == 2
-        assert value(m, "requests_total", outcome="retry", code="503") >= 2
-        assert value(m, "retries_total", reason="503") == value(m, "requests_total", outcome="retry", code="503")
-        assert value(m, "retry_wait_seconds_total", cause="retry_after") > 0
-        assert value(m, "events_delivered_total", topic=topic) is None
+        assert value(m, "requests_total", outcome="retry", code="503", destination="default") >= 2
+        assert value(m, "retries_total", reason="503", destination="default") == value(
+            m, "requests_total", outcome="retry", code="503", destination="default"
+        )
+        assert value(m, "retry_wait_seconds_total", cause="retry_after", destination="default") > 0
+        assert value(m, "events_delivered_total", topic=topic, destination="default") is None
         status, body = probe(port, "/healthz")
         assert (status, body["status"]) == (200, "outage"), body  # UserFlux answers: not a stall
         standin.heal()
@@ -204,22 +208,22 @@ def test_requests_and_retries_are_counted_by_status_code(kafka_bootstrap, standi
         standin.wait_for_events(100, timeout_s=30)
         # The stand-in records a batch before the connector has read its answer.
         wait_until(
-            lambda: value(scrape(port), "requests_total", outcome="delivered", code="204") == 2,
+            lambda: value(scrape(port), "requests_total", outcome="delivered", code="204", destination="default") == 2,
             10,
             "the second 204 counted",
         )
         m = scrape(port)
         assert connector.stop() == 0
-    assert value(m, "requests_total", outcome="retry", code="500") == 3
-    assert value(m, "requests_total", outcome="retry", code="429") == 2
-    assert value(m, "requests_total", outcome="delivered", code="204") == 2
-    assert value(m, "retries_total", reason="500") == 3
-    assert value(m, "retries_total", reason="429") == 2
+    assert value(m, "requests_total", outcome="retry", code="500", destination="default") == 3
+    assert value(m, "requests_total", outcome="retry", code="429", destination="default") == 2
+    assert value(m, "requests_total", outcome="delivered", code="204", destination="default") == 2
+    assert value(m, "retries_total", reason="500", destination="default") == 3
+    assert value(m, "retries_total", reason="429", destination="default") == 2
     assert (
-        value(m, "retry_wait_seconds_total", cause="retry_after") >= 0.3
+        value(m, "retry_wait_seconds_total", cause="retry_after", destination="default") >= 0.3
     )  # two Retry-After: 0.2, less the answer's handling
-    assert value(m, "retry_wait_seconds_total", cause="backoff") > 0
-    assert value(m, "request_duration_seconds_count") == 7
+    assert value(m, "retry_wait_seconds_total", cause="backoff", destination="default") > 0
+    assert value(m, "request_duration_seconds_count", destination="default") == 7
 
 
 def test_a_revoked_partition_s_series_disappear_when_a_second_instance_joins(kafka_bootstrap, standin, tmp_path):

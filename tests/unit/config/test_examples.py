@@ -14,6 +14,7 @@ CONFIG_DIR = pathlib.Path(__file__).resolve().parents[3] / "config"
 EXAMPLES = sorted(CONFIG_DIR.glob("*.yaml"))
 ENV = {
     "USERFLUX_API_KEY": "uf-example-key-0123456789",
+    "USERFLUX_MOBILE_API_KEY": "uf-example-mobile-key-0123456789",  # config/destinations.yaml
     "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",  # nothing listens there: check never connects
     "KAFKA_USERNAME": "example-user",
     "KAFKA_PASSWORD": "example-password-0123",
@@ -42,6 +43,7 @@ def test_there_are_examples_for_the_main_features():
         "mapping-cookbook.yaml",
         "avro.yaml",
         "protobuf.yaml",
+        "destinations.yaml",
     } <= names
 
 
@@ -51,6 +53,7 @@ def test_check_accepts_the_example(path, capsys):
     out, err = capsys.readouterr()
     assert out.startswith(f"{path}: OK")
     assert ENV["USERFLUX_API_KEY"] not in out + err
+    assert ENV["USERFLUX_MOBILE_API_KEY"] not in out + err
     assert ENV["KAFKA_PASSWORD"] not in out + err
     assert ENV["SCHEMA_REGISTRY_PASSWORD"] not in out + err
 
