@@ -101,6 +101,44 @@ def test_kafka_credentials_and_tls_files_come_from_the_operator_s_secrets():
     assert set(secret["data"]) == {"api-key"}
 
 
+def test_each_destination_s_key_comes_from_its_own_secret_and_never_reaches_the_configmap():
+    manifests = render([SCENARIOS["destinations"]])
+    config = yaml.safe_load(connector_config(manifests))
+    assert config["userflux"]["api_key"] == "${USERFLUX_API_KEY}"
+    assert config["userflux"]["destinations"] == {
+        "mobile": {"api_key": "${USERFLUX_API_KEY_MOBILE}", "max_events_per_second": 200}
+    }
+    env = {e["name"]: e.get("valueFrom") for e in _container(manifests)["env"]}
+    assert env["USERFLUX_API_KEY_MOBILE"] == {"secretKeyRef": {"name": "userflux-mobile", "key": "write-key"}}
+    assert set(one(manifests, "Secret")["data"]) == {"api-key"}  # the web key; mobile's is the operator's
+    rotated = render([SCENARIOS["destinations"]], {"apiKey.destinations.mobile.existingSecret": "rotated-mobile"})
+    before, after = _checksums(manifests), _checksums(rotated)
+    assert before["secret"] != after["secret"] and before["config"] == after["config"]
+
+
+def test_a_destination_key_given_as_a_value_is_kept_in_the_chart_s_secret():
+    mobile_key = "uf-mobile-value-key-0123"
+    sets = {"apiKey.destinations": {"mobile": {"value": mobile_key}}}
+    manifests = render([SCENARIOS["destinations"]], sets)
+    secret = one(manifests, "Secret")
+    assert base64.b64decode(secret["data"]["api-key-mobile"]).decode() == mobile_key
+    env = {e["name"]: e.get("valueFrom") for e in _container(manifests)["env"]}
+    assert env["USERFLUX_API_KEY_MOBILE"] == {
+        "secretKeyRef": {"name": secret["metadata"]["name"], "key": "api-key-mobile"}
+    }
+    for configmap in find(manifests, "ConfigMap"):
+        assert mobile_key not in yaml.safe_dump(configmap)
+
+
+def test_without_a_mapping_for_the_top_level_key_it_may_be_left_out():
+    mappings = yaml.safe_load(SCENARIOS["destinations"].read_text())["config"]["mappings"]
+    sets = {"apiKey.value": "", "config.mappings": [{**m, "destination": "mobile"} for m in mappings]}
+    manifests = render([SCENARIOS["destinations"]], sets)
+    assert "api_key" not in yaml.safe_load(connector_config(manifests))["userflux"]
+    assert "USERFLUX_API_KEY" not in {e["name"] for e in _container(manifests)["env"]}
+    assert not find(manifests, "Secret")
+
+
 @pytest.mark.parametrize(
     "change, rolls",
     [

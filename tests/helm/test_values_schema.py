@@ -22,6 +22,14 @@ REFUSED_BY_SCHEMA = {
         "sasl.password",
     ),
     "the API key in the ConfigMap": ({"config.userflux.api_key": "${MY_KEY}"}, "/config/userflux/api_key"),
+    "a destination's key in the ConfigMap": (
+        {"config.userflux.destinations": {"mobile": {"api_key": "${MY_KEY}"}}},
+        "/config/userflux/destinations/mobile/api_key",
+    ),
+    "a destination name the connector refuses": (
+        {"apiKey.destinations": {"Mobile-App": {"value": "k"}}},
+        "'Mobile-App' does not match pattern",
+    ),
     "SASL credentials written by hand": ({"config.kafka.sasl\\.username": "me"}, "sasl.username"),
     "metrics turned off": ({"config.metrics.enabled": False}, "/config/metrics/enabled"),
     "a metrics port out of range": ({"config.metrics.port": 70000}, "/config/metrics/port"),
@@ -35,6 +43,21 @@ REFUSED_BY_TEMPLATES = {
     "no API key at all": ({"apiKey.value": ""}, "the UserFlux Write Only API Key is required"),
     "two API key sources": ({"apiKey.existingSecret": "s"}, "either value or existingSecret, not both"),
     "SASL without credentials": ({"kafkaSasl.enabled": True}, "kafkaSasl: enabled needs"),
+    "a destination without its key": (
+        {"config.userflux.destinations": {"mobile": {}}},
+        "apiKey.destinations.mobile: config.userflux.destinations declares mobile: its write key is required",
+    ),
+    "a key for a destination config does not declare": (
+        {"apiKey.destinations": {"tv": {"value": "k"}}},
+        "apiKey.destinations.tv: config.userflux.destinations declares no destination tv",
+    ),
+    "two sources for a destination's key": (
+        {
+            "config.userflux.destinations": {"mobile": {}},
+            "apiKey.destinations": {"mobile": {"value": "k", "existingSecret": "s"}},
+        },
+        "apiKey.destinations.mobile: set either value or existingSecret, not both",
+    ),
     "a grace shorter than the connector's": (
         {"terminationGracePeriodSeconds": 30},
         "must be longer than config.pipeline.shutdown_grace_s",

@@ -29,6 +29,7 @@ TLS_MOUNT = "/etc/kafka/tls"  # kafkaTls.mountPath's default
 # What the Secret-backed variables hold in a pod; tests give them to the connector.
 POD_ENV = {
     "USERFLUX_API_KEY": "uf-write-key-7f3a9c0e5b21",
+    "USERFLUX_API_KEY_MOBILE": "uf-mobile-key-2b8e41d07c",  # ci/destinations-values.yaml
     "KAFKA_SASL_USERNAME": "connector",
     "KAFKA_SASL_PASSWORD": "kafka-pass-91d0c4aa",
     "KAFKA_SSL_KEY_PASSWORD": "key-pass",

@@ -70,7 +70,39 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{- define "userflux-connector.createsSecret" -}}
-{{- if or (not .Values.apiKey.existingSecret) (and .Values.kafkaSasl.enabled (not .Values.kafkaSasl.existingSecret)) (include "userflux-connector.registrySecret" .) }}true{{- end }}
+{{- if or .Values.apiKey.value (and .Values.kafkaSasl.enabled (not .Values.kafkaSasl.existingSecret)) (include "userflux-connector.storesDestinationKeys" .) (include "userflux-connector.registrySecret" .) }}true{{- end }}
+{{- end }}
+
+{{/*
+Destinations: config.userflux.destinations declares them by name; apiKey.destinations
+gives each its key. The chart sets a destination's api_key to ${USERFLUX_API_KEY_<NAME>},
+filled from its Secret, as it does the top-level key.
+*/}}
+{{- define "userflux-connector.destinations" -}}
+{{- $userflux := get .Values.config "userflux" | default dict }}
+{{- $declared := get $userflux "destinations" | default dict }}
+{{- keys $declared | sortAlpha | toJson }}
+{{- end }}
+
+{{- define "userflux-connector.destinationEnv" -}}
+USERFLUX_API_KEY_{{ upper . }}
+{{- end }}
+
+{{- define "userflux-connector.storesDestinationKeys" -}}
+{{- range $name, $key := .Values.apiKey.destinations }}{{ if and (kindIs "map" $key) $key.value }}true{{ end }}{{ end }}
+{{- end }}
+
+{{/* Whether a mapping sends to the top-level key's project (it names no destination, or "default"). */}}
+{{- define "userflux-connector.usesDefaultKey" -}}
+{{- if eq (include "userflux-connector.destinations" .) "[]" }}true
+{{- else }}
+{{- range .Values.config.mappings }}{{ if or (not (hasKey . "destination")) (eq (toString .destination) "default") }}true{{ end }}{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* Whether the pods get USERFLUX_API_KEY, the top-level key. */}}
+{{- define "userflux-connector.hasDefaultKey" -}}
+{{- if or .Values.apiKey.value .Values.apiKey.existingSecret }}true{{ end }}
 {{- end }}
 
 {{/* The chart's Secret holds the schema registry's credentials. */}}
@@ -83,8 +115,23 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.apiKey.value .Values.apiKey.existingSecret }}
 {{- fail "apiKey: set either value or existingSecret, not both" }}
 {{- end }}
-{{- if not (or .Values.apiKey.value .Values.apiKey.existingSecret) }}
+{{- if and (not (or .Values.apiKey.value .Values.apiKey.existingSecret)) (include "userflux-connector.usesDefaultKey" .) }}
 {{- fail "apiKey: the UserFlux Write Only API Key is required: set apiKey.existingSecret to a Secret holding it (key apiKey.existingSecretKey), or apiKey.value" }}
+{{- end }}
+{{- $declared := include "userflux-connector.destinations" . | fromJsonArray }}
+{{- range $declared }}
+{{- $key := get $.Values.apiKey.destinations . | default dict }}
+{{- if and $key.value $key.existingSecret }}
+{{- fail (printf "apiKey.destinations.%s: set either value or existingSecret, not both" .) }}
+{{- end }}
+{{- if not (or $key.value $key.existingSecret) }}
+{{- fail (printf "apiKey.destinations.%s: config.userflux.destinations declares %s: its write key is required: set apiKey.destinations.%s.existingSecret to a Secret holding it (key existingSecretKey, default api-key), or its value" . . .) }}
+{{- end }}
+{{- end }}
+{{- range $name, $_ := .Values.apiKey.destinations }}
+{{- if not (has $name $declared) }}
+{{- fail (printf "apiKey.destinations.%s: config.userflux.destinations declares no destination %s" $name $name) }}
+{{- end }}
 {{- end }}
 {{- if and .Values.kafkaSasl.enabled (not .Values.kafkaSasl.existingSecret) (not (and .Values.kafkaSasl.username .Values.kafkaSasl.password)) }}
 {{- fail "kafkaSasl: enabled needs kafkaSasl.existingSecret, or both kafkaSasl.username and kafkaSasl.password" }}
@@ -114,8 +161,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 The connector's configuration: .Values.config with what the chart owns added (the
-API key and SASL credentials as ${VAR} references to Secret-backed variables, the
-static member id). Rendered once here; the ConfigMap and its checksum both use it.
+API keys, the top-level one and each destination's, and the SASL credentials as ${VAR}
+references to Secret-backed variables, the static member id). Rendered once here; the ConfigMap and its checksum both use it.
 */}}
 {{- define "userflux-connector.config" -}}
 {{- $config := deepCopy .Values.config }}
@@ -123,7 +170,12 @@ static member id). Rendered once here; the ConfigMap and its checksum both use i
 {{- fail "config.metrics.enabled: the chart's probes and monitoring need the metrics endpoint; keep it enabled" }}
 {{- end }}
 {{- $userflux := get $config "userflux" | default dict }}
+{{- if include "userflux-connector.hasDefaultKey" . }}
 {{- $_ := set $userflux "api_key" "${USERFLUX_API_KEY}" }}
+{{- end }}
+{{- range $name, $destination := get $userflux "destinations" | default dict }}
+{{- $_ := set $destination "api_key" (printf "${%s}" (include "userflux-connector.destinationEnv" $name)) }}
+{{- end }}
 {{- $_ := set $config "userflux" $userflux }}
 {{- $kafka := get $config "kafka" | default dict }}
 {{- if .Values.kafkaSasl.enabled }}
@@ -166,7 +218,7 @@ else the names and keys of the operator's Secrets (a change of their contents is
 seen by Helm; restart the pods, or use a reloader).
 */}}
 {{- define "userflux-connector.secretChecksum" -}}
-{{- $parts := list .Values.apiKey.existingSecret .Values.apiKey.existingSecretKey .Values.kafkaSasl.enabled .Values.kafkaSasl.existingSecret .Values.kafkaSasl.usernameKey .Values.kafkaSasl.passwordKey .Values.kafkaTls.existingSecret .Values.schemaRegistry.auth .Values.schemaRegistry.existingSecret .Values.schemaRegistry.usernameKey .Values.schemaRegistry.passwordKey .Values.schemaRegistry.tokenKey .Values.schemaRegistry.tlsSecret }}
+{{- $parts := list .Values.apiKey.existingSecret .Values.apiKey.existingSecretKey (toJson .Values.apiKey.destinations) .Values.kafkaSasl.enabled .Values.kafkaSasl.existingSecret .Values.kafkaSasl.usernameKey .Values.kafkaSasl.passwordKey .Values.kafkaTls.existingSecret .Values.schemaRegistry.auth .Values.schemaRegistry.existingSecret .Values.schemaRegistry.usernameKey .Values.schemaRegistry.passwordKey .Values.schemaRegistry.tokenKey .Values.schemaRegistry.tlsSecret }}
 {{- if include "userflux-connector.createsSecret" . }}
 {{- $parts = append $parts (include (print .Template.BasePath "/secret.yaml") .) }}
 {{- end }}
@@ -188,11 +240,20 @@ same Secrets.
 */}}
 {{- define "userflux-connector.env" -}}
 env:
+  {{- if include "userflux-connector.hasDefaultKey" . }}
   - name: USERFLUX_API_KEY
     valueFrom:
       secretKeyRef:
         name: {{ .Values.apiKey.existingSecret | default (include "userflux-connector.secretName" .) }}
         key: {{ ternary .Values.apiKey.existingSecretKey "api-key" (ne .Values.apiKey.existingSecret "") }}
+  {{- end }}
+  {{- range $name, $key := .Values.apiKey.destinations }}
+  - name: {{ include "userflux-connector.destinationEnv" $name }}
+    valueFrom:
+      secretKeyRef:
+        name: {{ $key.existingSecret | default (include "userflux-connector.secretName" $) }}
+        key: {{ ternary ($key.existingSecretKey | default "api-key") (printf "api-key-%s" $name) (ne ($key.existingSecret | default "") "") }}
+  {{- end }}
   {{- if .Values.kafkaSasl.enabled }}
   - name: KAFKA_SASL_USERNAME
     valueFrom:
