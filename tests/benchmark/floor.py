@@ -80,7 +80,8 @@ def child(
     config["metrics"] = {"enabled": False}
     pipeline = Pipeline(parse_config(yaml.safe_dump(config)))
     _tune_gc()  # as `userflux-connector run` does
-    send = pipeline.pool.sender.send
+    (pool,) = pipeline.pool.pools.values()  # one destination: one sender pool
+    send = pool.sender.send
     if mode == "loop":
 
         def send(batch: Any) -> BatchResult:
@@ -117,7 +118,7 @@ def child(
                 return counted(batch)
 
         pipeline.direct = None
-        pipeline.pool.sender = Counted()
+        pool.sender = Counted()
     else:
 
         class Inline:  # the pool's interface, on the loop's thread
