@@ -106,7 +106,7 @@ def test_two_topics_arrive_mapped_as_configured_in_batches_of_at_most_50(kafka_b
         status, body = http_get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200
         assert re.search(
-            rf'userflux_connector_events_delivered_total{{topic="{web}",destination="default"}} 120\.0', body
+            rf'userflux_connector_events_delivered_total{{destination="default",topic="{web}"}} 120\.0', body
         ), body[-3000:]
         assert re.search(rf'userflux_connector_messages_filtered_total{{topic="{app}"}} 10\.0', body)
         assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200

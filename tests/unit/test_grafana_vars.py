@@ -246,7 +246,7 @@ def test_a_dashboard_query_as_prometheus_receives_it():
 def test_the_repositorys_dashboard_leaves_no_variable_behind():
     dashboard = load_dashboard()
     variables = dashboard_variables(dashboard, {"datasource": "prom", "namespace": ["streaming"]})
-    assert set(variables) == {"datasource", "namespace", "pod", "topic"}
+    assert set(variables) == {"datasource", "namespace", "pod", "topic", "destination"}
     assert variables["pod"].is_all() and variables["pod"].all_value == ".*"
     iv = compute_intervals(6 * HOUR, max_data_points=1000, scrape_interval="30s")
     for where, expr in dashboard_expressions(dashboard):
