@@ -11,6 +11,7 @@ cap depends on the machine, and is only required to be within 15% of it.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -200,3 +201,32 @@ def test_a_refused_key_names_its_destination_and_stops_everything(kafka_bootstra
     assert "revoked-mobile-key-0123" not in connector.stderr
     assert committed(kafka_bootstrap, group, ios) == {0: -1001}  # nothing of it committed
     assert standin.events() == []
+
+
+def test_a_replayed_dead_letter_goes_to_the_destination_its_mapping_names(kafka_bootstrap, standin, tmp_path):
+    from tests.integration.test_replay import dead_letter, produce_at, replay
+
+    standin.add_key(MOBILE_KEY)
+    web, ios, dlq = (
+        new_topic(kafka_bootstrap, "web"),
+        new_topic(kafka_bootstrap, "ios"),
+        new_topic(kafka_bootstrap, "dlq"),
+    )
+    letters = [dead_letter(ios, i, json.dumps(v).encode()) for i, v in enumerate(values(3, "screen_view"))]
+    letters += [dead_letter(web, i, json.dumps(v).encode()) for i, v in enumerate(values(2, "page_view"))]
+    produce_at(kafka_bootstrap, dlq, letters)
+    config = base_config(
+        kafka_bootstrap,
+        standin.base_url,
+        API_KEY,
+        unique("group"),
+        [mapping(web), mapping(ios, "mobile")],
+        userflux={"destinations": {"mobile": {"api_key": MOBILE_KEY}}},
+        on_invalid="dead_letter",
+        dead_letter={"topic": dlq},
+    )
+    code, summary, done = replay(write_config(tmp_path / "replay.yaml", config))
+    assert code == 0 and summary["delivered"] == 5, done.stderr[-3000:]
+    assert sorted((b.key, e["properties"]["topic"]) for b in standin.batches() for e in b.events) == sorted(
+        [(MOBILE_KEY, ios)] * 3 + [(API_KEY, web)] * 2
+    )
