@@ -77,16 +77,9 @@ class SenderPool:
             self.completions.put(result)
 
     def close(self, timeout_s: float = 0.0) -> None:
-        self.stop()
-        self.join(time.monotonic() + timeout_s)
-
-    def stop(self) -> None:
-        """Each thread ends once it is done with what it is sending."""
         for _ in self._threads:
             self._work.put(None)
-
-    def join(self, deadline: float) -> None:
-        """Wait for the threads, until ``deadline`` (monotonic) at most."""
+        deadline = time.monotonic() + timeout_s
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
@@ -105,8 +98,7 @@ class SenderPools:
         return sum(pool.busy for pool in self.pools.values())
 
     def close(self, timeout_s: float = 0.0) -> None:
-        for pool in self.pools.values():
-            pool.stop()
+        """Close every pool, within ``timeout_s`` in all."""
         deadline = time.monotonic() + timeout_s
         for pool in self.pools.values():
-            pool.join(deadline)
+            pool.close(max(0.0, deadline - time.monotonic()))

@@ -151,7 +151,7 @@ def test_every_item_lands_in_exactly_one_batch_of_one_flag_and_at_most_size(size
 
 
 def test_destinations_never_share_a_batch_and_each_batch_names_its_own():
-    clock = Clock()
+    clock = FakeClock(100.0)
     batcher = Batcher(batch_size=2, linger_s=1.0, clock=clock)
     web, mobile, mobile_enriched = ("default", False), ("mobile", False), ("mobile", True)
     a, b, c, d = (make_item(i) for i in range(4))
@@ -171,7 +171,7 @@ def test_destinations_never_share_a_batch_and_each_batch_names_its_own():
 
 
 def test_a_bare_location_flag_is_the_default_destination_and_batches_with_its_key():
-    batcher = Batcher(batch_size=2, linger_s=10, clock=Clock())
+    batcher = Batcher(batch_size=2, linger_s=10, clock=FakeClock(100.0))
     assert batcher.add(make_item(0), True) is None
     full = batcher.add(make_item(1), True)
     assert full is not None and (full.destination, full.location_enrichment) == ("default", True)

@@ -1,6 +1,6 @@
 """connector/pipeline.py with mappings to two destinations: batches never mix them, and one
 destination that cannot send holds back neither the other's delivery nor its reading
-(backpressure.py's DestinationBackpressure), on the fake source and sender of test_pipeline."""
+(backpressure.py's DestinationBackpressure), on the fake source of tests/support/pipeline_fakes.py."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from connector.pipeline import Pipeline
 from connector.sink.sender import BatchResult
 from connector.startup import parse_config
 from tests.support.fakes import FakeMessage
-from tests.unit.test_pipeline import FakeSource, stop, until
+from tests.support.pipeline_fakes import FakeSource, stop, until
 
 WEB, IOS = ("web", 0), ("ios", 0)
 

@@ -372,12 +372,12 @@ class RevokedDuringTheHold(Gate):
         self.part = part
         self.held_waits: list[str] = []  # the cause of each hold a sender waited out
 
-    def wait(self, stop):
+    def wait(self, stop, events=0):
         if self.clock() < self.until:
             self.held_waits.append(self.cause)
             self.part.owned = False  # a rebalance, while the sender waits
             self.clock.advance(self.until - self.clock())
-        return super().wait(stop)
+        return super().wait(stop, events)
 
 
 def test_a_batch_revoked_while_it_waits_at_the_gate_is_abandoned_not_sent(stop):
