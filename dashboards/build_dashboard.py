@@ -1,8 +1,9 @@
 """Builds dashboards/userflux-connector.json, the connector's Grafana dashboard.
 
-The committed JSON is what ships (the Helm chart copies it byte for byte); this module is
-where it is written. After changing it run ``make dashboard`` (``python -m
-dashboards.build_dashboard``); a test fails while the JSON differs from what this produces.
+The committed JSON is what ships (the Helm chart carries a copy, byte for byte); this module
+is where it is written. After changing it, or dashboards/alerts.yaml, run ``make dashboard``
+(``python -m dashboards.build_dashboard``): it writes the JSON and the chart's copies of the
+JSON and the rules. Tests fail while any of them differs from what this produces.
 
 Every query filters by the ``$namespace`` and ``$pod`` variables, by ``$topic`` when the
 metric has a ``topic`` label, and by ``$destination`` when it has a ``destination`` label
@@ -17,7 +18,12 @@ import json
 import pathlib
 from typing import Any
 
-OUTPUT = pathlib.Path(__file__).resolve().parent / "userflux-connector.json"
+HERE = pathlib.Path(__file__).resolve().parent
+OUTPUT = HERE / "userflux-connector.json"
+RULES = HERE / "alerts.yaml"
+# The Helm chart ships copies of both files (real files, not links, so `helm package`
+# carries them wherever the chart goes); `main` keeps them equal, a test checks it.
+CHART_FILES = HERE.parent / "helm" / "userflux-connector" / "files"
 
 UID = "userflux-connector"
 TITLE = "UserFlux connector"
@@ -535,8 +541,11 @@ def render() -> str:
 
 
 def main() -> None:
-    OUTPUT.write_text(render())
-    print(f"wrote {OUTPUT.name}")
+    text = render()
+    OUTPUT.write_text(text)
+    (CHART_FILES / OUTPUT.name).write_text(text)
+    (CHART_FILES / RULES.name).write_text(RULES.read_text())
+    print(f"wrote {OUTPUT.name}, and the chart's copies of it and of {RULES.name}")
 
 
 if __name__ == "__main__":
