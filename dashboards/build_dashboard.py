@@ -32,9 +32,9 @@ SCHEMA_VERSION = 38
 
 PREFIX = "userflux_connector_"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-# The scrape job's name contains this (the chart's metrics Service is <fullname>-metrics, and
-# its fullname is <release>-userflux-connector unless the release's name holds the chart's).
-JOB_MATCHER = 'job=~".*userflux-connector.*"'
+# The scrape job, exactly: the chart's ServiceMonitor or PodMonitor relabels its targets to
+# this job whatever the release is called (a plain Prometheus names its job so too).
+JOB_MATCHER = 'job="userflux-connector"'
 PODS = 'namespace=~"$namespace", pod=~"$pod"'
 TOPICS = PODS + ', topic=~"$topic"'
 DESTINATIONS = 'destination=~"$destination"'

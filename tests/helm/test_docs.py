@@ -1,4 +1,5 @@
-"""The chart's README documents every value in its table."""
+"""The chart's README: its values table is helm-docs' output for values.yaml, up to date,
+and describes every value."""
 
 from __future__ import annotations
 
@@ -7,44 +8,52 @@ import re
 import yaml
 
 from tests.support.helm import CHART
-
-# Values whose contents are documented elsewhere (the connector's own configuration,
-# Kubernetes objects passed as they are).
-OPAQUE = {"config", "resources", "livenessProbe", "readinessProbe", "podSecurityContext", "securityContext"}
+from tests.support.helm_docs import README, generated
 
 
-def test_every_value_is_in_the_readme_table():
+def test_the_readme_is_what_helm_docs_writes():
+    assert README.read_text() == generated(), (
+        "helm/userflux-connector/README.md is not what helm-docs writes from README.md.gotmpl and values.yaml: "
+        "run `make chart-docs`"
+    )
+
+
+def test_every_value_is_described_in_the_table():
+    rows = _table()
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    assert _leaves(values) - _documented() == set()
+    undescribed = [key for key, description in rows.items() if not description]
+    assert undescribed == [], "values without a `# --` comment in values.yaml"
+    # A value is covered by its own row, or by the row of the object it is part of
+    # (config, resources, the probes: objects documented as a whole).
+    uncovered = [leaf for leaf in _leaves(values) if not any(leaf == k or leaf.startswith(k + ".") for k in rows)]
+    assert uncovered == [], "values the README's table does not describe"
 
 
-def test_the_readme_documents_no_value_that_does_not_exist():
+def test_the_table_holds_no_value_values_yaml_lacks():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    leaves = _leaves(values)
-    assert {key for key in _documented() if key not in leaves and key not in OPAQUE} == set()
+    paths = _leaves(values) | _objects(values)
+    assert [key for key in _table() if key not in paths] == []
+
+
+def _table() -> dict[str, str]:
+    """Key -> description, from the README's generated values table."""
+    table = README.read_text().split("\n## Values\n", 1)[1]
+    rows = re.findall(r"^\| ([\w.]+) \| \w+ \| .*? \| (.*) \|$", table, re.M)
+    assert rows, "no values table in the README"
+    return {key: description.strip() for key, description in rows if key != "Key"}
 
 
 def _leaves(tree: dict, prefix: str = "") -> set[str]:
     keys = set()
     for key, value in tree.items():
         path = prefix + key
-        if isinstance(value, dict) and value and path not in OPAQUE and not path.endswith(("labels", "Labels")):
-            keys |= _leaves(value, path + ".")
-        else:
-            keys.add(path)
+        keys |= _leaves(value, path + ".") if isinstance(value, dict) and value else {path}
     return keys
 
 
-def _documented() -> set[str]:
-    """First-column keys of the Values table; `a.b.c`, `d` means a.b.c and a.b.d."""
-    table = (CHART / "README.md").read_text().split("\n## Values\n", 1)[1]
+def _objects(tree: dict, prefix: str = "") -> set[str]:
     keys = set()
-    for row in re.findall(r"^\| (`[^|]+) \|", table, re.M):
-        parent = ""
-        for key in re.findall(r"`([^`]+)`", row):
-            if "." in key:
-                parent = key.rsplit(".", 1)[0] + "."
-                keys.add(key)
-            else:
-                keys.add(parent + key)
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            keys |= {prefix + key} | _objects(value, prefix + key + ".")
     return keys

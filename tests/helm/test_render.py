@@ -4,6 +4,7 @@ Operator and KEDA kinds, carries the fields those controllers need."""
 
 from __future__ import annotations
 
+import json
 import pathlib
 import shutil
 
@@ -44,7 +45,8 @@ def test_every_rendered_manifest_is_valid(scenario):
 def test_the_default_install_renders_what_a_stateless_consumer_needs():
     manifests = render([SCENARIOS["default"]])
     kinds = sorted(m["kind"] for m in manifests)
-    assert kinds == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount"]
+    # The Pod is `helm test`'s hook (templates/tests/readyz.yaml).
+    assert kinds == ["ConfigMap", "Deployment", "Pod", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount"]
     deployment = one(manifests, "Deployment")
     assert deployment["spec"]["replicas"] == 1
     container = deployment["spec"]["template"]["spec"]["containers"][0]
@@ -76,14 +78,37 @@ def test_service_monitor_selects_the_metrics_service_port():
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
-@pytest.mark.parametrize("release", ["uf", "userflux-connector", "prod-userflux-connector-eu"])
-def test_the_scrape_job_is_named_as_the_alert_rules_and_dashboard_select_it(release):
-    # The Prometheus Operator names the job after the Service a ServiceMonitor selects.
+@pytest.mark.parametrize("kind", ["ServiceMonitor", "PodMonitor"])
+@pytest.mark.parametrize("release", ["uf", "userflux-connector", "events-to-uf"])
+def test_the_monitor_fixes_the_job_whatever_the_release_is_called(kind, release):
+    # The Operator derives the job from the Service or PodMonitor, named after the release;
+    # the chart's relabelings come after that and set job="userflux-connector", which the
+    # alert rules and the dashboard select exactly, and release= the release's name.
+    sets = {"prometheus.monitor.kind": kind, "service.enabled": kind == "ServiceMonitor", "nameOverride": "uf2x"}
+    args = [arg for key, value in sets.items() for arg in ("--set-json", f"{key}={json.dumps(value)}")]
     text = helm(
-        "template", release, str(CHART), "--namespace", NAMESPACE, "--values", str(SCENARIOS["monitoring"])
+        "template", release, str(CHART), "--namespace", NAMESPACE, "--values", str(SCENARIOS["monitoring"]), *args
     ).stdout
-    service = one([m for m in yaml.safe_load_all(text) if m], "Service")
-    assert "userflux-connector" in service["metadata"]["name"]
+    manifests = [m for m in yaml.safe_load_all(text) if m]
+    monitor = one(manifests, kind)
+    endpoint = monitor["spec"]["endpoints" if kind == "ServiceMonitor" else "podMetricsEndpoints"][0]
+    assert endpoint["relabelings"][:2] == [
+        {"action": "replace", "targetLabel": "job", "replacement": "userflux-connector"},
+        {
+            "action": "replace",
+            "sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"],
+            "targetLabel": "release",
+        },
+    ]
+    pod = one(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert pod["app.kubernetes.io/instance"] == release
+
+
+def test_the_user_s_relabelings_come_after_the_chart_s():
+    mine = [{"action": "replace", "targetLabel": "cluster", "replacement": "eu-1"}]
+    manifests = render([SCENARIOS["monitoring"]], {"prometheus.monitor.relabelings": mine})
+    relabelings = one(manifests, "ServiceMonitor")["spec"]["endpoints"][0]["relabelings"]
+    assert [r["targetLabel"] for r in relabelings] == ["job", "release", "cluster"]
 
 
 def test_pod_monitor_selects_the_pods_metrics_port():
@@ -96,12 +121,11 @@ def test_pod_monitor_selects_the_pods_metrics_port():
     assert monitor["spec"]["podMetricsEndpoints"][0]["port"] in ports
 
 
-@pytest.mark.parametrize("kind", ["ServiceMonitor", "PrometheusRule"])
-def test_auto_renders_prometheus_objects_only_when_the_crd_is_served(kind):
-    sets = {"prometheus.rules.enabled": "auto"}
-    assert not find(render([SCENARIOS["default"]], sets), kind)
-    served = render([SCENARIOS["default"]], sets, api_versions=[f"monitoring.coreos.com/v1/{kind}"])
-    assert len(find(served, kind)) == 1
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_what_renders_does_not_depend_on_what_the_api_server_serves(scenario):
+    # helm template (and Argo CD, Flux) sees no cluster; helm install sees one: the same chart.
+    served = ["monitoring.coreos.com/v1", "keda.sh/v1alpha1", "autoscaling/v2", "policy/v1"]
+    assert render([SCENARIOS[scenario]], api_versions=served) == render([SCENARIOS[scenario]])
 
 
 def test_keda_scales_the_deployment_on_lag_capped_at_the_partitions():
@@ -152,6 +176,86 @@ def test_hpa_scales_the_deployment_on_cpu():
     }
 
 
+def _selectors(pod_spec: dict) -> list[dict]:
+    """Every labelSelector of the pod's spread constraints and pod (anti-)affinity terms."""
+    found = [c["labelSelector"] for c in pod_spec.get("topologySpreadConstraints", [])]
+    for kind in ("podAffinity", "podAntiAffinity"):
+        rules = pod_spec.get("affinity", {}).get(kind, {})
+        found += [t["labelSelector"] for t in rules.get("requiredDuringSchedulingIgnoredDuringExecution", [])]
+        found += [
+            t["podAffinityTerm"]["labelSelector"]
+            for t in rules.get("preferredDuringSchedulingIgnoredDuringExecution", [])
+        ]
+    return found
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_spread_and_affinity_select_this_release_s_pods_only(scenario):
+    deployment = one(render([SCENARIOS[scenario]]), "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector["app.kubernetes.io/instance"] == RELEASE
+    for found in _selectors(deployment["spec"]["template"]["spec"]):
+        assert found["matchLabels"] == selector, found  # the release's instance too: no spreading against another
+
+
+def test_a_constraint_or_term_without_a_selector_gets_the_release_s_and_one_with_one_keeps_it():
+    theirs = {"matchLabels": {"team": "data"}}
+    sets = {
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"},
+            {
+                "maxSkew": 2,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": theirs,
+            },
+        ],
+        "affinity": {
+            "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "kubernetes.io/hostname"}],
+            },
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["streaming"]}]}
+                    ]
+                }
+            },
+        },
+    }
+    pod = one(render([SCENARIOS["default"]], sets), "Deployment")["spec"]["template"]["spec"]
+    ours = {"matchLabels": {"app.kubernetes.io/name": "userflux-connector", "app.kubernetes.io/instance": RELEASE}}
+    assert _selectors(pod) == [ours, theirs, ours]
+    assert pod["topologySpreadConstraints"][0]["whenUnsatisfiable"] == "DoNotSchedule"
+    assert pod["affinity"]["nodeAffinity"] == sets["affinity"]["nodeAffinity"]
+
+
+def test_the_helm_test_hook_asks_the_service_for_readyz():
+    manifests = render([SCENARIOS["default"]])
+    hooks = [m for m in manifests if m["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+    assert [m["kind"] for m in hooks] == ["Pod"]
+    (pod,) = hooks
+    service, deployment = one(manifests, "Service"), one(manifests, "Deployment")
+    port = service["spec"]["ports"][0]["port"]
+    container = pod["spec"]["containers"][0]
+    assert container["command"][-1] == f"http://{service['metadata']['name']}:{port}/readyz"
+    assert container["image"] == deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # Not one of the connector's pods: no selector of the release picks it.
+    labels = pod["metadata"]["labels"]
+    for selector in (
+        service["spec"]["selector"],
+        one(manifests, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+    ):
+        assert not selector.items() <= labels.items()
+
+
+def test_no_helm_test_hook_without_the_service():
+    manifests = render([SCENARIOS["podmonitor"]])
+    assert not [m for m in manifests if m["kind"] == "Pod"]
+
+
 def test_scheduling_values_reach_the_pod():
     pod = one(render([SCENARIOS["hpa"]]), "Deployment")["spec"]["template"]["spec"]
     assert pod["priorityClassName"] == "high-priority"
@@ -161,14 +265,6 @@ def test_scheduling_values_reach_the_pod():
     assert {"name": "tmp", "mountPath": "/tmp"} in pod["containers"][0]["volumeMounts"]
     spread = one(render([SCENARIOS["keda"]]), "Deployment")["spec"]["template"]["spec"]
     assert spread["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
-
-
-def test_the_packaged_chart_renders_like_the_directory(tmp_path: pathlib.Path):
-    helm("package", str(CHART), "--destination", str(tmp_path))
-    (archive,) = tmp_path.glob("userflux-connector-*.tgz")
-    values = str(SCENARIOS["monitoring"])
-    packaged = helm("template", RELEASE, str(archive), "--namespace", NAMESPACE, "--values", values).stdout
-    assert packaged == helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--values", values).stdout
 
 
 def _app_version() -> str:

@@ -16,6 +16,9 @@ REFUSED_BY_SCHEMA = {
     "an unknown choice": ({"logFormat": "xml"}, "/logFormat"),
     "an unknown autoscaler": ({"autoscaling.mode": "vpa"}, "/autoscaling/mode"),
     "a monitor switch that is no switch": ({"prometheus.monitor.enabled": "yes"}, "/prometheus/monitor/enabled"),
+    # A plain boolean: "auto" would render by what the API server serves (not under helm template).
+    "the monitor switch of old, auto": ({"prometheus.monitor.enabled": "auto"}, "/prometheus/monitor/enabled"),
+    "the rules switch of old, auto": ({"prometheus.rules.enabled": "auto"}, "/prometheus/rules/enabled"),
     "a Kafka password in the ConfigMap": ({"config.kafka.ssl\\.key\\.password": "hunter2"}, "ssl.key.password"),
     "a dead-letter password in the ConfigMap": (
         {"config.dead_letter.producer": {"sasl.password": "x"}},
@@ -72,10 +75,6 @@ REFUSED_BY_TEMPLATES = {
     "an HPA scaling to zero": (
         {"autoscaling": {"enabled": True, "mode": "hpa", "minReplicas": 0}},
         "an HPA needs at least 1",
-    ),
-    "alert rules that would not find the job": (
-        {"fullnameOverride": "events-to-uf", "prometheus.rules.enabled": True},
-        'keep "userflux-connector" in fullnameOverride',
     ),
     "a ServiceMonitor without its Service": (
         {"service.enabled": False, "prometheus.monitor.enabled": True},

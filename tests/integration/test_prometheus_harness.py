@@ -19,7 +19,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from tests.support.grafana_vars import ALL, compute_intervals, dashboard_variables, interpolate
-from tests.support.helm import NAMESPACE, POD_ENV, SCENARIOS, one, render
+from tests.support.helm import NAMESPACE, POD_ENV, RELEASE, SCENARIOS, one, render
 from tests.support.monitoring import ALERTS, dashboard_expressions, load_dashboard, load_rules
 from tests.support.prometheus import PrometheusError, PrometheusServer
 from tests.support.prometheus_operator import (
@@ -43,7 +43,7 @@ ALWAYS_TRUE = {
                 {"alert": "HarnessAlwaysTrue", "expr": "vector(1)", "for": "2s", "labels": {"severity": "none"}},
                 {
                     "alert": "HarnessTargetUp",
-                    "expr": 'harness_smoke_ready{job=~".*userflux-connector.*"} == 1',
+                    "expr": 'harness_smoke_ready{job="userflux-connector"} == 1',
                     "for": "1s",
                 },
             ],
@@ -152,7 +152,10 @@ def test_the_target_has_the_labels_the_operator_gives_a_servicemonitor_target(pr
     target = prometheus.wait_for_target_up({"namespace": NAMESPACE, "pod": POD_NAME})
     service = one(rendered, "Service")["metadata"]["name"]
     assert target["labels"] == {
-        "job": service,  # the Service's name: the monitor sets no jobLabel
+        # The Operator names the job after the Service; the chart's relabeling, applied
+        # after that, fixes it to what the rules and the dashboard select.
+        "job": "userflux-connector",
+        "release": RELEASE,
         "namespace": NAMESPACE,
         "pod": POD_NAME,
         "service": service,
@@ -167,8 +170,8 @@ def test_the_target_has_the_labels_the_operator_gives_a_servicemonitor_target(pr
 def test_a_query_returns_the_targets_series_with_its_labels(prometheus):
     result = prometheus.wait_for_series(f'harness_smoke_ready{{namespace="{NAMESPACE}", pod="{POD_NAME}"}}')
     assert len(result) == 1 and result[0]["value"][1] == "1"
-    # The rules find the connector by this job regex; the target is found by it.
-    up = prometheus.query('up{job=~".*userflux-connector.*"}')
+    # The rules find the connector by this job; the target is found by it.
+    up = prometheus.query('up{job="userflux-connector"}')
     assert [s["value"][1] for s in up] == ["1"]
 
 
@@ -209,15 +212,17 @@ def test_every_dashboard_query_is_accepted_as_grafana_would_send_it(prometheus):
             pytest.fail(f"{where}: Prometheus refused {query!r}: {exc}")
 
 
-def test_a_podmonitor_target_gets_its_namespace_and_name_as_job(tmp_path, pod, prometheus_binary):
+def test_a_podmonitor_target_gets_the_same_job_and_release(tmp_path, pod, prometheus_binary):
     rendered = render([SCENARIOS["podmonitor"]], api_versions=["monitoring.coreos.com/v1"])
     monitor = one(rendered, "PodMonitor")
     targets = write_targets(tmp_path / "targets.json", [pod_target(pod)])
     with start(tmp_path, scrape_configs(monitor, targets, interval=SCRAPE_INTERVAL), [], prometheus_binary) as server:
         target = server.wait_for_target_up({"pod": POD_NAME})
     name = monitor["metadata"]["name"]
+    assert monitor["metadata"]["name"] == name  # the Operator's job would be f"{NAMESPACE}/{name}"
     assert target["labels"] == {
-        "job": f"{NAMESPACE}/{name}",
+        "job": "userflux-connector",
+        "release": RELEASE,
         "namespace": NAMESPACE,
         "pod": POD_NAME,
         "container": "connector",

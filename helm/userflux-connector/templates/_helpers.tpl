@@ -202,13 +202,66 @@ references to Secret-backed variables, the static member id). Rendered once here
 {{- toYaml $config }}
 {{- end }}
 
-{{/* "auto" means: when the cluster serves the Prometheus Operator's CRD. */}}
-{{- define "userflux-connector.wanted" -}}
-{{- $enabled := index . 0 }}
-{{- $context := index . 1 }}
-{{- $api := index . 2 }}
-{{- if eq (toString $enabled) "true" }}true
-{{- else if and (eq (toString $enabled) "auto") ($context.Capabilities.APIVersions.Has $api) }}true
+{{/*
+The pods' scheduling rules with this release's pods filled in: a topology spread
+constraint, or a pod (anti-)affinity term, written without a labelSelector selects the
+release's own pods (name and instance), so two releases in one namespace never count
+each other's pods.
+*/}}
+{{- define "userflux-connector.topologySpreadConstraints" -}}
+{{- $selector := include "userflux-connector.selectorLabels" . | fromYaml }}
+{{- $constraints := list }}
+{{- range .Values.topologySpreadConstraints }}
+{{- $constraint := deepCopy . }}
+{{- if not (hasKey $constraint "labelSelector") }}
+{{- $_ := set $constraint "labelSelector" (dict "matchLabels" $selector) }}
+{{- end }}
+{{- $constraints = append $constraints $constraint }}
+{{- end }}
+{{- if $constraints }}
+{{- toYaml $constraints }}
+{{- end }}
+{{- end }}
+
+{{- define "userflux-connector.affinity" -}}
+{{- $selector := include "userflux-connector.selectorLabels" . | fromYaml }}
+{{- $affinity := deepCopy .Values.affinity }}
+{{- range $kind := list "podAffinity" "podAntiAffinity" }}
+{{- with get $affinity $kind }}
+{{- range (get . "requiredDuringSchedulingIgnoredDuringExecution" | default list) }}
+{{- if not (hasKey . "labelSelector") }}
+{{- $_ := set . "labelSelector" (dict "matchLabels" $selector) }}
+{{- end }}
+{{- end }}
+{{- range (get . "preferredDuringSchedulingIgnoredDuringExecution" | default list) }}
+{{- $term := get . "podAffinityTerm" | default dict }}
+{{- if not (hasKey $term "labelSelector") }}
+{{- $_ := set $term "labelSelector" (dict "matchLabels" $selector) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $affinity }}
+{{- toYaml $affinity }}
+{{- end }}
+{{- end }}
+
+{{/*
+The monitor's relabelings: the scrape job is userflux-connector whatever the release is
+called (the alert rules and the dashboard select job="userflux-connector"), and
+`release` tells two releases in one namespace apart. The Operator applies an endpoint's
+relabelings after the job it derives from the Service or PodMonitor, so these win; the
+user's own come after them.
+*/}}
+{{- define "userflux-connector.monitorRelabelings" -}}
+- action: replace
+  targetLabel: job
+  replacement: userflux-connector
+- action: replace
+  sourceLabels: [__meta_kubernetes_pod_label_app_kubernetes_io_instance]
+  targetLabel: release
+{{- with .Values.prometheus.monitor.relabelings }}
+{{ toYaml . }}
 {{- end }}
 {{- end }}
 
@@ -356,16 +409,16 @@ volumes:
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.affinity }}
+{{- with include "userflux-connector.affinity" . }}
 affinity:
-  {{- toYaml . | nindent 2 }}
+  {{- . | nindent 2 }}
 {{- end }}
 {{- with .Values.tolerations }}
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.topologySpreadConstraints }}
+{{- with include "userflux-connector.topologySpreadConstraints" . }}
 topologySpreadConstraints:
-  {{- toYaml . | nindent 2 }}
+  {{- . | nindent 2 }}
 {{- end }}
 {{- end }}
