@@ -148,6 +148,47 @@ oldest_pending_age = Gauge(
 build_info = Info(f"{PREFIX}_build", "The connector's version.")
 build_info.info({"version": __version__})
 
+# -- series that exist before anything happens ------------------------------------------------
+#
+# A labelled counter has no series until its first increment: a panel shows "No data"
+# instead of 0, and increase() misses that first increment (it needs a sample before it).
+# Where the label values are known at start, the series are made at 0 instead.
+
+# The stages an invalid message is found at (the `stage` label, and the
+# userflux.error.stage header of its dead letter). A new stage is added here too.
+STAGES = ("deserialize", "map", "deliver")
+COMMIT_RESULTS = ("ok", "failed")
+REBALANCE_KINDS = ("assign", "revoke", "lost")
+RETRY_WAIT_CAUSES = ("backoff", "retry_after")
+
+
+def start_series(destinations: Iterable[str]) -> None:
+    """The series of the counters whose label values are fixed, at 0 (idempotent)."""
+    for result in COMMIT_RESULTS:
+        commits.labels(result)
+    for kind in REBALANCE_KINDS:
+        rebalances.labels(kind)
+    for destination in destinations:
+        for cause in RETRY_WAIT_CAUSES:
+            retry_wait.labels(cause, destination)
+
+
+def start_topic_series(topics: Iterable[tuple[str, str]], action: str, dead_lettering: bool) -> None:
+    """The per-topic series, at 0, of topics we read (named in a mapping, or just assigned),
+    each given with the destination its mapping delivers to: read, delivered, filtered,
+    invalid by stage with the configured ``action``, and (when invalid messages are
+    dead-lettered) dead letters and their failures by stage. Idempotent; ``requests`` and
+    ``retries`` are left out, their codes are not known."""
+    for topic, destination in topics:
+        messages_consumed.labels(topic)
+        events_delivered.labels(topic, destination)
+        messages_filtered.labels(topic)
+        for stage in STAGES:
+            messages_invalid.labels(topic, stage, action)
+            if dead_lettering:
+                dead_letters.labels(topic, stage)
+                dead_letter_failures.labels(topic, stage)
+
 
 def observe_many(histogram: Histogram, values: Iterable[float]) -> None:
     """Observe many values of an unlabelled histogram at once: one lock per bucket touched

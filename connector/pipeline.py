@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO, cast
 
 from . import metrics
@@ -170,6 +170,9 @@ class Pipeline:
             self.invalid = InvalidRouter(
                 settings.on_invalid, dead_letters, self._fail, self.status.progress, out=self.out if dry_run else None
             )
+        # Before the metrics server starts: the first scrape has them at 0.
+        metrics.start_series(d.name for d in settings.userflux.all_destinations)
+        self._start_topic_series(self.mapper.topic_names())
         self.series = metrics.PartitionSeries()
         self.lag: LagMonitor | None = None
         if settings.metrics.enabled and not dry_run and replay is None:
@@ -444,7 +447,13 @@ class Pipeline:
 
     # -- rebalance (called by librdkafka inside consume() or close()) -------------------------
 
+    def _start_topic_series(self, topics: Iterable[str]) -> None:
+        """The topics' counters at 0, before their first message: see metrics.start_topic_series."""
+        mapped = [(topic, m.destination) for topic in topics if (m := self.mapper.mapping_for(topic)) is not None]
+        metrics.start_topic_series(mapped, self.invalid.action, self.dead_letters is not None)
+
     def on_assign(self, partitions: list[Key]) -> None:
+        self._start_topic_series({topic for topic, _ in partitions})  # topics a pattern matched, too
         for topic, partition in partitions:
             self.tracker.assign(topic, partition)
         self.backpressure.assigned(partitions)

@@ -47,6 +47,11 @@ class MessageMapper:
                     seen.append(entry)
         return seen
 
+    def topic_names(self) -> list[str]:
+        """The topics mappings name (``topics:``); topics a ``pattern:`` matches are known
+        only once assigned."""
+        return sorted({topic for mapping in self.mappings if mapping.topics is not None for topic in mapping.topics})
+
     def mapping_for(self, topic: str) -> Mapping | None:
         try:
             return self._by_topic[topic]

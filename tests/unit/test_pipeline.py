@@ -12,12 +12,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yaml
+from prometheus_client import REGISTRY
 
 from connector import backpressure
 from connector.batcher import Batch
 from connector.errors import AuthError, KafkaFatalError
 from connector.pipeline import Pipeline
 from connector.sink.sender import BatchResult
+from connector.startup import parse_config
 from tests.support.pipeline_fakes import (
     T0,
     T1,
@@ -26,6 +29,7 @@ from tests.support.pipeline_fakes import (
     FakeSource,
     after,
     do,
+    fake_pipeline,
     message,
     pipeline_with,
     settings,
@@ -452,3 +456,32 @@ def test_a_signal_while_the_loop_waits_for_completions_does_not_hold_it_past_the
         watchdog.cancel()
         pipe.pool.close()
     assert took < 1.0
+
+
+def test_the_counters_of_named_and_assigned_topics_exist_at_0_from_the_start():
+    config = {
+        "kafka": {"bootstrap.servers": "fake:9092", "group.id": "g"},
+        "userflux": {"base_url": "http://127.0.0.1:9", "api_key": "fake-key-0123456789"},
+        "metrics": {"enabled": False},
+        "on_invalid": "dead_letter",
+        "dead_letter": {"topic": "dlq"},
+        "mappings": [
+            {"topics": ["named-topic"], "event": {"name": "event", "userId": "user"}},
+            {"pattern": "^matched-.+", "event": {"name": "event", "userId": "user"}},
+        ],
+    }
+
+    def value(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(f"userflux_connector_{name}_total", labels)
+
+    pipe, _, _ = fake_pipeline(parse_config(yaml.safe_dump(config)), dead_letters=FakeDeadLetters())
+    # Before anything is read: a panel shows 0, and increase() sees the first increment.
+    assert value("messages_filtered", topic="named-topic") == 0
+    assert value("dead_letter_failures", topic="named-topic", stage="deserialize") == 0
+    assert value("events_delivered", topic="named-topic", destination="default") == 0
+    assert value("retry_wait_seconds", cause="backoff", destination="default") is not None
+    assert value("messages_filtered", topic="matched-1") is None  # a pattern's topics: not known yet
+    pipe.on_assign([("matched-1", 0)])
+    assert value("messages_filtered", topic="matched-1") == 0
+    assert value("dead_letters", topic="matched-1", stage="deliver") == 0
+    assert value("messages_invalid", topic="matched-1", stage="map", action="dead_letter") == 0
