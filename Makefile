@@ -114,9 +114,11 @@ image-tools:
 image: install image-tools
 	$(BIN)/python -m tests.support.image build
 
-# Build the image, then run it: --version, `check` on the chart's rendered configs, and
-# SIGTERM to PID 1 with a read-only root filesystem.
+# Build the image, then run it: --version, `check` on the chart's rendered configs, and the
+# chart's pod as the kubelet would run it (tests/image/test_pod.py: PID 1, read-only root,
+# the rendered mounts, Secrets and probes, against the test brokers; about 2 minutes).
 image-test: image $(HELM)
+	$(BIN)/python -m tests.support.kafka_broker fetch
 	$(BIN)/python -m pytest -m image tests/image
 
 # A local broker and UserFlux stand-in, sample events, the connector on config/demo.yaml.

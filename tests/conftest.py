@@ -12,17 +12,20 @@ they are missing.
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 
 from tests.support.certs import Certs, make_certs
-from tests.support.kafka_broker import BrokerError, KafkaBroker, ensure_jars
+from tests.support.kafka_broker import BrokerError, KafkaBroker, SaslSsl, ensure_jars
 from tests.support.monitoring import PromtoolMissing, promtool_path
 from tests.support.prometheus import PrometheusMissing, prometheus_path
 from tests.support.schema_registry import RegistryError, SchemaRegistry, ensure_app
 from tests.support.userflux_standin import UserFluxStandIn
 
 API_KEY = "test-write-key-0123456789"
+# The SCRAM user "connector" of the SASL_SSL broker (``sasl_broker``).
+SASL_PASSWORD = f"scram-pw-{uuid.uuid4().hex}"
 
 
 @pytest.fixture(scope="session")
@@ -104,6 +107,26 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     """A CA, a server certificate for the loopback names and a client certificate,
     made with openssl for this session only."""
     return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="session")
+def sasl_broker(tmp_path_factory: pytest.TempPathFactory, certs: Certs):
+    """A second broker for the session, started when a test asks for it: besides PLAINTEXT
+    (for the tests' own set-up) it listens on SASL_SSL with SCRAM-SHA-512, user
+    ``connector`` and SASL_PASSWORD, with the session's server certificate (``certs.ca``
+    signs it)."""
+    sasl = SaslSsl(
+        username="connector", password=SASL_PASSWORD, keystore=certs.server_p12, keystore_password=certs.p12_password
+    )
+    broker = KafkaBroker(tmp_path_factory.mktemp("sasl-broker"), ensure_jars(), heap_mb=384, sasl_ssl=sasl)
+    try:
+        broker.start(timeout_s=120)
+    except BrokerError as exc:
+        pytest.fail(f"could not start the SASL_SSL test broker:\n{exc}", pytrace=False)
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,20 +1,15 @@
 """The built image, run for real (make image-test builds it first): as its non-root
-user, on the configs the chart renders, as PID 1 on a read-only root filesystem."""
+user, on the configs the chart renders. The chart's pod itself, PID 1 on a read-only
+root filesystem, is tests/image/test_pod.py."""
 
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import shutil
-import signal
-import socket
 import subprocess
-import time
-import urllib.request
 
 import pytest
-import yaml
 
 from tests.support import image
 from tests.support.helm import POD_ENV, SCENARIOS, TLS_MOUNT, connector_config, render
@@ -109,99 +104,6 @@ def test_check_accepts_the_config_the_chart_renders(container, scenario, tmp_pat
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{CONFIG_DIR}/config.yaml: OK")
-
-
-def test_pid_1_on_a_read_only_root_stops_cleanly_on_sigterm(built, container, tmp_path: pathlib.Path):
-    """The container's process as a runtime starts it: PID 1 of its own PID namespace,
-    the image's user and environment, the root filesystem read-only. It serves its
-    probes, then SIGTERM makes it stop cleanly (exit 0)."""
-    port = _free_port()
-    config_dir = tmp_path / "config"
-    config_dir.mkdir(mode=0o755)
-    config = yaml.safe_load(connector_config(render([SCENARIOS["default"]])))
-    config["kafka"]["bootstrap.servers"] = f"127.0.0.1:{_free_port()}"  # nothing listens: the loop still turns
-    config["metrics"] = {"host": "127.0.0.1", "port": port}
-    config["pipeline"]["shutdown_grace_s"] = 5
-    (config_dir / "config.yaml").write_text(yaml.safe_dump(config))
-    (config_dir / "config.yaml").chmod(0o644)
-    rootfs = image.buildah("mount", container, capture=True)
-    root = tmp_path / "root"
-    root.mkdir()
-    env = dict(item.split("=", 1) for item in built["OCIv1"]["config"]["Env"])
-    env["USERFLUX_API_KEY"] = POD_ENV["USERFLUX_API_KEY"]
-    user = built["OCIv1"]["config"]["User"]
-    # A new mount and PID namespace: the image read-only, /proc and /dev as a runtime
-    # gives them, the config mounted; then exec, so the connector itself is PID 1.
-    script = (
-        f"mount --bind {rootfs} {root} && mount -o remount,bind,ro {root} && "
-        f"mount -t proc proc {root}/proc && mount --rbind /dev {root}/dev && "
-        f"mount --bind {config_dir} {root}{CONFIG_DIR} && "
-        f"exec chroot --userspec={user} {root} env -i "
-        + " ".join(f"{k}={v}" for k, v in env.items())
-        + f" userflux-connector run --config {CONFIG_DIR}/config.yaml"
-    )
-    process = subprocess.Popen(
-        ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "sh", "-c", script],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        connector = _wait_for_child(process.pid)
-        status = _wait_for_status(connector)
-        assert status["NSpid"].split()[-1] == "1", status["NSpid"]  # PID 1 in its namespace
-        assert status["Uid"].split()[0] == "10001"
-        assert _wait_for_http(f"http://127.0.0.1:{port}/healthz") == 200
-        os.kill(connector, signal.SIGTERM)
-        code = process.wait(timeout=30)
-        err = process.stderr.read()
-        assert code == 0, err
-        assert "SIGTERM: stopping" in err
-        assert "Read-only file system" not in err and "Permission denied" not in err
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-        image.buildah("umount", container, capture=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_child(pid: int, timeout_s: float = 10) -> int:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        children = pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        if children:
-            return int(children[0])
-        time.sleep(0.05)
-    raise AssertionError("the container process did not start")
-
-
-def _wait_for_status(pid: int, timeout_s: float = 10) -> dict[str, str]:
-    """/proc/PID/status once the process is the connector: the forked unshare execs sh,
-    which execs chroot, which execs env, which execs the connector."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = dict(line.split(":", 1) for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines())
-        if status["Name"].strip() not in ("unshare", "sh", "chroot", "env"):
-            return {k: v.strip() for k, v in status.items()}
-        time.sleep(0.05)
-    raise AssertionError("the connector did not start")
-
-
-def _wait_for_http(url: str, timeout_s: float = 30) -> int:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                return answer.status
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer within {timeout_s}s")
 
 
 def test_the_registry_formats_decode_in_the_image(container):

@@ -15,31 +15,15 @@ import uuid
 import pytest
 import yaml
 
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, SASL_PASSWORD
 from tests.support.certs import Certs
 from tests.support.connector_process import REPO, ConnectorProcess, free_port, http_get, leaks, write_config
-from tests.support.kafka_broker import BrokerError, KafkaBroker, SaslSsl, ensure_jars
+from tests.support.kafka_broker import KafkaBroker
 from tests.support.kafka_tools import all_committed, new_topic, produce, read_all, unique, wait_until
 
 pytestmark = pytest.mark.kafka
 
-PASSWORD = f"scram-pw-{uuid.uuid4().hex}"
-
-
-@pytest.fixture(scope="module")
-def sasl_broker(tmp_path_factory: pytest.TempPathFactory, certs: Certs):
-    sasl = SaslSsl(
-        username="connector", password=PASSWORD, keystore=certs.server_p12, keystore_password=certs.p12_password
-    )
-    broker = KafkaBroker(tmp_path_factory.mktemp("sasl-broker"), ensure_jars(), heap_mb=384, sasl_ssl=sasl)
-    try:
-        broker.start(timeout_s=120)
-    except BrokerError as exc:
-        pytest.fail(f"could not start the SASL_SSL test broker:\n{exc}", pytrace=False)
-    try:
-        yield broker
-    finally:
-        broker.stop()
+PASSWORD = SASL_PASSWORD  # the session's SASL_SSL broker (tests/conftest.py) knows it
 
 
 def sasl_config(

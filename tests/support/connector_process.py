@@ -99,7 +99,26 @@ def leaks(secrets: list[str], **places: str) -> list[str]:
     return [f"{name}: {piece!r}" for name, text in places.items() for piece in sorted(pieces) if piece in text]
 
 
-class ConnectorProcess:
+class ProcessOutput:
+    """A background process whose output goes to files (``stdout_path``, ``stderr_path``)."""
+
+    process: subprocess.Popen
+    stdout_path: pathlib.Path
+    stderr_path: pathlib.Path
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+
+class ConnectorProcess(ProcessOutput):
     """``userflux-connector run`` (or ``command``) in the background, its output in files."""
 
     def __init__(
@@ -139,17 +158,6 @@ class ConnectorProcess:
 
     def __exit__(self, *exc: Any) -> None:
         self.kill()
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    @property
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(errors="replace")
-
-    def running(self) -> bool:
-        return self.process.poll() is None
 
     def wait_for_log(self, text: str, timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s
