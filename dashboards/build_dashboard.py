@@ -81,6 +81,15 @@ def rate_by(labels: str, metric: str, topic: bool = False, extra: str = "") -> s
     return f"sum by ({labels}) ({rate(metric, topic, extra)})"
 
 
+def counted(labels: str, metric: str, extra: str = "") -> str:
+    """How many in each interval, summed by ``labels``, for counters whose series are born
+    with their first increment (label values not known at start, like a status code):
+    rate() and increase() see nothing of the increments that create a series, so a series
+    born inside the interval counts with its whole value."""
+    s = series(metric, extra=extra)
+    return f"sum by ({labels}) (({s} unless {s} offset $__rate_interval) or increase({s}{RATE_INTERVAL}))"
+
+
 def quantile(q: float, histogram: str) -> str:
     return f"histogram_quantile({q}, sum by (le) ({rate(histogram + '_bucket')}))"
 
@@ -174,7 +183,8 @@ OVERVIEW = [
         "Error ratio",
         "Share of requests to UserFlux that did not deliver: retried (5xx, 429, timeouts, connection "
         "errors), rejected (400/413/422), refused (401/403) or fatal.",
-        f"sum({rate('requests_total', extra=NOT_DELIVERED)}) / sum({rate('requests_total')})",
+        # No failed request has no series: 0, not "No data" (and no request at all, no ratio).
+        f"(sum({rate('requests_total', extra=NOT_DELIVERED)}) or vector(0)) / sum({rate('requests_total')})",
         "percentunit",
         (("green", None), ("orange", 0.05), ("red", 0.1)),
     ),
@@ -382,10 +392,11 @@ ERRORS = [
         bars=True,
     ),
     graph(
-        "Requests UserFlux refused /s",
-        "rejected (400/413/422), auth (401/403) and fatal answers, by code.",
-        [(rate_by("outcome, code", "requests_total", extra=REFUSED), "{{outcome}} {{code}}")],
-        "reqps",
+        "Requests UserFlux refused",
+        "rejected (400/413/422), auth (401/403) and fatal answers, by code, per interval: one refusal "
+        "shows too (a refused key is one request, then the pod stops).",
+        [(counted("outcome, code", "requests_total", extra=REFUSED), "{{outcome}} {{code}}")],
+        bars=True,
     ),
     graph(
         "Write key refused",

@@ -75,6 +75,7 @@ _TOKEN = re.compile(
   | (?P<number>(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(?:[a-zA-Z_]\w*)?)
   | (?P<ident>[a-zA-Z_:][\w:]*)
   | (?P<range>\[[^\]]*\])
+  | (?P<variable>\$\w+|\$\{[^}]*\})
   | (?P<op>==|!=|>=|<=|=~|!~|[-+*/%^<>=,(){}@])
 """,
     re.VERBOSE,
@@ -82,7 +83,10 @@ _TOKEN = re.compile(
 
 
 class PromQLSyntaxError(ValueError):
-    """The expression holds something the lexer does not know (e.g. a stray `$var`)."""
+    """The expression holds something the lexer does not know (a stray character, a bad matcher).
+
+    Grafana variables (`$var`, `${var}`) are read as tokens of their own: a duration such as
+    `offset $__rate_interval` is one."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -277,7 +277,8 @@ def _endpoints(monitor: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return list(monitor["spec"].get(key) or [])
 
 
-def _seconds(duration: str) -> float:
+def duration_seconds(duration: str) -> float:
+    """A Prometheus duration (`5m`, `1h30m`, `500ms`) in seconds."""
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
     total, pos = 0.0, 0
     for match in re.finditer(r"(\d+)(ms|s|m|h|d|w|y)", duration):
@@ -317,7 +318,7 @@ def scrape_configs(
         if chosen:
             config["scrape_interval"] = chosen
         timeout = endpoint.get("scrapeTimeout")
-        if timeout and chosen and _seconds(timeout) > _seconds(chosen):
+        if timeout and chosen and duration_seconds(timeout) > duration_seconds(chosen):
             timeout = chosen
         if timeout:
             config["scrape_timeout"] = timeout
