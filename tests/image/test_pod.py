@@ -16,10 +16,12 @@ event delivered and every offset committed.
 
 What the test changes in each scenario's values, and why: the Kafka address and group,
 the UserFlux address, the topics (the test's own), the metrics port (a free one: the
-pods share the host's loopback); for the keda scenario, the broker's security
+pods share the host's loopback); for the keda and replay scenarios, the broker's security
 (SASL_SSL with SCRAM-SHA-512 and the test CA, which the test broker speaks, in place of
-SASL_PLAINTEXT with SCRAM-SHA-256) while its credentials still come through the chart's
-own Secret.
+their SASL_PLAINTEXT, or no protocol at all) while their credentials still come through the
+chart's own Secret; for the schema-registry scenario, the session's real registry as
+schemaRegistry.url and a JSON topic (what is run is the pod around the registry: its
+credentials' Secret and its in-memory /tmp).
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ BEFORE, DURING = 40, 60  # events produced before the pod starts, and while it r
 # The scenarios whose pod is the default's: they change only what is around it.
 SAME_POD_AS_DEFAULT = ("monitoring", "podmonitor")
 RUN = [s for s in SCENARIOS if s not in SAME_POD_AS_DEFAULT]
+# The scenarios whose SASL credentials are the chart's own Secret (kafkaSasl.username and
+# password): run against the SASL_SSL broker, with its security in place of theirs.
+CHART_SASL = ("keda", "replay")
 
 
 def secret(name: str, data: dict[str, str | bytes]) -> dict[str, Any]:
@@ -91,7 +96,7 @@ class Run:
 
     def __init__(self, scenario: str, kafka_bootstrap: str, request: pytest.FixtureRequest, userflux: UserFluxStandIn):
         self.scenario = scenario
-        sasl = scenario in ("sasl", "keda")
+        sasl = scenario in ("sasl", *CHART_SASL)
         if sasl:
             broker, certs = request.getfixturevalue("sasl_broker"), request.getfixturevalue("certs")
             self.setup_bootstrap, bootstrap = broker.bootstrap_servers, broker.sasl_bootstrap_servers
@@ -123,7 +128,14 @@ class Run:
             )
         if sasl:
             self.provided.append(secret("kafka-ca", {"ca.crt": certs.ca.read_bytes()}))
-        if scenario == "keda":
+        if scenario == "schema-registry":
+            # The test's topic is JSON (the mapping says so over the scenario's value_format):
+            # what is run is the pod around the registry, its Secret and its /tmp; the
+            # registry is the session's real one, so whatever the connector asks of it answers.
+            sets["schemaRegistry.url"] = request.getfixturevalue("schema_registry").url
+            sets["config.mappings"][0]["value_format"] = "json"
+            self.provided.append(secret("schema-registry-credentials", {"username": "reader", "password": "unused"}))
+        if scenario in CHART_SASL:
             sets |= {
                 "config.kafka.security\\.protocol": "SASL_SSL",
                 "config.kafka.sasl\\.mechanism": "SCRAM-SHA-512",
@@ -202,7 +214,7 @@ def test_the_pod_runs_as_the_kubelet_would_run_it(
     config_mount = next(m for m in plan.mounts if m.name == "config")
     assert config_mount.read_only and f"{config_mount.path}/config.yaml" == plan.argv[3]
     assert plan.env["USERFLUX_API_KEY"] == API_KEY and plan.env["POD_NAME"] == POD_NAME
-    if scenario in ("sasl", "keda"):
+    if scenario in ("sasl", *CHART_SASL):
         assert (plan.env["KAFKA_SASL_USERNAME"], plan.env["KAFKA_SASL_PASSWORD"]) == ("connector", SASL_PASSWORD)
 
     writable = run_check(plan, rootfs, tmp_path / "check", run.identity)

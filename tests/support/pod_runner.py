@@ -132,7 +132,11 @@ class PodProcess(ProcessOutput):
             source = _mount_source(work, mount, index)
             _ensure_mount_point(rootfs, mount.path, is_dir=source.is_dir())
             target = root / mount.path.lstrip("/")
-            script.append(f"mount --bind {q(source)} {q(target)}")
+            if mount.memory:  # medium: Memory, a tmpfs as the kubelet makes it
+                size = mount.memory.replace("Mi", "m").replace("Gi", "g").replace("Ki", "k")
+                script.append(f"mount -t tmpfs -o size={size},mode=1777 tmpfs {q(target)}")
+            else:
+                script.append(f"mount --bind {q(source)} {q(target)}")
             if mount.read_only:
                 script.append(f"mount -o remount,bind,ro {q(target)}")
         script.append(f"hostname {q(identity.name)}")

@@ -22,7 +22,8 @@ rules (the field docs of ``core/v1`` ``Container``, ``EnvVar``, ``Volume`` and
 - **the files**: every ``volumeMount`` of the container with what its volume holds: a
   ConfigMap's or Secret's keys as files (``items`` pick and rename them, ``defaultMode``
   and an item's ``mode`` set the mode, always mounted read-only), an ``emptyDir`` (an
-  empty writable directory); ``subPath`` mounts one entry; ``readOnly`` a read-only mount.
+  empty writable directory, a tmpfs with ``medium: Memory``); ``subPath`` mounts one entry;
+  ``readOnly`` a read-only mount.
   Other volume types are refused (the chart renders none).
 - **the probes**: an ``httpGet`` probe's port by name is the container port of that name.
 
@@ -87,6 +88,7 @@ class Mount:
     files: Mapping[str, tuple[bytes, int]] | None = None
     writable: bool = False
     sub_path: str = ""
+    memory: str = ""  # an emptyDir with medium: Memory, a tmpfs of this size ("" otherwise)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,7 +286,9 @@ def _volume_mount(mount: Mapping[str, Any], volumes: Mapping[str, Mapping[str, A
         # ConfigMap and Secret volumes are always read-only (since Kubernetes 1.10).
         return Mount(mount["name"], mount["mountPath"], True, files=files, sub_path=sub_path)
     if "emptyDir" in volume:
-        return Mount(mount["name"], mount["mountPath"], read_only, writable=True, sub_path=sub_path)
+        empty = volume["emptyDir"] or {}
+        memory = str(empty.get("sizeLimit", "64Mi")) if empty.get("medium") == "Memory" else ""
+        return Mount(mount["name"], mount["mountPath"], read_only, writable=True, sub_path=sub_path, memory=memory)
     raise PodSpecError(f"volume {mount['name']}: {sorted(volume)} is not implemented here")
 
 

@@ -134,6 +134,7 @@ def test_volumes_as_files_read_only_or_as_writable_directories():
             {"name": "tls", "mountPath": "/etc/tls", "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "one", "mountPath": "/etc/one.yaml", "subPath": "one.yaml"},
+            {"name": "shm", "mountPath": "/scratch"},
         ]
     }
     volumes = [
@@ -141,6 +142,7 @@ def test_volumes_as_files_read_only_or_as_writable_directories():
         {"name": "tls", "secret": {"secretName": "tls", "items": [{"key": "ca", "path": "ca.crt", "mode": 0o400}]}},
         {"name": "tmp", "emptyDir": {}},
         {"name": "one", "configMap": {"name": "app", "defaultMode": 0o600}},
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
     ]
     objects = [configmap("app", **{"config.yaml": "a: 1\n", "one.yaml": "b: 2\n"}), secret("tls", ca="PEM", key="K")]
     mounts = {m.name: m for m in plan(container, objects, volumes=volumes).mounts}
@@ -149,7 +151,8 @@ def test_volumes_as_files_read_only_or_as_writable_directories():
         "one.yaml": (b"b: 2\n", 0o644),
     }
     assert mounts["tls"].files == {"ca.crt": (b"PEM", 0o400)}  # only the item, renamed
-    assert mounts["tmp"].writable and not mounts["tmp"].read_only
+    assert mounts["tmp"].writable and not mounts["tmp"].read_only and mounts["tmp"].memory == ""
+    assert mounts["shm"].writable and mounts["shm"].memory == "16Mi"
     assert mounts["one"].sub_path == "one.yaml" and mounts["one"].files["one.yaml"][1] == 0o600
 
 
