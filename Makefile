@@ -116,7 +116,7 @@ image: install image-tools
 
 # Build the image, then run it: --version, `check` on the chart's rendered configs, and the
 # chart's pod as the kubelet would run it (tests/image/test_pod.py: PID 1, read-only root,
-# the rendered mounts, Secrets and probes, against the test brokers; about 2 minutes).
+# the rendered mounts, Secrets and probes, against the test brokers; about 3 minutes).
 image-test: image $(HELM)
 	$(BIN)/python -m tests.support.kafka_broker fetch
 	$(BIN)/python -m pytest -m image tests/image

@@ -162,8 +162,10 @@ REBALANCE_KINDS = ("assign", "revoke", "lost")
 RETRY_WAIT_CAUSES = ("backoff", "retry_after")
 
 
-def start_series(destinations: Iterable[str]) -> None:
-    """The series of the counters whose label values are fixed, at 0 (idempotent)."""
+def start_series(destinations: Iterable[str], capped: Iterable[str] = ()) -> None:
+    """The series of the counters whose label values are fixed, at 0 (idempotent): per
+    destination its retry waits, and for a destination with a rate cap (``capped``) the
+    waits for it."""
     for result in COMMIT_RESULTS:
         commits.labels(result)
     for kind in REBALANCE_KINDS:
@@ -171,6 +173,8 @@ def start_series(destinations: Iterable[str]) -> None:
     for destination in destinations:
         for cause in RETRY_WAIT_CAUSES:
             retry_wait.labels(cause, destination)
+    for destination in capped:
+        rate_cap_wait.labels(destination)
 
 
 def start_topic_series(topics: Iterable[tuple[str, str]], action: str, dead_lettering: bool) -> None:

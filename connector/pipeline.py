@@ -171,7 +171,10 @@ class Pipeline:
                 settings.on_invalid, dead_letters, self._fail, self.status.progress, out=self.out if dry_run else None
             )
         # Before the metrics server starts: the first scrape has them at 0.
-        metrics.start_series(d.name for d in settings.userflux.all_destinations)
+        every = settings.userflux.all_destinations
+        metrics.start_series(
+            (d.name for d in every), (d.name for d in every if d.max_events_per_second or d.max_requests_per_second)
+        )
         self._start_topic_series(self.mapper.topic_names())
         self.series = metrics.PartitionSeries()
         self.lag: LagMonitor | None = None

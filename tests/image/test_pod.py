@@ -21,7 +21,8 @@ pods share the host's loopback); for the keda and replay scenarios, the broker's
 their SASL_PLAINTEXT, or no protocol at all) while their credentials still come through the
 chart's own Secret; for the schema-registry scenario, the session's real registry as
 schemaRegistry.url and a JSON topic (what is run is the pod around the registry: its
-credentials' Secret and its in-memory /tmp).
+credentials' Secret and its in-memory /tmp); for the destinations scenario, a Secret with
+the second project's key (the test's topic goes to the first project).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import time
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import SASL_PASSWORD
 from tests.support import image
@@ -47,7 +49,8 @@ from tests.support.userflux_standin import UserFluxStandIn
 
 pytestmark = [pytest.mark.image, pytest.mark.kafka]
 
-API_KEY = "ci-write-key"  # what ci/*-values.yaml set as apiKey.value
+API_KEY = "ci-write-key"  # what ci/*-values.yaml set as apiKey.value (or the test's Secret holds)
+MOBILE_KEY = "ci-mobile-write-key"  # the destinations scenario's second project
 POD_NAME = "uf-userflux-connector-7c9d5b8f6-k2x4p"
 PARTITIONS = 2
 BEFORE, DURING = 40, 60  # events produced before the pod starts, and while it runs
@@ -117,6 +120,7 @@ class Run:
             ],
         }
         self.provided: list[dict[str, Any]] = []
+        self.keys = {yaml_value(SCENARIOS[scenario], "apiKey", "value") or API_KEY}  # what UserFlux accepts
         if scenario == "existing-secret":
             self.provided.append(secret("userflux-credentials", {"write-key": API_KEY}))
         if scenario == "sasl":
@@ -135,6 +139,11 @@ class Run:
             sets["schemaRegistry.url"] = request.getfixturevalue("schema_registry").url
             sets["config.mappings"][0]["value_format"] = "json"
             self.provided.append(secret("schema-registry-credentials", {"username": "reader", "password": "unused"}))
+        if scenario == "destinations":
+            # Both projects' keys reach the pod (the top-level one from the chart's Secret, the
+            # mobile one from a Secret the test provides); the test's topic goes to the first.
+            self.provided.append(secret("userflux-mobile", {"write-key": MOBILE_KEY}))
+            self.keys.add(MOBILE_KEY)
         if scenario in CHART_SASL:
             sets |= {
                 "config.kafka.security\\.protocol": "SASL_SSL",
@@ -160,6 +169,13 @@ class Run:
         assert self.plan(image_config).ports[port["targetPort"]] == port["port"]
         identity = PodIdentity(name=pod["metadata"]["name"], namespace=NAMESPACE)
         return container_plan(pod, self.manifests, identity, image_config), {service["metadata"]["name"]: "127.0.0.1"}
+
+
+def yaml_value(path: pathlib.Path, *keys: str) -> Any:
+    found: Any = yaml.safe_load(path.read_text())
+    for key in keys:
+        found = (found or {}).get(key)
+    return found
 
 
 def events(prefix: str, n: int) -> list[dict[str, Any]]:
@@ -213,7 +229,9 @@ def test_the_pod_runs_as_the_kubelet_would_run_it(
     assert (plan.uid, plan.gid, plan.read_only_root, plan.no_new_privileges) == (10001, 10001, True, True)
     config_mount = next(m for m in plan.mounts if m.name == "config")
     assert config_mount.read_only and f"{config_mount.path}/config.yaml" == plan.argv[3]
-    assert plan.env["USERFLUX_API_KEY"] == API_KEY and plan.env["POD_NAME"] == POD_NAME
+    assert plan.env["USERFLUX_API_KEY"] in run.keys and plan.env["POD_NAME"] == POD_NAME
+    if scenario == "destinations":
+        assert plan.env["USERFLUX_API_KEY_MOBILE"] == MOBILE_KEY
     if scenario in ("sasl", *CHART_SASL):
         assert (plan.env["KAFKA_SASL_USERNAME"], plan.env["KAFKA_SASL_PASSWORD"]) == ("connector", SASL_PASSWORD)
 
@@ -225,6 +243,8 @@ def test_the_pod_runs_as_the_kubelet_would_run_it(
     assert writable == expected
 
     userflux.reset()
+    for key in run.keys - {userflux.api_key}:
+        userflux.add_key(key)
     produce(run.setup_bootstrap, run.topic, events("before", BEFORE), key=lambda i: str(i).encode())
     produce(run.setup_bootstrap, run.topic, [b"{not json"])
     pod = PodProcess(plan, rootfs, tmp_path / "pod", run.identity)

@@ -33,7 +33,7 @@ def value(name: str, **labels: str) -> float | None:
 
 def test_counters_with_known_label_values_exist_at_0_before_anything_happens():
     start_topic_series([("known-at-start", "web")], "dead_letter", dead_lettering=True)
-    start_series(["web", "mobile"])
+    start_series(["web", "mobile"], capped=["mobile"])
     for name in ("messages_consumed", "messages_filtered"):
         assert value(f"userflux_connector_{name}_total", topic="known-at-start") == 0
     assert value("userflux_connector_events_delivered_total", topic="known-at-start", destination="web") == 0
@@ -49,6 +49,8 @@ def test_counters_with_known_label_values_exist_at_0_before_anything_happens():
     assert value("userflux_connector_commits_total", result="failed") is not None
     assert value("userflux_connector_rebalances_total", kind="lost") is not None
     assert value("userflux_connector_retry_wait_seconds_total", cause="retry_after", destination="mobile") == 0
+    assert value("userflux_connector_rate_cap_wait_seconds_total", destination="mobile") == 0
+    assert value("userflux_connector_rate_cap_wait_seconds_total", destination="web") is None  # no cap, no wait
 
 
 def test_no_dead_letter_series_where_nothing_is_dead_lettered():
