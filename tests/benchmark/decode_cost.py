@@ -145,7 +145,7 @@ def _connector_rows(records: int, repeat: int, orders: list[bytes]) -> list[tupl
     from connector.formats import Decoders
     from connector.formats.registry import Registry
     from tests.benchmark.events import AVRO_SCHEMA, EventFactory, avro_record
-    from tests.unit.formats.fakes import FakeRegistryClient
+    from tests.support.registry_fakes import FakeRegistryClient
 
     client = FakeRegistryClient({1: Schema(json.dumps(AVRO_SCHEMA), "AVRO")})
     decoders = Decoders(Registry(SchemaRegistrySettings(urls=("http://r",)), lambda _: client), LimitsSettings())

@@ -15,8 +15,8 @@ from connector.pipeline import Pipeline
 from connector.startup import parse_config
 from tests.support.fakes import FakeMessage
 from tests.support.pipeline_fakes import T0, T1, FakeSender, FakeSource, fake_pipeline, stop, until
+from tests.support.registry_fakes import FakeRegistryClient
 from tests.support.registry_samples import EVENT_AVRO, sample_event
-from tests.unit.formats.fakes import FakeRegistryClient
 from tests.unit.formats.test_avro import framed
 
 

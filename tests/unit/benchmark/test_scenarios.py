@@ -77,7 +77,7 @@ def test_the_avro_scenario_s_events_map_as_the_json_ones_do():
     from connector.formats import Decoders
     from connector.formats.registry import Registry
     from tests.benchmark.events import AVRO_SCHEMA, avro_record
-    from tests.unit.formats.fakes import FakeRegistryClient
+    from tests.support.registry_fakes import FakeRegistryClient
 
     client = FakeRegistryClient({7: Schema(json.dumps(AVRO_SCHEMA), "AVRO")})
     decoders = Decoders(Registry(SchemaRegistrySettings(urls=("http://r",)), lambda _: client), LimitsSettings())

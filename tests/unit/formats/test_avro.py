@@ -25,7 +25,8 @@ from connector.formats.registry import FetchedSchema, Registry
 from connector.mapping.event import compile_mapping
 from connector.mapping.mapper import MessageMapper
 from connector.validation import Problems
-from tests.unit.formats.fakes import FakeMessage, FakeRegistryClient
+from tests.support.fakes import FakeMessage
+from tests.support.registry_fakes import FakeRegistryClient
 
 SETTINGS = SchemaRegistrySettings(urls=("http://registry.test:8081",))
 
@@ -278,7 +279,7 @@ def test_any_written_record_maps_or_says_why(schema_and_record, field):
     assert mapping is not None, problems.lines
     mapper = MessageMapper([mapping], LimitsSettings(), decoders)
     try:
-        _, event = mapper.map(FakeMessage("t", data))
+        _, event = mapper.map(FakeMessage(topic="t", value=data))
     except InvalidMessage as exc:
         assert exc.stage in ("deserialize", "map") and exc.reason
         return

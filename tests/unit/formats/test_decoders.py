@@ -16,8 +16,8 @@ from connector.errors import InvalidMessage, RegistryRefused, RegistryUnavailabl
 from connector.formats import Decoders
 from connector.formats.decoders import NOT_FOUND_TTL_S
 from connector.formats.registry import Registry, _http_library, client_config
+from tests.support.registry_fakes import FakeRegistryClient
 from tests.support.registry_samples import EVENT_AVRO, sample_event
-from tests.unit.formats.fakes import FakeRegistryClient
 from tests.unit.formats.test_avro import framed
 
 SETTINGS = SchemaRegistrySettings(urls=("http://registry.test:8081",), cache_size=3)

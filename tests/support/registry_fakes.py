@@ -1,5 +1,5 @@
-"""Fakes for the formats tests: a Kafka message, and a registry client that answers as a
-real one would (confluent-kafka's own Schema types and SchemaRegistryError)."""
+"""A schema registry client that answers as a real one would (confluent-kafka's own Schema
+types and SchemaRegistryError), for the tests of formats/ and of what decodes through it."""
 
 from __future__ import annotations
 
@@ -7,32 +7,6 @@ from typing import Any
 
 from confluent_kafka.schema_registry import RegisteredSchema, Schema
 from confluent_kafka.schema_registry.error import SchemaRegistryError
-
-
-class FakeMessage:
-    def __init__(self, topic: str, value: bytes | None, key: bytes | None = None, offset: int = 0, partition: int = 0):
-        self._topic, self._value, self._key, self._offset, self._partition = topic, value, key, offset, partition
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def headers(self) -> list:
-        return []
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1_764_000_000_000)
 
 
 class FakeRegistryClient:
