@@ -33,8 +33,9 @@ from tests.benchmark.profile import Profiler, summary
 from tests.benchmark.scenarios import API_KEY_VARIABLE, Scenario
 from tests.benchmark.sink import SinkProcess
 from tests.support.connector_process import ConnectorProcess, write_config
-from tests.support.kafka_broker import _free_ports, create_topic
+from tests.support.kafka_broker import create_topic
 from tests.support.kafka_tools import all_committed
+from tests.support.service_process import free_ports
 
 API_KEY = "benchmark-write-key"
 WINDOW = (0.10, 0.90)  # the steady middle of a run, in shares of the expected events
@@ -87,7 +88,7 @@ def run_once(scenario: Scenario, setup: Setup, index: int) -> dict[str, Any]:
     tag = f"{scenario.key}{index}-{uuid.uuid4().hex[:6]}"
     live_topic = f"bench-live-{tag}"
     create_topic(setup.bootstrap, live_topic, partitions=setup.partitions)
-    metrics_port = _free_ports(1)[0]
+    metrics_port = free_ports(1)[0]
     expected = scenario.expected(setup.produced)
     deadline = time.monotonic() + setup.timeout_s
     result: dict[str, Any] = {"run": index, "expected_events": expected, "filtered": setup.produced.count - expected}

@@ -45,7 +45,7 @@ from collections import Counter, deque
 from typing import Any
 
 from tests.benchmark.errors import BenchError
-from tests.support.kafka_broker import _pdeathsig_preexec
+from tests.support.service_process import pdeathsig_preexec
 
 BATCH_PATH = b"/event/ingest/batch"
 CONTROL_PREFIX = b"/_bench/"
@@ -394,7 +394,7 @@ class SinkProcess:
             stderr=self._log,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_pdeathsig_preexec(os.getpid()),
+            preexec_fn=pdeathsig_preexec(os.getpid()),
         )
         self.address = self._read_address(start_timeout_s)
         self.base_url = f"http://{self.address}"

@@ -11,6 +11,7 @@ Maven Central is one of those registries and publishes the broker itself
    to a temporary directory that is renamed into place only once it is
    complete, so an interrupted download never looks like a finished one; a
    file lock serialises concurrent callers (e.g. pytest-xdist workers).
+   (That, and the process handling below, is ``tests/support/service_process.py``.)
 
 2. ``KafkaBroker``: picks free ports on 127.0.0.1, writes a combined
    broker+controller ``server.properties``, formats the storage directory and
@@ -53,24 +54,30 @@ reads the former.
 from __future__ import annotations
 
 import argparse
-import atexit
 import base64
-import contextlib
-import fcntl
 import logging
 import os
 import pathlib
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
+
+from tests.support.service_process import (
+    PidFiles,
+    ServiceProcess,
+    cached_dir,
+    cli_start,
+    cli_stop,
+    free_ports,
+    jvm_options,
+    maven_copy_dependencies,
+    tail,
+)
 
 KAFKA_VERSION = "4.4.0"
 SCALA_BINARY_VERSION = "2.13"
@@ -80,9 +87,7 @@ REPO_ROOT = _HERE.parent.parent
 POM_PATH = _HERE / "kafka" / "pom.xml"
 
 MVN_TIMEOUT_S = 600
-_MARKER = ".complete"  # written into the lib dir, last, before it is renamed into place
 _BROKER_JAR = f"kafka_{SCALA_BINARY_VERSION}-{KAFKA_VERSION}.jar"
-_LOG_TAIL_LINES = 40
 
 log = logging.getLogger(__name__)
 
@@ -100,110 +105,32 @@ def default_lib_dir() -> pathlib.Path:
     return REPO_ROOT / ".cache" / f"kafka-{KAFKA_VERSION}" / "lib"
 
 
-def _tail(text: str, lines: int = _LOG_TAIL_LINES) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
-@contextlib.contextmanager
-def _file_lock(path: pathlib.Path):
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _run_bounded(cmd: list[str], timeout_s: float, **kwargs) -> tuple[int | None, str]:
-    """Run ``cmd`` in its own process group with stdout+stderr captured.
-
-    Returns (exit code, output); the exit code is None if the command timed out,
-    in which case its whole process group has been killed.
-    """
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        text=True,
-        errors="replace",
-        **kwargs,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout_s)
-        return proc.returncode, out
-    except subprocess.TimeoutExpired:
-        _killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        return None, out
-    except BaseException:
-        _killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise
-
-
 def ensure_jars(cache_dir: pathlib.Path | None = None) -> pathlib.Path:
     """Return a directory holding the Kafka broker jars, fetching them if needed.
 
     ``cache_dir`` is that directory (default: ``<repo>/.cache/kafka-<version>/lib``).
     Idempotent and cheap once the jars are there.
     """
-    lib = pathlib.Path(cache_dir) if cache_dir is not None else default_lib_dir()
-    lib = lib.absolute()
-    if (lib / _MARKER).is_file():
-        return lib
-    lib.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(lib.parent / f".{lib.name}.lock"):
-        if (lib / _MARKER).is_file():  # another process finished it meanwhile
-            return lib
-        mvn = shutil.which("mvn")
-        if mvn is None:
+
+    def fetch(scratch: pathlib.Path) -> pathlib.Path:
+        started = time.monotonic()
+        out = maven_copy_dependencies(
+            POM_PATH,
+            scratch,
+            f"the Kafka {KAFKA_VERSION} jars",
+            MVN_TIMEOUT_S,
+            BrokerError,
+            ["-DincludeScope=runtime", f"-Dkafka.version={KAFKA_VERSION}"],
+        )
+        jars = sorted(p.name for p in scratch.glob("*.jar"))
+        if _BROKER_JAR not in jars:
             raise BrokerError(
-                f"Maven ('mvn') is not on PATH; it is needed to fetch the Kafka {KAFKA_VERSION} jars from Maven Central"
+                f"mvn succeeded but {_BROKER_JAR} is not among the {len(jars)} jars it copied:\n{tail(out)}"
             )
-        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{lib.name}.tmp-", dir=lib.parent))
-        try:
-            cmd = [
-                mvn,
-                "-q",
-                "-B",
-                "-Dstyle.color=never",
-                "-f",
-                str(POM_PATH),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={tmp}",
-                "-DincludeScope=runtime",
-                f"-Dkafka.version={KAFKA_VERSION}",
-            ]
-            started = time.monotonic()
-            rc, out = _run_bounded(cmd, MVN_TIMEOUT_S)
-            if rc is None:
-                raise BrokerError(
-                    f"mvn timed out after {MVN_TIMEOUT_S} s fetching Kafka {KAFKA_VERSION}:\n{_tail(out)}"
-                )
-            if rc != 0:
-                raise BrokerError(f"mvn failed (exit {rc}) fetching Kafka {KAFKA_VERSION}:\n{_tail(out)}")
-            jars = sorted(p.name for p in tmp.glob("*.jar"))
-            if _BROKER_JAR not in jars:
-                raise BrokerError(
-                    f"mvn succeeded but {_BROKER_JAR} is not among the {len(jars)} jars it copied:\n{_tail(out)}"
-                )
-            (tmp / _MARKER).write_text("\n".join(jars) + "\n")
-            if lib.exists():  # an incomplete leftover (no marker): replace it
-                shutil.rmtree(lib)
-            os.rename(tmp, lib)
-            log.info(
-                "fetched %d Kafka %s jars into %s in %.1f s",
-                len(jars),
-                KAFKA_VERSION,
-                lib,
-                time.monotonic() - started,
-            )
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return lib
+        log.info("fetched %d Kafka %s jars in %.1f s", len(jars), KAFKA_VERSION, time.monotonic() - started)
+        return scratch
+
+    return cached_dir(pathlib.Path(cache_dir) if cache_dir is not None else default_lib_dir(), fetch)
 
 
 def _check_lib_dir(lib: pathlib.Path) -> None:
@@ -230,25 +157,6 @@ def java_executable() -> str:
     return java
 
 
-def jvm_options(heap_mb: int = 512) -> list[str]:
-    """JVM flags for a broker (or a Kafka tool) that is gentle on a 2-core CI box.
-
-    Capped heap, the single-threaded SerialGC (no parallel GC threads fighting
-    the tests for the CPU), C1 only (much less JIT work at start-up, plenty fast
-    for test traffic), and no perf-data file in /tmp.
-    """
-    return [
-        f"-Xms{min(256, heap_mb)}m",
-        f"-Xmx{heap_mb}m",
-        "-XX:+UseSerialGC",
-        "-XX:TieredStopAtLevel=1",
-        "-XX:+ExitOnOutOfMemoryError",
-        "-XX:-UsePerfData",
-        "-Djava.awt.headless=true",
-        "-Dfile.encoding=UTF-8",
-    ]
-
-
 _LOG4J2_PROPERTIES = """\
 # Written by tests/support/kafka_broker.py
 status = warn
@@ -268,58 +176,12 @@ logger.request.level = warn
 """
 
 
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct ports that are free on 127.0.0.1 right now."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _random_cluster_id() -> str:
     """What ``kafka-storage random-uuid`` prints, without paying for a JVM start."""
     while True:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not cid.startswith("-"):
             return cid
-
-
-def _killpg(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
-    except PermissionError:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _pdeathsig_preexec(parent_pid: int):
-    """A preexec_fn making the child get SIGKILL when its parent (thread) dies."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved in the parent
-    except (OSError, AttributeError):
-        return None
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
 
 
 @dataclass(frozen=True)
@@ -383,8 +245,7 @@ class KafkaBroker:
         self.detached = detached
         self.port: int | None = None
         self.controller_port: int | None = None
-        self._proc: subprocess.Popen | None = None
-        self._atexit_registered = False
+        self._process = ServiceProcess("Kafka broker", self.log_path, detached=detached)
         self._lock = threading.Lock()
 
     # -- properties ---------------------------------------------------------
@@ -411,10 +272,10 @@ class KafkaBroker:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self._process.pid
 
     def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._process.running()
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}, {self.bootstrap_servers}" if self.is_running() else "stopped"
@@ -483,25 +344,9 @@ class KafkaBroker:
             *args,
         ]
 
-    def _log_tail(self) -> str:
-        try:
-            with open(self.log_path, errors="replace") as fh:
-                return "".join(deque(fh, maxlen=_LOG_TAIL_LINES)).rstrip("\n")
-        except OSError as e:
-            return f"(cannot read {self.log_path}: {e})"
-
     def _fail(self, what: str) -> BrokerError:
         """Kill the JVM (if any) and build the error to raise."""
-        exit_note = ""
-        if self._proc is not None:
-            rc = self._proc.poll()
-            if rc is not None:
-                exit_note = f" (java exited with code {rc})"
-            self._kill_now()
-        return BrokerError(
-            f"Kafka broker in {self.work_dir}: {what}{exit_note}\n"
-            f"--- last lines of {self.log_path} ---\n{self._log_tail()}"
-        )
+        return BrokerError(f"Kafka broker in {self.work_dir}: {self._process.failure(what)}")
 
     def start(self, timeout_s: float = 90) -> KafkaBroker:
         """Start the broker and wait until it serves metadata; returns self."""
@@ -510,20 +355,9 @@ class KafkaBroker:
                 return self
             _check_lib_dir(self.lib_dir)
             deadline = time.monotonic() + timeout_s
-            attempts = 3  # ports are picked before the JVM binds them: retry a lost race
-            for attempt in range(1, attempts + 1):
-                try:
-                    self._start_once(deadline)
-                    return self
-                except BrokerError as e:
-                    port_race = "Address already in use" in str(e) or "BindException" in str(e)
-                    if attempt == attempts or not port_race or time.monotonic() >= deadline:
-                        raise
-                    log.warning("Kafka broker lost a port race, retrying: %s", str(e).splitlines()[0])
-                except BaseException:  # e.g. KeyboardInterrupt: leave no half-started JVM
-                    self._kill_now()
-                    raise
-            raise AssertionError("unreachable")
+            # Ports are picked before the JVM binds them: a lost race is tried again.
+            self._process.start(lambda: self._start_once(deadline), BrokerError, deadline=deadline)
+            return self
 
     def restart(self, timeout_s: float = 90) -> KafkaBroker:
         """Stop the broker cleanly and start it again on the same ports, with the same
@@ -533,11 +367,8 @@ class KafkaBroker:
                 raise BrokerError("restart() needs a broker that was started before")
         self.stop()
         with self._lock:
-            try:
-                self._start_once(time.monotonic() + timeout_s, keep_data=True)
-            except BaseException:
-                self._kill_now()
-                raise
+            deadline = time.monotonic() + timeout_s
+            self._process.start(lambda: self._start_once(deadline, keep_data=True), BrokerError, attempts=1)
         return self
 
     def _start_once(self, deadline: float, keep_data: bool = False) -> None:
@@ -546,26 +377,23 @@ class KafkaBroker:
         if not keep_data:
             if self.data_dir.exists():
                 shutil.rmtree(self.data_dir)
-            self.port, self.controller_port, sasl_port = _free_ports(3)
+            self.port, self.controller_port, sasl_port = free_ports(3)
             self.sasl_port = sasl_port if self.sasl_ssl is not None else None
         config = self._write_config()
-
-        # Format the storage directory (a short-lived JVM, output into broker.log) unless
-        # the data is kept, then start the broker.
-        with open(self.log_path, "a" if keep_data else "w") as logf:
-            if not keep_data:
+        if not keep_data:  # a short-lived JVM formats the storage directory, into a new broker.log
+            with open(self.log_path, "w") as logf:
                 self._format(config, logf, deadline)
-            self._launch(config, logf)
-        if not self.detached and not self._atexit_registered:
-            atexit.register(self.stop)
-            self._atexit_registered = True
-
+        self._process.launch(
+            self._java_cmd("kafka.Kafka", str(config), heap_mb=self.heap_mb),
+            f"kafka.Kafka on 127.0.0.1:{self.port} (controller :{self.controller_port})",
+            cwd=self.work_dir,
+        )
         self._wait_ready(deadline)
         log.info(
             "Kafka %s broker ready at %s (pid %d) in %.1f s",
             KAFKA_VERSION,
             self.bootstrap_servers,
-            self._proc.pid,
+            self.pid,
             time.monotonic() - started,
         )
 
@@ -599,33 +427,14 @@ class KafkaBroker:
         if rc != 0:
             raise self._fail(f"formatting the storage directory failed (exit {rc})")
 
-    def _launch(self, config: pathlib.Path, logf) -> None:
-        logf.write(f"### kafka.Kafka on 127.0.0.1:{self.port} (controller :{self.controller_port})\n")
-        logf.flush()
-        preexec = None
-        if not self.detached and threading.current_thread() is threading.main_thread():
-            # PDEATHSIG fires when the *thread* that forked the child exits, so
-            # only use it from the main thread; atexit covers the rest.
-            preexec = _pdeathsig_preexec(os.getpid())
-        self._proc = subprocess.Popen(
-            self._java_cmd("kafka.Kafka", str(config), heap_mb=self.heap_mb),
-            cwd=self.work_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=preexec,
-        )
-
     def _wait_ready(self, deadline: float) -> None:
         from confluent_kafka.admin import AdminClient
 
-        assert self._proc is not None
         # Wait for the listener sockets first, so librdkafka does not log a
         # "Connection refused" per retry while the JVM boots.
         for port in (self.port, self.sasl_port):
             while port is not None:
-                if self._proc.poll() is not None:
+                if not self._process.running():
                     raise self._fail("java exited during start-up")
                 if time.monotonic() >= deadline:
                     raise self._fail(f"timed out waiting for the listener port {port} to open")
@@ -638,7 +447,7 @@ class KafkaBroker:
         admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
         last_error: Exception | None = None
         while True:
-            if self._proc.poll() is not None:
+            if not self._process.running():
                 raise self._fail("java exited during start-up")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -654,42 +463,12 @@ class KafkaBroker:
 
     # -- stop ---------------------------------------------------------------
 
-    def _kill_now(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            _killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-        self._proc = None
-        self._unregister_atexit()
-
-    def _unregister_atexit(self) -> None:
-        if self._atexit_registered:
-            atexit.unregister(self.stop)
-            self._atexit_registered = False
-
     def stop(self, timeout_s: float = 20) -> None:
         """SIGTERM the broker (a clean shutdown), SIGKILL it after ``timeout_s``.
 
         Idempotent; safe on a broker that was never started.
         """
-        proc = self._proc
-        if proc is None:
-            self._unregister_atexit()
-            return
-        if proc.poll() is None:
-            _killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                log.warning("Kafka broker pid %d ignored SIGTERM for %.0f s; killing it", proc.pid, timeout_s)
-                _killpg(proc.pid, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=10)
-        self._proc = None
-        self._unregister_atexit()
+        self._process.stop(timeout_s)
 
 
 # --------------------------------------------------------------------------
@@ -760,75 +539,29 @@ def create_topic(
 # --------------------------------------------------------------------------
 
 
-def _pid_alive_kafka(pid: int) -> bool:
-    """True if ``pid`` is a live (non-zombie) kafka.Kafka JVM."""
-    try:
-        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-        cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, IndexError):
-        if sys.platform.startswith("linux"):
-            return False
-        try:  # no /proc: trust the pid file
-            os.kill(pid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-    return b"kafka.Kafka" in cmdline
-
-
-def _read_pid(directory: pathlib.Path) -> int | None:
-    try:
-        return int((directory / "broker.pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def _cmd_fetch(args: argparse.Namespace) -> int:
     print(ensure_jars(args.cache_dir))
     return 0
 
 
+def _pid_files(directory: str) -> PidFiles:
+    return PidFiles(pathlib.Path(directory).absolute(), "broker.pid", "bootstrap", b"kafka.Kafka", "broker")
+
+
 def _cmd_start(args: argparse.Namespace) -> int:
-    directory = pathlib.Path(args.dir).absolute()
-    directory.mkdir(parents=True, exist_ok=True)
-    pid = _read_pid(directory)
-    if pid is not None and _pid_alive_kafka(pid) and (directory / "bootstrap").is_file():
-        print((directory / "bootstrap").read_text().strip())
-        print(f"(already running, pid {pid})", file=sys.stderr)
-        return 0
-    lib = pathlib.Path(args.lib_dir) if args.lib_dir else ensure_jars()
-    broker = KafkaBroker(directory, lib, heap_mb=args.heap_mb, detached=True)
-    try:
-        broker.start(timeout_s=args.timeout)
-    except BrokerError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    (directory / "broker.pid").write_text(f"{broker.pid}\n")
-    (directory / "bootstrap").write_text(broker.bootstrap_servers + "\n")
-    print(broker.bootstrap_servers)
-    return 0
+    files = _pid_files(args.dir)
+
+    def start() -> tuple[int, str]:
+        lib = pathlib.Path(args.lib_dir) if args.lib_dir else ensure_jars()
+        broker = KafkaBroker(files.directory, lib, heap_mb=args.heap_mb, detached=True).start(timeout_s=args.timeout)
+        assert broker.pid is not None
+        return broker.pid, broker.bootstrap_servers
+
+    return cli_start(files, start)
 
 
 def _cmd_stop(args: argparse.Namespace) -> int:
-    directory = pathlib.Path(args.dir).absolute()
-    pid = _read_pid(directory)
-    if pid is not None and _pid_alive_kafka(pid):
-        _killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + args.timeout
-        while _pid_alive_kafka(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _pid_alive_kafka(pid):
-            print(f"broker pid {pid} ignored SIGTERM for {args.timeout:.0f} s; killing it", file=sys.stderr)
-            _killpg(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 10
-            while _pid_alive_kafka(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-    for name in ("broker.pid", "bootstrap"):
-        with contextlib.suppress(FileNotFoundError):
-            (directory / name).unlink()
-    return 0
+    return cli_stop(_pid_files(args.dir), args.timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

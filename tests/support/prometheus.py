@@ -11,8 +11,8 @@ short scrape and evaluation interval), starts the server on a free 127.0.0.1 por
 its storage in the given directory, in a process group of its own, and returns once
 ``/-/ready`` answers 200. When it cannot start, ``PrometheusError`` carries the last
 lines of its log: a test that needs Prometheus fails then, it never skips. ``stop()``
-(also registered with ``atexit``, and the server gets SIGKILL if the test process dies)
-ends the group.
+(also registered with ``atexit``, and the server gets SIGKILL if the test process dies:
+``tests/support/service_process.py``) ends the group.
 
     with PrometheusServer(tmp_path, scrape_configs=[...], rule_files=[rules]) as prom:
         prom.wait_for_target_up({"job": "uf-userflux-connector"})
@@ -24,29 +24,23 @@ Every wait is bounded both in time and in the number of polls.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
+import itertools
 import json
 import os
 import pathlib
-import signal
-import subprocess
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import yaml
 
-from tests.support.connector_process import free_port
-from tests.support.kafka_broker import _killpg, _pdeathsig_preexec
+from tests.support.service_process import LOG_TAIL_LINES, ServiceProcess, free_ports
 
 DEFAULT_PROMETHEUS = pathlib.Path.home() / ".cache" / "userflux-connector" / "tools" / "prometheus"
-LOG_TAIL_LINES = 40
 T = TypeVar("T")
 
 
@@ -119,8 +113,7 @@ class PrometheusServer:
         self.port: int | None = None
         self.config_path = self.work_dir / "prometheus.yml"
         self.log_path = self.work_dir / "prometheus.log"
-        self._proc: subprocess.Popen | None = None
-        self._atexit_registered = False
+        self._process = ServiceProcess("Prometheus", self.log_path)
 
     @property
     def url(self) -> str:
@@ -145,54 +138,39 @@ class PrometheusServer:
         binary = self.binary or prometheus_path()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
-        for attempt in range(1, attempts + 1):
+        attempts_made = itertools.count(1)
+
+        def on_a_free_port() -> None:
             # A free port can be taken between the check and Prometheus' bind: try again.
-            self.port = free_port()
+            attempt = next(attempts_made)
+            self.port = free_ports(1)[0]
             storage = self.work_dir / f"data-{attempt}"
-            with self.log_path.open("a") as log:
-                log.write(f"### prometheus on 127.0.0.1:{self.port}, attempt {attempt}\n")
-                log.flush()
-                preexec = None
-                if threading.current_thread() is threading.main_thread():
-                    preexec = _pdeathsig_preexec(os.getpid())
-                self._proc = subprocess.Popen(
-                    [
-                        str(binary),
-                        f"--config.file={self.config_path}",
-                        f"--storage.tsdb.path={storage}",
-                        f"--web.listen-address=127.0.0.1:{self.port}",
-                        "--web.enable-lifecycle",
-                        # Hidden flag (5 s by default): how long new targets wait before
-                        # the scrape manager takes them; a test has no 5 s to give.
-                        "--scrape.discovery-reload-interval=200ms",
-                        "--log.level=info",
-                        *self.extra_args,
-                    ],
-                    cwd=self.work_dir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=preexec,
-                )
-            if not self._atexit_registered:
-                atexit.register(self.stop)
-                self._atexit_registered = True
-            try:
-                self._wait_ready(timeout_s)
-                return self
-            except PrometheusError:
-                in_use = "address already in use" in self.log_tail().lower()
-                self._kill_now()
-                if not in_use or attempt == attempts:
-                    raise
-        raise AssertionError("unreachable")
+            self._process.launch(
+                [
+                    str(binary),
+                    f"--config.file={self.config_path}",
+                    f"--storage.tsdb.path={storage}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--web.enable-lifecycle",
+                    # Hidden flag (5 s by default): how long new targets wait before
+                    # the scrape manager takes them; a test has no 5 s to give.
+                    "--scrape.discovery-reload-interval=200ms",
+                    "--log.level=info",
+                    *self.extra_args,
+                ],
+                f"prometheus on 127.0.0.1:{self.port}, attempt {attempt}",
+                cwd=self.work_dir,
+            )
+            self._wait_ready(timeout_s)
+
+        self._process.start(on_a_free_port, PrometheusError, attempts=attempts)
+        return self
 
     def _wait_ready(self, timeout_s: float) -> None:
         def ready() -> bool:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                raise _Exited(self._proc.returncode)
+            code = self._process.poll()
+            if code is not None:
+                raise _Exited(code)
             try:
                 with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as response:
                     return response.status == 200
@@ -212,38 +190,14 @@ class PrometheusServer:
         )
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        try:
-            with self.log_path.open(errors="replace") as f:
-                return "".join(deque(f, maxlen=lines))
-        except FileNotFoundError:
-            return "(no log)"
+        return self._process.log_tail(lines)
 
     def stop(self, timeout_s: float = 10) -> None:
         """SIGTERM the process group, SIGKILL it after ``timeout_s``. Idempotent."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            _killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                pass
-        self._kill_now()
-        if self._atexit_registered:
-            atexit.unregister(self.stop)
-            self._atexit_registered = False
-
-    def _kill_now(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        # The group too: anything the server left behind goes with it.
-        _killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
-        self._proc = None
+        self._process.stop(timeout_s)
 
     def __enter__(self) -> PrometheusServer:
-        return self if self._proc is not None else self.start()
+        return self if self._process.running() else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

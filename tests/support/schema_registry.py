@@ -10,8 +10,9 @@ under ``/apis/ccompat/v7``, which is what confluent-kafka's
 
 1. ``ensure_app()``: runs Maven on ``tests/support/apicurio/pom.xml`` to fetch the
    tar.gz (~160 MB) and unpacks it into ``<repo>/.cache/apicurio-registry-<version>``.
-   As in ``kafka_broker.ensure_jars()``, the work happens in a temporary directory
-   renamed into place only once complete (a marker file last), under a file lock.
+   As in ``kafka_broker.ensure_jars()`` (both use ``tests/support/service_process.py``),
+   the work happens in a temporary directory renamed into place only once complete (a
+   marker file last), under a file lock.
 
 2. ``SchemaRegistry``: picks free ports on 127.0.0.1 and runs the application in its
    own process group, with both of its listeners (the API, and Quarkus' management
@@ -45,31 +46,27 @@ And from scripts (the registry then keeps running after the command exits)::
 from __future__ import annotations
 
 import argparse
-import atexit
-import contextlib
 import http.client
 import logging
 import os
 import pathlib
 import re
-import shutil
-import signal
-import subprocess
 import sys
 import tarfile
-import tempfile
 import threading
 import time
-from collections import deque
 
-from tests.support.kafka_broker import (
-    _file_lock,
-    _free_ports,
-    _killpg,
-    _pdeathsig_preexec,
-    _run_bounded,
-    _tail,
+from tests.support.service_process import (
+    PidFiles,
+    ServiceProcess,
+    cached_dir,
+    cli_start,
+    cli_stop,
+    free_ports,
     jvm_options,
+    maven_copy_dependencies,
+    run_bounded,
+    tail,
 )
 
 APICURIO_VERSION = "3.3.3"
@@ -80,10 +77,8 @@ REPO_ROOT = _HERE.parent.parent
 POM_PATH = _HERE / "apicurio" / "pom.xml"
 
 MVN_TIMEOUT_S = 900  # a cold fetch is one ~160 MB file
-_MARKER = ".complete"
 _RUN_JAR = "quarkus-run.jar"
 _TARBALL = f"apicurio-registry-app-{APICURIO_VERSION}-all.tar.gz"
-_LOG_TAIL_LINES = 40
 CCOMPAT_PATH = "/apis/ccompat/v7"
 
 log = logging.getLogger(__name__)
@@ -108,66 +103,34 @@ def ensure_app(cache_dir: pathlib.Path | None = None) -> pathlib.Path:
     ``cache_dir`` is that directory (default: ``<repo>/.cache/apicurio-registry-<version>``).
     Idempotent and cheap once it is there.
     """
-    app = (pathlib.Path(cache_dir) if cache_dir is not None else default_app_dir()).absolute()
-    if (app / _MARKER).is_file():
-        return app
-    app.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(app.parent / f".{app.name}.lock"):
-        if (app / _MARKER).is_file():  # another process finished it meanwhile
-            return app
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise RegistryError(
-                "Maven ('mvn') is not on PATH; it is needed to fetch Apicurio Registry "
-                f"{APICURIO_VERSION} from Maven Central"
-            )
-        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{app.name}.tmp-", dir=app.parent))
+
+    def fetch(scratch: pathlib.Path) -> pathlib.Path:
+        started = time.monotonic()
+        download = scratch / "download"
+        out = maven_copy_dependencies(
+            POM_PATH,
+            download,
+            f"Apicurio Registry {APICURIO_VERSION}",
+            MVN_TIMEOUT_S,
+            RegistryError,
+            [f"-Dapicurio.version={APICURIO_VERSION}"],
+        )
+        tarball = download / _TARBALL
+        if not tarball.is_file():
+            found = sorted(p.name for p in download.glob("*")) if download.is_dir() else []
+            raise RegistryError(f"mvn succeeded but {_TARBALL} is not among {found}:\n{tail(out)}")
+        unpacked = scratch / "app"
         try:
-            download = tmp / "download"
-            cmd = [
-                mvn,
-                "-q",
-                "-B",
-                "-Dstyle.color=never",
-                "-f",
-                str(POM_PATH),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={download}",
-                f"-Dapicurio.version={APICURIO_VERSION}",
-            ]
-            started = time.monotonic()
-            rc, out = _run_bounded(cmd, MVN_TIMEOUT_S)
-            if rc is None:
-                raise RegistryError(
-                    f"mvn timed out after {MVN_TIMEOUT_S} s fetching Apicurio Registry "
-                    f"{APICURIO_VERSION}:\n{_tail(out)}"
-                )
-            if rc != 0:
-                raise RegistryError(
-                    f"mvn failed (exit {rc}) fetching Apicurio Registry {APICURIO_VERSION}:\n{_tail(out)}"
-                )
-            tarball = download / _TARBALL
-            if not tarball.is_file():
-                found = sorted(p.name for p in download.glob("*")) if download.is_dir() else []
-                raise RegistryError(f"mvn succeeded but {_TARBALL} is not among {found}:\n{_tail(out)}")
-            unpacked = tmp / "app"
-            try:
-                with tarfile.open(tarball) as tar:
-                    tar.extractall(unpacked, filter="data")
-            except (tarfile.TarError, OSError) as e:
-                raise RegistryError(f"cannot unpack {tarball}: {e}") from e
-            if not (unpacked / _RUN_JAR).is_file():
-                raise RegistryError(f"{_TARBALL} has no {_RUN_JAR} at its top level")
-            (unpacked / _MARKER).write_text(f"{APICURIO_VERSION}\n")
-            if app.exists():  # an incomplete leftover (no marker): replace it
-                shutil.rmtree(app)
-            os.rename(unpacked, app)
-            log.info(
-                "fetched Apicurio Registry %s into %s in %.1f s", APICURIO_VERSION, app, time.monotonic() - started
-            )
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return app
+            with tarfile.open(tarball) as tar:
+                tar.extractall(unpacked, filter="data")
+        except (tarfile.TarError, OSError) as e:
+            raise RegistryError(f"cannot unpack {tarball}: {e}") from e
+        if not (unpacked / _RUN_JAR).is_file():
+            raise RegistryError(f"{_TARBALL} has no {_RUN_JAR} at its top level")
+        log.info("fetched Apicurio Registry %s in %.1f s", APICURIO_VERSION, time.monotonic() - started)
+        return unpacked
+
+    return cached_dir(pathlib.Path(cache_dir) if cache_dir is not None else default_app_dir(), fetch)
 
 
 def java_executable() -> str:
@@ -188,10 +151,10 @@ def java_executable() -> str:
 
 
 def java_major_version(java: str) -> int:
-    rc, out = _run_bounded([java, "-version"], 30)
+    rc, out = run_bounded([java, "-version"], 30)
     m = re.search(r'version "(\d+)', out)
     if rc != 0 or m is None:
-        raise RegistryError(f"'{java} -version' failed (exit {rc}):\n{_tail(out)}")
+        raise RegistryError(f"'{java} -version' failed (exit {rc}):\n{tail(out)}")
     return int(m.group(1))
 
 
@@ -235,8 +198,7 @@ class SchemaRegistry:
         self.port: int | None = None
         self.management_port: int | None = None
         self.starts = 0  # how many times the JVM was launched and became ready
-        self._proc: subprocess.Popen | None = None
-        self._atexit_registered = False
+        self._process = ServiceProcess("schema registry", self.log_path, detached=detached)
         self._lock = threading.Lock()
 
     # -- properties ---------------------------------------------------------
@@ -254,10 +216,10 @@ class SchemaRegistry:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self._process.pid
 
     def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._process.running()
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}, {self.url}" if self.is_running() else "stopped"
@@ -296,25 +258,9 @@ class SchemaRegistry:
             str(self.app_dir / _RUN_JAR),
         ]
 
-    def _log_tail(self) -> str:
-        try:
-            with open(self.log_path, errors="replace") as fh:
-                return "".join(deque(fh, maxlen=_LOG_TAIL_LINES)).rstrip("\n")
-        except OSError as e:
-            return f"(cannot read {self.log_path}: {e})"
-
     def _fail(self, what: str) -> RegistryError:
         """Kill the JVM (if any) and build the error to raise."""
-        exit_note = ""
-        if self._proc is not None:
-            rc = self._proc.poll()
-            if rc is not None:
-                exit_note = f" (java exited with code {rc})"
-            self._kill_now()
-        return RegistryError(
-            f"Apicurio Registry {APICURIO_VERSION} in {self.work_dir}: {what}{exit_note}\n"
-            f"--- last lines of {self.log_path} ---\n{self._log_tail()}"
-        )
+        return RegistryError(f"Apicurio Registry {APICURIO_VERSION} in {self.work_dir}: {self._process.failure(what)}")
 
     def start(self, timeout_s: float = 90, *, same_ports: bool = False) -> SchemaRegistry:
         """Start the registry and wait until its ccompat API answers; returns self.
@@ -322,31 +268,20 @@ class SchemaRegistry:
         with self._lock:
             if self.is_running():
                 return self
+            deadline = time.monotonic() + timeout_s
             if same_ports and self.port is not None:
-                try:
-                    self._start_once(time.monotonic() + timeout_s)
-                except BaseException:
-                    self._kill_now()
-                    raise
+                self._process.start(lambda: self._start_once(deadline), RegistryError, attempts=1)
                 return self
             if not (self.app_dir / _RUN_JAR).is_file():
                 raise RegistryError(f"{self.app_dir} has no {_RUN_JAR} (see ensure_app())")
-            deadline = time.monotonic() + timeout_s
-            attempts = 3  # ports are picked before the JVM binds them: retry a lost race
-            for attempt in range(1, attempts + 1):
-                try:
-                    self.port, self.management_port = _free_ports(2)
-                    self._start_once(deadline)
-                    return self
-                except RegistryError as e:
-                    port_race = "Address already in use" in str(e) or "BindException" in str(e)
-                    if attempt == attempts or not port_race or time.monotonic() >= deadline:
-                        raise
-                    log.warning("schema registry lost a port race, retrying: %s", str(e).splitlines()[0])
-                except BaseException:  # e.g. KeyboardInterrupt: leave no half-started JVM
-                    self._kill_now()
-                    raise
-            raise AssertionError("unreachable")
+
+            def on_free_ports() -> None:
+                # Ports are picked before the JVM binds them: a lost race is tried again.
+                self.port, self.management_port = free_ports(2)
+                self._start_once(deadline)
+
+            self._process.start(on_free_ports, RegistryError, deadline=deadline)
+            return self
 
     def restart(self, timeout_s: float = 90) -> SchemaRegistry:
         """Stop the registry cleanly and start it again on the same ports.
@@ -357,13 +292,7 @@ class SchemaRegistry:
             if self.port is None:
                 raise RegistryError("restart() needs a registry that was started before")
         self.stop()
-        with self._lock:
-            try:
-                self._start_once(time.monotonic() + timeout_s)
-            except BaseException:
-                self._kill_now()
-                raise
-        return self
+        return self.start(timeout_s, same_ports=True)
 
     def _start_once(self, deadline: float) -> None:
         started = time.monotonic()
@@ -372,45 +301,28 @@ class SchemaRegistry:
         major = java_major_version(java)
         if major < MIN_JAVA:
             raise RegistryError(f"Apicurio Registry {APICURIO_VERSION} needs Java {MIN_JAVA}+; {java} is {major}")
-        with open(self.log_path, "a") as logf:
-            logf.write(
-                f"### Apicurio Registry {APICURIO_VERSION} on 127.0.0.1:{self.port} "
-                f"(management :{self.management_port}), Java {major}\n"
-            )
-            logf.flush()
-            preexec = None
-            if not self.detached and threading.current_thread() is threading.main_thread():
-                # PDEATHSIG fires when the *thread* that forked the child exits, so
-                # only use it from the main thread; atexit covers the rest.
-                preexec = _pdeathsig_preexec(os.getpid())
-            self._proc = subprocess.Popen(
-                self._java_cmd(java),
-                cwd=self.work_dir,
-                env=self._environment(),
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=preexec,
-            )
-        if not self.detached and not self._atexit_registered:
-            atexit.register(self.stop)
-            self._atexit_registered = True
+        self._process.launch(
+            self._java_cmd(java),
+            f"Apicurio Registry {APICURIO_VERSION} on 127.0.0.1:{self.port} "
+            f"(management :{self.management_port}), Java {major}",
+            cwd=self.work_dir,
+            env=self._environment(),
+        )
         self._wait_ready(deadline)
         self.starts += 1
         log.info(
             "Apicurio Registry %s ready at %s (pid %d) in %.1f s",
             APICURIO_VERSION,
             self.url,
-            self._proc.pid,
+            self.pid,
             time.monotonic() - started,
         )
 
     def _wait_ready(self, deadline: float) -> None:
-        assert self._proc is not None and self.port is not None
+        assert self.port is not None
         last = "no answer yet"
         while True:
-            if self._proc.poll() is not None:
+            if not self._process.running():
                 raise self._fail("java exited during start-up")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -426,63 +338,14 @@ class SchemaRegistry:
 
     # -- stop ---------------------------------------------------------------
 
-    def _kill_now(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            _killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-        self._proc = None
-        self._unregister_atexit()
-
-    def _unregister_atexit(self) -> None:
-        if self._atexit_registered:
-            atexit.unregister(self.stop)
-            self._atexit_registered = False
-
     def stop(self, timeout_s: float = 20) -> None:
         """SIGTERM the registry, SIGKILL it after ``timeout_s``. Idempotent."""
-        proc = self._proc
-        if proc is None:
-            self._unregister_atexit()
-            return
-        if proc.poll() is None:
-            _killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                log.warning("schema registry pid %d ignored SIGTERM for %.0f s; killing it", proc.pid, timeout_s)
-                _killpg(proc.pid, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=10)
-        self._proc = None
-        self._unregister_atexit()
+        self._process.stop(timeout_s)
 
 
 # --------------------------------------------------------------------------
 # CLI (for make and other scripts)
 # --------------------------------------------------------------------------
-
-
-def _pid_alive_registry(pid: int) -> bool:
-    """True if ``pid`` is a live (non-zombie) JVM running the registry."""
-    try:
-        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-        cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, IndexError):
-        return False
-    return _RUN_JAR.encode() in cmdline
-
-
-def _read_pid(directory: pathlib.Path) -> int | None:
-    try:
-        return int((directory / "registry.pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
@@ -492,41 +355,25 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pid_files(directory: str) -> PidFiles:
+    return PidFiles(pathlib.Path(directory).absolute(), "registry.pid", "url", _RUN_JAR.encode(), "registry")
+
+
 def _cmd_start(args: argparse.Namespace) -> int:
-    directory = pathlib.Path(args.dir).absolute()
-    directory.mkdir(parents=True, exist_ok=True)
-    pid = _read_pid(directory)
-    if pid is not None and _pid_alive_registry(pid) and (directory / "url").is_file():
-        print((directory / "url").read_text().strip())
-        print(f"(already running, pid {pid})", file=sys.stderr)
-        return 0
-    app = pathlib.Path(args.app_dir) if args.app_dir else ensure_app()
-    registry = SchemaRegistry(directory, app, heap_mb=args.heap_mb, detached=True)
-    registry.start(timeout_s=args.timeout)
-    (directory / "registry.pid").write_text(f"{registry.pid}\n")
-    (directory / "url").write_text(registry.url + "\n")
-    print(registry.url)
-    return 0
+    files = _pid_files(args.dir)
+
+    def start() -> tuple[int, str]:
+        app = pathlib.Path(args.app_dir) if args.app_dir else ensure_app()
+        registry = SchemaRegistry(files.directory, app, heap_mb=args.heap_mb, detached=True)
+        registry.start(timeout_s=args.timeout)
+        assert registry.pid is not None
+        return registry.pid, registry.url
+
+    return cli_start(files, start)
 
 
 def _cmd_stop(args: argparse.Namespace) -> int:
-    directory = pathlib.Path(args.dir).absolute()
-    pid = _read_pid(directory)
-    if pid is not None and _pid_alive_registry(pid):
-        _killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + args.timeout
-        while _pid_alive_registry(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _pid_alive_registry(pid):
-            print(f"registry pid {pid} ignored SIGTERM for {args.timeout:.0f} s; killing it", file=sys.stderr)
-            _killpg(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 10
-            while _pid_alive_registry(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-    for name in ("registry.pid", "url"):
-        with contextlib.suppress(FileNotFoundError):
-            (directory / name).unlink()
-    return 0
+    return cli_stop(_pid_files(args.dir), args.timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
